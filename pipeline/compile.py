@@ -1,0 +1,159 @@
+"""The compile: one dataclass of arguments, shown before work starts, and a short list of steps.
+
+load -> clean-up -> import -> optimize -> build -> package
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, cpu, log
+from .build import build_library, check_toolchain, elf_machine
+from .cleanup import cleanup
+from .importer import check_supported, import_model
+from .load import load_model, sha256_file
+from .modelinfo import graph_inputs, value_spec
+from .optimize import pipeline_for, run_stage
+from .package import LIB_NAME, MANIFEST, atomic_dir, check_output, write_json
+from .runtime import Artifact
+from .targets import Preset, get_preset
+
+
+@dataclass
+class CompileArgs:
+    model: Path
+    target: str
+    output: Path | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    opt_level: int = 3
+    dump_ir: Path | None = None
+    force: bool = False
+
+    def display(self) -> None:
+        log.info("[bold]deploy compile[/bold]")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value not in (None, {}, False) or f.name in ("opt_level",):
+                log.info(f"  {f.name:<13} {value}")
+
+
+def default_output(model: Path, target: str) -> Path:
+    return Path("artifacts") / f"{model.stem}-{target}"
+
+
+def versions() -> dict:
+    import onnx
+    import tvm
+    import tvm_ffi
+    from tvm.target import codegen
+
+    return {
+        "deploy": __version__,
+        "tvm": tvm.__version__,
+        "tvm_ffi": tvm_ffi.__version__,
+        "llvm": str(codegen.llvm_version_major()),
+        "onnx": onnx.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class _Dumper:
+    def __init__(self, root: Path | None):
+        self.root, self.n = root, 0
+        if root:
+            root.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, stage: str, mod) -> None:
+        if self.root:
+            (self.root / f"{self.n:02d}-{stage}.py").write_text(mod.script(show_meta=False))
+            self.n += 1
+
+
+def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
+    """Compile an ONNX model for a target preset into an artifact directory."""
+    t0 = time.perf_counter()
+    preset: Preset = get_preset(args.target)
+    out = Path(args.output) if args.output else default_output(Path(args.model), preset.name)
+    if not 0 <= args.opt_level <= 3:
+        from .errors import DeployError
+        raise DeployError(f"--opt-level {args.opt_level} is out of range", hint="use 0, 1, 2 or 3")
+    check_output(out, args.force)
+    check_toolchain(preset)
+    if show:
+        args.display()
+    timings: dict[str, float] = {}
+    passes: dict[str, list[str]] = {}
+
+    def step(name: str):
+        log.info(f"[cyan]>[/cyan] {name}")
+        timings[name] = time.perf_counter()
+
+    def done(name: str):
+        timings[name] = round(time.perf_counter() - timings[name], 3)
+
+    step("load"); loaded = load_model(args.model); check_supported(loaded.model); done("load")
+    step("clean-up"); model = cleanup(loaded.model, args.input_shapes); done("clean-up")
+    step("import"); mod = import_model(model); done("import")
+    dump = _Dumper(Path(args.dump_ir) if args.dump_ir else None)
+    dump("imported", mod)
+    target = preset.tvm_target()
+    for stage, make in pipeline_for(preset.family, target, args.opt_level):
+        step(f"optimize: {stage}")
+        stage_passes = make()
+        passes[stage] = [str(p.info.name) for p in stage_passes]
+        with log.tvm_quiet():
+            mod = run_stage(mod, stage_passes, target)
+        dump(stage, mod)
+        done(f"optimize: {stage}")
+
+    with atomic_dir(out, args.force) as tmp:
+        step("build"); lib = tmp / LIB_NAME; build_library(mod, preset, lib); done("build")
+        step("package")
+        manifest = make_manifest(args, preset, loaded, model, lib, passes)
+        manifest["build"]["seconds"] = {k: v for k, v in timings.items()}
+        manifest["build"]["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        write_json(tmp / MANIFEST, manifest)
+        done("package")
+    log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
+             f"{time.perf_counter() - t0:.1f} s)")
+    return Artifact(out)
+
+
+def make_manifest(args: CompileArgs, preset: Preset, loaded, model, lib: Path, passes: dict) -> dict:
+    from . import cuda
+
+    target_json = preset.target_json()
+    gpu = cuda.gpu_code(lib.read_bytes()) if preset.family == "cuda" else []
+    return {
+        "format": 1,
+        "model": {
+            "name": loaded.name,
+            "file": loaded.path.name,
+            "sha256": loaded.sha256,
+            "opset": next((o.version for o in loaded.model.opset_import if o.domain in ("", "ai.onnx")), None),
+            "inputs": [s.to_dict() for s in graph_inputs(model)],
+            "outputs": [value_spec(v).to_dict() for v in model.graph.output],
+        },
+        "target": {
+            "preset": preset.name,
+            "description": preset.description,
+            "family": preset.family,
+            "arch": preset.arch,
+            "tvm_target": target_json,
+            "cpu_features": cpu.required_features(preset.cpu_target()),
+            "gpu_code": gpu,
+            "cross_compiler": preset.cross_compiler,
+        },
+        "library": {"file": LIB_NAME, "sha256": sha256_file(lib), "bytes": lib.stat().st_size,
+                    "elf_machine": elf_machine(lib)},
+        "options": {"opt_level": args.opt_level, "input_shapes": args.input_shapes},
+        "passes": passes,
+        "versions": versions(),
+        "build": {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "host": platform.machine()},
+    }

@@ -1,0 +1,92 @@
+"""What a model is: opset, inputs and outputs (symbolic dims named), ops, parameters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list  # ints, or strings for symbolic dims, or None for unknown
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": self.shape}
+
+    @property
+    def symbolic(self) -> list[tuple[int, str]]:
+        return [(i, d if isinstance(d, str) else "?") for i, d in enumerate(self.shape) if not isinstance(d, int)]
+
+
+@dataclass
+class ModelInfo:
+    opset: int
+    producer: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    op_counts: dict[str, int]
+    param_count: int
+    param_bytes: int
+    unsupported: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _dtype(elem_type: int) -> str:
+    return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))) if elem_type else "unknown"
+
+
+def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    t = vi.type.tensor_type
+    shape: list = []
+    if t.HasField("shape"):
+        for d in t.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(int(d.dim_value))
+            else:
+                shape.append(d.dim_param or None)
+    return TensorSpec(vi.name, _dtype(t.elem_type), shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    inits = {i.name for i in model.graph.initializer}
+    return [value_spec(v) for v in model.graph.input if v.name not in inits]
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 1
+
+
+def model_info(model: onnx.ModelProto) -> ModelInfo:
+    from .importer import unsupported_ops
+
+    ops = Counter()
+
+    def walk(graph):
+        for n in graph.node:
+            ops[n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"] += 1
+            for a in n.attribute:
+                if a.g.node:
+                    walk(a.g)
+
+    walk(model.graph)
+    count = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    size = sum(int(np.prod(i.dims)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
+               for i in model.graph.initializer)
+    return ModelInfo(
+        opset=opset_of(model),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=graph_inputs(model),
+        outputs=[value_spec(v) for v in model.graph.output],
+        op_counts=dict(ops.most_common()),
+        param_count=count,
+        param_bytes=size,
+        unsupported=unsupported_ops(model),
+    )

@@ -1,0 +1,78 @@
+"""Stage 4, graph optimization: named pass pipelines per target family and opt level.
+
+A pipeline is a list of (name, pass factory) stages; each stage can be dumped as IR.
+- simplify (opt >= 1): fold batch norm into conv weights, decompose the rest for inference,
+  fold constants, drop dead code and common subexpressions, merge parallel matmuls (opt 3).
+- layout (opt >= 3, where it pays): CPU convolutions to NHWC, the layout TVM's x86 and ARM
+  schedules vectorize best.
+- lower: dispatch to libraries, legalize to TensorIR, fuse (opt >= 2), and for GPUs apply
+  dlight's default schedules. The backend's own pass lists are reused (relax/backend/*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+PassList = list[tuple[str, Callable[[], list]]]
+
+
+def _simplify(opt_level: int) -> list:
+    from tvm import relax
+
+    t = relax.transform
+    passes = [t.FoldBatchnormToConv2D(), t.DecomposeOpsForInference(), t.FoldConstant(),
+              t.CanonicalizeBindings(), t.DeadCodeElimination()]
+    if opt_level >= 2:
+        passes.append(t.EliminateCommonSubexpr())
+    if opt_level >= 3:
+        passes += [t.CombineParallelMatmul(), t.FoldConstant()]
+    return passes
+
+
+def _layout_cpu() -> list:
+    from tvm import relax
+
+    t = relax.transform
+    return [t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}), t.FoldConstant(), t.DeadCodeElimination()]
+
+
+def _lower(family: str, target, opt_level: int) -> list:
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    backend = cuda if family == "cuda" else cpu
+    passes = backend.library_dispatch_passes(target) + backend.legalize_passes(target)
+    if opt_level < 2:
+        names = ("FuseOps", "FuseTIR")
+        passes = [p for p in passes if not any(n in str(p.info.name) for n in names)]
+    return passes
+
+
+def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None) -> PassList:
+    """The named stages for a target family; ``layout`` overrides the opt-level default."""
+    stages: PassList = []
+    if opt_level >= 1:
+        stages.append(("simplify", lambda: _simplify(opt_level)))
+    use_layout = (opt_level >= 3 and family == "cpu") if layout is None else layout
+    if use_layout and family == "cpu":
+        stages.append(("layout", _layout_cpu))
+    stages.append(("lower", lambda: _lower(family, target, opt_level)))
+    return stages
+
+
+def run_stage(mod, passes: list, target):
+    import tvm
+
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def build_pipeline(family: str, target):
+    """Relax passes after graph optimization: lower dataflow, plan memory, finalize for the VM."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    backend = cuda if family == "cuda" else cpu
+    return tvm.transform.Sequential(backend.dataflow_lower_passes(target) + backend.finalize_passes(target))

@@ -1,0 +1,172 @@
+"""Loading and running an artifact on this machine.
+
+Before the library is loaded, its sha256 is checked against the manifest, its architecture
+against this host's, and the CPU features its code needs against what this CPU has: code for
+a missing feature would die with SIGILL and no message, so it is refused with one instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import cpu, log
+from .errors import DeployError
+from .load import sha256_file
+from .package import read_manifest
+
+
+def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in specs:
+        shape, dtype = tuple(s["shape"]), np.dtype(s["dtype"])
+        if dtype.kind == "f":
+            out[s["name"]] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            out[s["name"]] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            out[s["name"]] = rng.integers(0, 10, shape).astype(dtype)
+    return out
+
+
+def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Inputs in the model's order, or one error listing every mismatch."""
+    names = [s["name"] for s in specs]
+    problems = [f"unknown input '{k}'" for k in inputs if k not in names]
+    arrays = []
+    for s in specs:
+        a = inputs.get(s["name"])
+        if a is None:
+            problems.append(f"missing input '{s['name']}' ({s['dtype']}{s['shape']})")
+            continue
+        a = np.asarray(a)
+        if list(a.shape) != list(s["shape"]):
+            problems.append(f"input '{s['name']}' has shape {list(a.shape)}, the artifact expects {s['shape']}")
+        if a.dtype != np.dtype(s["dtype"]):
+            problems.append(f"input '{s['name']}' has dtype {a.dtype}, the artifact expects {s['dtype']}")
+        arrays.append(a)
+    if problems:
+        raise DeployError("bad inputs: " + "; ".join(problems),
+                          hint="inputs: " + ", ".join(f"{s['name']} {s['dtype']}{s['shape']}" for s in specs))
+    return arrays
+
+
+class Artifact:
+    """A compiled artifact directory; call it with numpy arrays to run it here."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self._vm = None
+        self._dev = None
+
+    def __repr__(self) -> str:
+        return f"Artifact({str(self.path)!r}, target={self.target!r})"
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]["preset"]
+
+    @property
+    def library(self) -> Path:
+        return self.path / self.manifest["library"]["file"]
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["model"]["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["model"]["outputs"]
+
+    def check_integrity(self) -> None:
+        lib = self.library
+        if not lib.is_file():
+            raise DeployError(f"{lib} is missing", hint="recompile the artifact")
+        if sha256_file(lib) != self.manifest["library"]["sha256"]:
+            raise DeployError(f"{lib} does not match the sha256 in its manifest: the artifact was modified",
+                              hint="recompile it, or restore the original files")
+
+    def check_host(self) -> None:
+        """Refuse to load an artifact this machine cannot run, saying why."""
+        t = self.manifest["target"]
+        arch = cpu.host_arch()
+        if t["arch"] != arch:
+            raise DeployError(
+                f"artifact {self.path} was built for {t['arch']} (target '{t['preset']}'); this machine is {arch}",
+                hint="run it on a matching board (see `deploy package`), or build for this host with --target x86-64",
+            )
+        missing = cpu.missing_features(t.get("cpu_features", []))
+        if missing:
+            raise DeployError(
+                f"this CPU lacks features the artifact's code uses: {', '.join(missing)} "
+                f"(target '{t['preset']}', mcpu {t['tvm_target'].get('mcpu') or t['tvm_target'].get('host', {}).get('mcpu')})",
+                hint="recompile with --target x86-64 (this host) or a preset this CPU supports, e.g. x86-64-v3",
+            )
+
+    def load(self) -> "Artifact":
+        if self._vm is not None:
+            return self
+        self.check_integrity()
+        self.check_host()
+        from . import cuda
+
+        cuda.prepare_driver()
+        import tvm
+        from tvm import relax
+
+        if self.manifest["target"]["family"] == "cuda":
+            dev = tvm.cuda(0)
+            if not dev.exist:
+                raise DeployError(f"artifact {self.path} needs an NVIDIA GPU and none is visible here",
+                                  hint="run it on a machine with a GPU and the NVIDIA driver")
+        else:
+            dev = tvm.cpu(0)
+        try:
+            with log.tvm_quiet():
+                lib = tvm.runtime.load_module(str(self.library))
+                self._vm = relax.VirtualMachine(lib, dev)
+        except Exception as e:
+            raise DeployError(f"cannot load {self.library}: {str(e).strip().splitlines()[-1][:300]}",
+                              hint="recompile the artifact with this version of deploy") from e
+        self._dev = dev
+        return self
+
+    def run(self, inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        import tvm
+
+        self.load()
+        inputs = random_inputs(self.inputs) if inputs is None else inputs
+        arrays = check_inputs(self.inputs, inputs)
+        args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
+        result = self._vm["main"](*args)
+        flat = _flatten(result)
+        return {o["name"]: r for o, r in zip(self.outputs, flat)}
+
+    __call__ = run
+
+    def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:
+        """Seconds per run, ``repeat`` samples each averaging ``number`` runs."""
+        import tvm
+
+        self.load()
+        args = [tvm.runtime.tensor(a, self._dev) for a in check_inputs(self.inputs, inputs)]
+        self._vm["main"](*args)  # warm up
+        timer = self._vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
+        return list(timer(*args).results)
+
+
+def _flatten(result) -> list[np.ndarray]:
+    if hasattr(result, "numpy"):
+        return [result.numpy()]
+    out = []
+    for r in result:
+        out.extend(_flatten(r))
+    return out
+
+
+def load(path: str | Path) -> Artifact:
+    """Open an artifact and load its library, after the integrity and host checks."""
+    return Artifact(path).load()

@@ -1,0 +1,98 @@
+"""Target presets: one TOML file per target in the repository's ``targets/`` folder.
+
+A preset names the TVM target JSON (and its host for GPU targets), the architecture its code
+runs on, and for cross targets the compiler, the Debian package that provides it, and how to
+emulate it. ``detect_host = true`` presets fill ``mcpu`` and ``num-cores`` from this machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DeployError
+
+TARGETS_DIR = Path(os.environ.get("DEPLOY_TARGETS_DIR", Path(__file__).resolve().parent.parent / "targets"))
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    family: str                      # "cpu" or "cuda"
+    arch: str                        # architecture the host code runs on: x86_64, aarch64, armv7l
+    target: dict
+    host: dict | None = None
+    cross_compiler: str | None = None
+    cross_package: str | None = None
+    qemu: str | None = None
+    qemu_cpu: str | None = None
+    sysroot: str | None = None
+    detect_host: bool = False
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def is_cross(self) -> bool:
+        return self.cross_compiler is not None
+
+    def target_json(self) -> dict:
+        """The full TVM target as JSON, host CPU detection applied."""
+        target = copy.deepcopy(self.target)
+        if self.detect_host:
+            from tvm.target import codegen
+
+            target.setdefault("mcpu", str(codegen.llvm_get_system_cpu()))
+            target.setdefault("num-cores", os.cpu_count() or 1)
+        if self.host is not None:
+            target["host"] = copy.deepcopy(self.host)
+        return target
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.target_json())
+
+    def cpu_target(self):
+        """The LLVM target of the code that runs on the CPU (the host part for GPU targets)."""
+        import tvm
+
+        tgt = self.tvm_target()
+        return tgt if self.family == "cpu" else tvm.target.Target(tgt.host)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if v is not None and k != "path"}
+        return d
+
+
+def _parse(path: Path) -> Preset:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise DeployError(f"cannot read target preset {path}: {e}")
+    known = set(Preset.__dataclass_fields__) - {"name", "path"}
+    unknown = set(data) - known
+    if unknown or "target" not in data:
+        raise DeployError(
+            f"target preset {path} is malformed: "
+            + (f"unknown keys {sorted(unknown)}" if unknown else "no [target] table"),
+            hint=f"valid keys: {sorted(known)}",
+        )
+    return Preset(name=path.stem, path=path, **data)
+
+
+def list_presets() -> list[Preset]:
+    return [_parse(p) for p in sorted(TARGETS_DIR.glob("*.toml"))]
+
+
+def get_preset(name: str) -> Preset:
+    """A preset by name, or a path to a preset file of the user's own."""
+    if name.endswith(".toml") and Path(name).is_file():
+        return _parse(Path(name))
+    path = TARGETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        names = ", ".join(p.stem for p in sorted(TARGETS_DIR.glob("*.toml")))
+        raise DeployError(f"unknown target '{name}'", hint=f"use one of: {names} (see `deploy targets`)")
+    return _parse(path)
