@@ -44,8 +44,9 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> o
             dyn = spec.symbolic
             if dyn:
                 dims = ", ".join(f"'{d}' (axis {i})" for i, d in dyn)
-                problems.append(f"input '{name}' {spec.shape}: dynamic {dims} unbound; "
-                                f"pass --input-shape {name}={'x'.join(str(d) if isinstance(d, int) else 'N' for d in spec.shape)}")
+                example = "x".join(str(d) if isinstance(d, int) else "1" for d in spec.shape)
+                problems.append(f"input '{name}' {spec.shape}: dynamic {dims} has no value; "
+                                f"pass e.g. --input-shape {name}={example}")
             continue
         if len(given) != len(spec.shape):
             problems.append(f"input '{name}' has rank {len(spec.shape)} {spec.shape}, --input-shape gives {given}")

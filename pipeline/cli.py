@@ -210,3 +210,7 @@ def _main(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(_main())
+
+
+if __name__ == "__main__":
+    main()

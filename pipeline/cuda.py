@@ -88,10 +88,13 @@ def prepare_driver() -> str:
     return "stub"
 
 
+CUDA_ROOTS = ["/usr/local/cuda"]
+
+
 def find_nvcc() -> str:
     nvcc = shutil.which("nvcc")
     if nvcc is None:
-        for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        for root in [os.environ.get("CUDA_HOME"), *CUDA_ROOTS]:
             if root and Path(root, "bin", "nvcc").exists():
                 nvcc = str(Path(root, "bin", "nvcc"))
                 break

@@ -15,7 +15,7 @@ import tempfile
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 _verbose = False
 
 

@@ -1,0 +1,100 @@
+"""End to end on models built with onnx.helper: compile for the host, run, compare with ONNX Runtime."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import pipeline
+from conftest import assert_matches_ort
+from pipeline.package import MANIFEST
+
+
+@pytest.fixture(scope="module")
+def cnn_artifact(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "cnn"
+    return pipeline.compile(models / "cnn.onnx", "x86-64", output=out)
+
+
+def test_compile_matches_onnxruntime(cnn_artifact, models):
+    assert sorted(p.name for p in cnn_artifact.path.iterdir()) == ["manifest.json", "model.so"]
+    assert_matches_ort(pipeline.load(cnn_artifact.path), models / "cnn.onnx")
+
+
+def test_manifest_says_what_the_artifact_is(cnn_artifact, models):
+    m = json.loads((cnn_artifact.path / MANIFEST).read_text())
+    from pipeline.load import sha256_file
+
+    assert m["model"]["sha256"] == sha256_file(models / "cnn.onnx")
+    assert m["model"]["inputs"] == [{"name": "image", "dtype": "float32", "shape": [1, 3, 32, 32]}]
+    assert m["model"]["outputs"][0]["shape"] == [1, 10]
+    assert m["target"]["preset"] == "x86-64" and m["target"]["tvm_target"]["kind"] == "llvm"
+    assert "avx2" in m["target"]["cpu_features"]  # every x86 host this runs on has it
+    assert m["library"]["sha256"] == sha256_file(cnn_artifact.path / "model.so")
+    assert m["library"]["elf_machine"] == "x86_64"
+    assert {"tvm", "tvm_ffi", "llvm", "onnx", "deploy"} <= set(m["versions"])
+    assert "FoldBatchnormToConv2D" in " ".join(m["passes"]["simplify"])
+    assert m["build"]["time_utc"] and m["options"]["opt_level"] == 3
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
+def test_opt_levels_all_correct(models, tmp_path, opt_level):
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", opt_level=opt_level)
+    assert_matches_ort(art, models / "cnn.onnx")
+
+
+def test_dynamic_batch_bound_by_input_shape(models, tmp_path):
+    art = pipeline.compile(models / "cnn_dyn.onnx", "x86-64", output=tmp_path / "a", input_shapes={"image": [4, 3, 32, 32]})
+    assert art.inputs[0]["shape"] == [4, 3, 32, 32]
+    assert_matches_ort(art, models / "cnn_dyn.onnx")
+
+
+def test_dump_ir_shows_each_stage(models, tmp_path):
+    pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", dump_ir=tmp_path / "ir")
+    files = sorted(p.name for p in (tmp_path / "ir").iterdir())
+    assert files == ["00-imported.py", "01-simplify.py", "02-layout.py", "03-lower.py"]
+    imported = (tmp_path / "ir" / "00-imported.py").read_text()
+    simplified = (tmp_path / "ir" / "01-simplify.py").read_text()
+    lowered = (tmp_path / "ir" / "03-lower.py").read_text()
+    # batch norm was folded into the convolutions (by clean-up), constant reshapes by FoldConstant
+    assert "batch_norm" not in imported and imported.count("R.nn.conv2d") == 2
+    assert "R.reshape(metadata" in imported and "R.reshape(metadata" not in simplified
+    assert "fused_" in lowered and "T.prim_func" in lowered                 # operator fusion happened
+
+
+def test_run_cli_saves_outputs(cnn_artifact, cli, tmp_path):
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rc, out, err = cli("run", cnn_artifact.path, "--input", f"image={tmp_path / 'x.npy'}", "-o", tmp_path / "out")
+    assert rc == 0, err
+    saved = np.load(tmp_path / "out" / "probs.npy")
+    np.testing.assert_allclose(saved, pipeline.load(cnn_artifact.path)({"image": x})["probs"])
+    assert abs(saved.sum() - 1) < 1e-4
+
+
+def test_verify_and_bench_cli(cnn_artifact, cli, models):
+    rc, out, err = cli("verify", cnn_artifact.path, "--model", models / "cnn.onnx")
+    assert rc == 0 and out.startswith("ok") and "max abs error" in out
+    rc, out, err = cli("bench", cnn_artifact.path, "--model", models / "cnn.onnx", "--repeat", "3", "--seconds", "0.2", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["deploy"]["median_ms"] > 0 and r["onnxruntime"]["median_ms"] > 0
+    assert r["ratio"] == pytest.approx(r["deploy"]["median_ms"] / r["onnxruntime"]["median_ms"])
+
+
+def test_verify_fails_on_a_different_model(cnn_artifact, cli, tmp_path):
+    from pipeline import examples
+
+    onnx.save(examples.tiny_cnn(seed=5), tmp_path / "other.onnx")
+    rc, out, err = cli("verify", cnn_artifact.path, "--model", tmp_path / "other.onnx")
+    assert rc == 1 and "FAIL" in out and "differ from ONNX Runtime" in err
+    assert "not the file this artifact was compiled from" in err
+
+
+def test_inspect(cli, models, tmp_path):
+    rc, out, err = cli("inspect", models / "cnn_dyn.onnx", "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["opset"] == 17 and info["inputs"][0]["shape"] == ["N", 3, 32, 32]
+    assert info["op_counts"]["Conv"] == 2 and info["param_count"] == 5578 and info["unsupported"] == {}

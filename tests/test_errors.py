@@ -1,0 +1,158 @@
+"""Every user error ends in one readable message and a non-zero exit, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import pipeline
+from pipeline import DeployError, cpu
+
+
+def _err(cli, *args):
+    rc, out, err = cli(*args)
+    assert rc == 2, (rc, out, err)
+    assert "Traceback" not in err and err.count("error:") == 1
+    return err
+
+
+def test_missing_file(cli, tmp_path):
+    err = _err(cli, "compile", tmp_path / "nope.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "model file not found" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_not_onnx_and_truncated(cli, tmp_path, models):
+    (tmp_path / "junk.onnx").write_bytes(os.urandom(300))
+    assert "not a readable ONNX model" in _err(cli, "inspect", tmp_path / "junk.onnx")
+    data = (models / "cnn.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    err = _err(cli, "compile", tmp_path / "cut.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "truncated" in err
+
+
+def test_checker_failure(cli, tmp_path):
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "bad.onnx")
+    err = _err(cli, "compile", tmp_path / "bad.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "fails the ONNX checker" in err
+
+
+def _unsupported_model(path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 4])
+    w = helper.make_tensor("W", TensorProto.FLOAT, [1, 12, 4], np.zeros(48, np.float32))
+    r = helper.make_tensor("R", TensorProto.FLOAT, [1, 12, 4], np.zeros(48, np.float32))
+    w2 = helper.make_tensor("W2", TensorProto.FLOAT, [1, 16, 4], np.zeros(64, np.float32))
+    r2 = helper.make_tensor("R2", TensorProto.FLOAT, [1, 16, 4], np.zeros(64, np.float32))
+    nodes = [
+        helper.make_node("GRU", ["x", "W", "R"], ["g"], name="gru_a", hidden_size=4),
+        helper.make_node("LSTM", ["x", "W2", "R2"], ["l"], name="lstm_a", hidden_size=4),
+        helper.make_node("LSTM", ["x", "W2", "R2"], ["l2"], name="lstm_b", hidden_size=4),
+        helper.make_node("Relu", ["l"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, 4]),
+                                                helper.make_tensor_value_info("g", TensorProto.FLOAT, [5, 1, 1, 4]),
+                                                helper.make_tensor_value_info("l2", TensorProto.FLOAT, [5, 1, 1, 4])],
+                              [w, r, w2, r2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_unsupported_ops_listed_at_once(cli, tmp_path):
+    _unsupported_model(tmp_path / "rnn.onnx")
+    err = _err(cli, "compile", tmp_path / "rnn.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "2 op type(s)" in err and "GRU (1x: gru_a)" in err and "LSTM (2x: lstm_a, lstm_b)" in err
+    rc, out, _ = cli("inspect", tmp_path / "rnn.onnx")
+    assert rc == 1 and "LSTM: lstm_a, lstm_b" in out and "GRU: gru_a" in out
+
+
+def test_unbound_dynamic_dim_names_it_and_the_flag(cli, models, tmp_path):
+    err = _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "'N' (axis 0)" in err and "--input-shape image=1x3x32x32" in err
+    err = _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64", "-o", tmp_path / "a",
+               "--input-shape", "image=2x4x32x32")
+    assert "axis 1 is fixed to 3" in err
+    assert "unknown input" in _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64",
+                                   "--input-shape", "img=1x3x32x32", "-o", tmp_path / "a")
+    assert "bad --input-shape" in _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64",
+                                       "--input-shape", "image=1xAx3", "-o", tmp_path / "a")
+
+
+def test_missing_cross_compiler_names_the_package(cli, models, tmp_path):
+    preset = tmp_path / "board.toml"
+    preset.write_text('description = "x"\nfamily = "cpu"\narch = "aarch64"\n'
+                      'cross_compiler = "nonexistent-linux-gnu-g++"\ncross_package = "g++-nonexistent-linux-gnu"\n'
+                      '[target]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\n')
+    err = _err(cli, "compile", models / "cnn.onnx", "--target", preset, "-o", tmp_path / "a")
+    assert "nonexistent-linux-gnu-g++" in err and "apt-get install g++-nonexistent-linux-gnu" in err
+
+
+def test_missing_nvcc(cli, models, tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline import cuda
+
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setattr(cuda, "CUDA_ROOTS", [])
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    err = _err(cli, "compile", models / "cnn.onnx", "--target", "cuda-sm86", "-o", tmp_path / "a")
+    assert "nvcc" in err and "CUDA toolkit" in err
+
+
+def test_output_exists_needs_force(cli, models, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("x")
+    err = _err(cli, "compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "already exists" in err and "--force" in err
+    assert (tmp_path / "a" / "keep.txt").exists()
+    rc, _, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a", "--force")
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.so"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_failed_compile_leaves_nothing(cli, models, tmp_path, monkeypatch):
+    from pipeline import build
+
+    def boom(*a, **k):
+        raise DeployError("linking the library failed: simulated")
+
+    monkeypatch.setattr(sys.modules["pipeline.compile"], "build_library", boom)
+    _err(cli, "compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tampered_artifact_is_refused(cli, models, tmp_path):
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a")
+    with open(art.library, "r+b") as f:
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    err = _err(cli, "run", art.path)
+    assert "does not match the sha256" in err
+    assert "not an artifact" in _err(cli, "run", tmp_path)
+
+
+def test_artifact_for_another_cpu_is_refused_not_sigill(models, tmp_path):
+    # A CPU with AMX and AVX-512 FP16: code for it dies with SIGILL on hosts without them.
+    preset = tmp_path / "spr.toml"
+    preset.write_text('description = "Sapphire Rapids"\nfamily = "cpu"\narch = "x86_64"\n'
+                      '[target]\nkind = "llvm"\nmtriple = "x86_64-linux-gnu"\nmcpu = "sapphirerapids"\n')
+    art = pipeline.compile(models / "cnn.onnx", str(preset), output=tmp_path / "a")
+    missing = cpu.missing_features(art.manifest["target"]["cpu_features"])
+    if not missing:
+        pytest.skip("this host has every Sapphire Rapids feature")
+    # run in a child process: if the check failed, SIGILL would kill only the child
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(art.path)], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "this CPU lacks features" in r.stderr and missing[0] in r.stderr and "Traceback" not in r.stderr
+    m = json.loads((art.path / "manifest.json").read_text())
+    assert "amx_tile" in m["target"]["cpu_features"]

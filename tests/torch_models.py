@@ -1,0 +1,98 @@
+"""PyTorch models for the tests, exported with torch's ONNX exporter (no weights downloaded)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class EncoderBlock(nn.Module):
+    """A BERT-style encoder block: multi-head self-attention + GELU MLP, post-LayerNorm."""
+
+    def __init__(self, d: int = 64, heads: int = 4, ff: int = 128):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln1 = nn.LayerNorm(d)
+        self.ff1 = nn.Linear(d, ff)
+        self.ff2 = nn.Linear(ff, d)
+        self.ln2 = nn.LayerNorm(d)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=-1)
+        q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+        k = k.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+        v = v.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(c // self.heads), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, c)
+        x = self.ln1(x + self.proj(y))
+        return self.ln2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet(nn.Module):
+    """ResNet-18's architecture (torchvision's layout), width and depth configurable."""
+
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        layers, cin = [], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            for j in range(n):
+                layers.append(BasicBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def resnet18(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(ResNet(), seed)
+
+
+def small_resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(ResNet(widths=(8, 16), blocks=(1, 1), classes=10), seed)
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, dynamic: dict | None = None,
+           input_name: str = "input", output_name: str = "output") -> Path:
+    """Export with the TorchScript-based exporter, as most deployed models were made."""
+    torch.onnx.export(model.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name],
+                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    return path
