@@ -15,6 +15,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, d: int = 64, heads: int = 4, ff: int = 128):
         super().__init__()
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(d // heads)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
         self.ln1 = nn.LayerNorm(d)
@@ -28,7 +29,7 @@ class EncoderBlock(nn.Module):
         q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         k = k.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         v = v.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
-        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(c // self.heads), dim=-1)
+        att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
         y = (att @ v).transpose(1, 2).reshape(b, t, c)
         x = self.ln1(x + self.proj(y))
         return self.ln2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
@@ -96,3 +97,27 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, dynamic: dict | 
     torch.onnx.export(model.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name],
                       dynamic_axes=dynamic, opset_version=17, dynamo=False)
     return path
+
+
+class PositionalEmbedding(nn.Module):
+    """Token features plus learned positions: torch.arange(seq) becomes Shape -> Range in ONNX."""
+
+    def __init__(self, d: int = 32, max_len: int = 64):
+        super().__init__()
+        self.pos = nn.Embedding(max_len, d)
+        self.lin = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.lin(x + self.pos(torch.arange(x.shape[1])))
+
+
+class PadToMultiple(nn.Module):
+    """Pad H and W up to a multiple of 8 (as windowed vision models do): pads computed from shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        h, w = x.shape[2], x.shape[3]
+        return self.conv(nn.functional.pad(x, (0, (8 - w % 8) % 8, 0, (8 - h % 8) % 8)))
