@@ -5,6 +5,7 @@ load -> clean-up -> import -> optimize -> build -> package
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import platform
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, cpu, log
 from .build import build_library, check_toolchain, elf_machine
+from .errors import DeployError
 from .cleanup import cleanup
 from .importer import check_supported, import_model
 from .load import load_model, sha256_file
@@ -74,51 +76,76 @@ class _Dumper:
             self.n += 1
 
 
+@dataclass
+class Prepared:
+    """The front half of the pipeline: a model loaded, cleaned up, imported and optimized."""
+
+    loaded: object          # load.LoadedModel
+    model: object           # the cleaned-up onnx.ModelProto
+    mod: object             # the optimized Relax IRModule
+    passes: dict[str, list[str]]
+
+
+def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
+                   dump_ir: Path | None = None, step=None) -> Prepared:
+    """load -> clean-up -> import -> optimize, shared by compile and tune."""
+    step = step or (lambda name: contextlib.nullcontext())
+    passes: dict[str, list[str]] = {}
+    with step("load"):
+        loaded = load_model(model)
+        check_supported(loaded.model)
+    with step("clean-up"):
+        cleaned = cleanup(loaded.model, input_shapes)
+    with step("import"):
+        mod = import_model(cleaned)
+    dump = _Dumper(Path(dump_ir) if dump_ir else None)
+    dump("imported", mod)
+    target = preset.tvm_target()
+    for stage, make in pipeline_for(preset.family, target, opt_level):
+        with step(f"optimize: {stage}"):
+            stage_passes = make()
+            passes[stage] = [str(p.info.name) for p in stage_passes]
+            with log.tvm_quiet():
+                mod = run_stage(mod, stage_passes, target)
+        dump(stage, mod)
+    return Prepared(loaded, cleaned, mod, passes)
+
+
+class _Steps:
+    """Prints each named step as it starts and records how long it took."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        log.info(f"[cyan]>[/cyan] {name}")
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+
+
 def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     """Compile an ONNX model for a target preset into an artifact directory."""
     t0 = time.perf_counter()
     preset: Preset = get_preset(args.target)
     out = Path(args.output) if args.output else default_output(Path(args.model), preset.name)
     if not 0 <= args.opt_level <= 3:
-        from .errors import DeployError
         raise DeployError(f"--opt-level {args.opt_level} is out of range", hint="use 0, 1, 2 or 3")
     check_output(out, args.force)
     check_toolchain(preset)
     if show:
         args.display()
-    timings: dict[str, float] = {}
-    passes: dict[str, list[str]] = {}
-
-    def step(name: str):
-        log.info(f"[cyan]>[/cyan] {name}")
-        timings[name] = time.perf_counter()
-
-    def done(name: str):
-        timings[name] = round(time.perf_counter() - timings[name], 3)
-
-    step("load"); loaded = load_model(args.model); check_supported(loaded.model); done("load")
-    step("clean-up"); model = cleanup(loaded.model, args.input_shapes); done("clean-up")
-    step("import"); mod = import_model(model); done("import")
-    dump = _Dumper(Path(args.dump_ir) if args.dump_ir else None)
-    dump("imported", mod)
-    target = preset.tvm_target()
-    for stage, make in pipeline_for(preset.family, target, args.opt_level):
-        step(f"optimize: {stage}")
-        stage_passes = make()
-        passes[stage] = [str(p.info.name) for p in stage_passes]
-        with log.tvm_quiet():
-            mod = run_stage(mod, stage_passes, target)
-        dump(stage, mod)
-        done(f"optimize: {stage}")
-
+    step = _Steps()
+    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step)
     with atomic_dir(out, args.force) as tmp:
-        step("build"); lib = tmp / LIB_NAME; build_library(mod, preset, lib); done("build")
-        step("package")
-        manifest = make_manifest(args, preset, loaded, model, lib, passes)
-        manifest["build"]["seconds"] = {k: v for k, v in timings.items()}
-        manifest["build"]["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-        write_json(tmp / MANIFEST, manifest)
-        done("package")
+        with step("build"):
+            lib = tmp / LIB_NAME
+            build_library(prep.mod, preset, lib)
+        with step("package"):
+            manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
+            manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
+            write_json(tmp / MANIFEST, manifest)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
