@@ -7,6 +7,9 @@ load -> cleanup -> importer -> optimize -> build -> package -> verify
 __version__ = "0.1.0"
 
 from . import cuda as _cuda
+from . import log as _log
+
+_log.set_verbose(False)  # quiet by default; the CLI's -v turns TVM's logs back on
 
 # Must run before TVM loads: lets TVM's CUDA code generator load on machines without a GPU.
 _cuda.prepare_driver()

@@ -81,6 +81,7 @@ def compile(
     opt_level: Annotated[int, typer.Option("--opt-level", "-O", help="0 none, 1 simplify, 2 + fusion, 3 + layout.")] = 3,
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each stage into DIR.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
 ):
     """Compile MODEL for a target into an artifact directory (library + manifest.json)."""
     from .cleanup import parse_shape
@@ -88,7 +89,82 @@ def compile(
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
-                              opt_level=opt_level, dump_ir=dump_ir, force=force))
+                              opt_level=opt_level, dump_ir=dump_ir, force=force, db=db))
+
+
+@app.command()
+def tune(
+    model: Path,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target preset or .toml file.")],
+    trials: Annotated[int, typer.Option(help="Measured candidates in all.")] = 1280,
+    trials_per_task: Annotated[int, typer.Option(help="At most this many per kernel; kernels with this many records are skipped.")] = 64,
+    time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="Stop after this long: 90s, 20m, 1h.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
+    input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224 (repeatable).")] = None,
+    opt_level: Annotated[int, typer.Option("--opt-level", "-O")] = 3,
+    rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker to measure on.")] = None,
+    rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="Device key registered at the tracker.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary at the end.")] = False,
+):
+    """Tune MODEL's kernels for a target with MetaSchedule; records go to the tuning database."""
+    from .cleanup import parse_shape
+    from .tune import TuneArgs, parse_duration, summary_json, tune_model
+
+    shapes = dict(parse_shape(s) for s in input_shape or [])
+    summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, trials=trials,
+                                  trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
+                                  opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key), show=not as_json)
+    if as_json:
+        typer.echo(summary_json(summary))
+
+
+db_app = typer.Typer(no_args_is_help=True, help="Inspect, merge, export and import tuning databases.")
+app.add_typer(db_app, name="db")
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")]
+
+
+@db_app.command("stats")
+def db_stats(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Workloads and records per target."""
+    from . import tuning_db
+
+    rows = [d.stats() for d in tuning_db.list_dbs(db)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no tuning records under {db or tuning_db.default_root()}")
+    for r in rows:
+        typer.echo(f"{r['name']:<28} workloads {r['workloads']:>4}  records {r['records']:>6}  valid {r['valid_records']:>6}")
+
+
+@db_app.command("merge")
+def db_merge(sources: list[Path], into: Annotated[Path, typer.Option("--into", help="Database root to merge into.")]):
+    """Merge the records of other database roots into one."""
+    from . import tuning_db
+
+    for src in sources:
+        if not tuning_db.list_dbs(src):
+            raise DeployError(f"no tuning database under {src}", hint="pass a folder made by `deploy tune --db`")
+        for name, n in tuning_db.merge_roots(into, src).items():
+            typer.echo(f"{name}: {n} records added from {src}")
+
+
+@db_app.command("export")
+def db_export(output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write (.tar.gz).")], db: DbOpt = None):
+    """Pack a database root into one archive (for CI caches and shipping)."""
+    from . import tuning_db
+
+    typer.echo(str(tuning_db.export_archive(db or tuning_db.default_root(), output)))
+
+
+@db_app.command("import")
+def db_import(archive: Path, db: DbOpt = None):
+    """Merge an archive made by `deploy db export` into a database root."""
+    from . import tuning_db
+
+    for name, n in tuning_db.import_archive(archive, db or tuning_db.default_root()).items():
+        typer.echo(f"{name}: {n} records added")
 
 
 @app.command()

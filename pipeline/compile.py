@@ -24,6 +24,8 @@ from .optimize import pipeline_for, run_stage
 from .package import LIB_NAME, MANIFEST, atomic_dir, check_output, write_json
 from .runtime import Artifact
 from .targets import Preset, get_preset
+from .tune import apply_database
+from .tuning_db import default_root, target_key
 
 
 @dataclass
@@ -35,6 +37,7 @@ class CompileArgs:
     opt_level: int = 3
     dump_ir: Path | None = None
     force: bool = False
+    db: Path | None = None          # tuning database root; default: the per-user one
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
@@ -138,12 +141,20 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         args.display()
     step = _Steps()
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step)
+    with step("apply tuning"):
+        mod, tuned, total = apply_database(prep.mod, preset, args.db)
+        log.info(f"  {tuned} of {total} kernels have tuned schedules, {total - tuned} use defaults"
+                 + ("" if tuned else " (run `deploy tune` first for speed)"))
+        prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
+        tuning = {"database": str((Path(args.db) if args.db else default_root()) / target_key(preset)),
+                  "tuned_kernels": tuned, "kernels": total}
     with atomic_dir(out, args.force) as tmp:
         with step("build"):
             lib = tmp / LIB_NAME
-            build_library(prep.mod, preset, lib)
+            build_library(mod, preset, lib)
         with step("package"):
             manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
+            manifest["tuning"] = tuning
             manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
             write_json(tmp / MANIFEST, manifest)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "

@@ -23,8 +23,10 @@ def set_verbose(flag: bool) -> None:
     global _verbose
     _verbose = flag
     level = logging.DEBUG if flag else logging.ERROR
-    for name in ("tvm", "tvm_ffi", "onnxslim", "root"):
+    for name in ("tvm", "tvm_ffi", "onnxslim"):
         logging.getLogger(name).setLevel(level)
+    # MetaSchedule's console handler takes this logger's level (INFO shows per-batch tables)
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if flag else logging.ERROR)
     os.environ.setdefault("TVM_LOG_DEBUG", "0")
 
 

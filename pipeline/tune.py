@@ -1,0 +1,308 @@
+"""Stage 5, tune: MetaSchedule (evolutionary search + XGBoost cost model) per target.
+
+The model goes through the same front half as ``compile`` (so the tasks are exactly the fused
+TIR functions the compile will look up), its tasks are extracted, tasks whose workload already
+has enough records in the target's database are skipped (shared with other models, or done by
+an earlier run that was interrupted), and the rest are tuned. Every measured candidate is
+appended to the database as it is measured.
+
+Settings chosen for 2-core machines (shared/TVM_NOTES.md): a build function that does not
+re-import tensor intrinsics in every builder batch, population 128, short measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import log, tuning_db
+from .errors import DeployError
+from .targets import Preset, get_preset
+
+
+@dataclass
+class TuneArgs:
+    model: Path
+    target: str
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    trials: int = 64 * 20            # measured candidates in all
+    trials_per_task: int = 64
+    time_budget: float | None = None  # seconds
+    db: Path | None = None
+    opt_level: int = 3
+    rpc_tracker: str | None = None    # HOST:PORT
+    rpc_key: str | None = None
+    seed: int = 0
+
+    def display(self) -> None:
+        log.info("[bold]deploy tune[/bold]")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v not in (None, {}, False):
+                log.info(f"  {f.name:<16} {v}")
+
+
+@dataclass
+class TuneSummary:
+    target: str
+    database: str
+    tasks: int
+    tasks_reused: int
+    tasks_tuned: int
+    trials: int
+    seconds: float
+    estimated_ms_before: float | None
+    estimated_ms_after: float | None
+    stopped_by: str
+
+
+def fast_build(mod, target, _params):
+    """MetaSchedule's default build minus the ~30 s tensor-intrinsic import per builder batch."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'20m' -> 1200.0; '90s', '1h', '45' (seconds)."""
+    if text is None:
+        return None
+    t = text.strip().lower()
+    try:
+        mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+        return float(t[:-1]) * mult if mult else float(t)
+    except ValueError:
+        raise DeployError(f"bad duration '{text}'", hint="write it like 90s, 20m or 1h")
+
+
+def _runner(args: TuneArgs, preset: Preset):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    if args.rpc_tracker:
+        host, _, port = args.rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not args.rpc_key:
+            raise DeployError(f"bad --rpc-tracker '{args.rpc_tracker}' / --rpc-key",
+                              hint="pass --rpc-tracker HOST:PORT and --rpc-key KEY")
+        check_tracker(host, int(port), args.rpc_key)
+        cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=args.rpc_key,
+                                  session_timeout_sec=120)
+        return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator, max_workers=1)
+    if preset.family == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise DeployError(f"tuning '{preset.name}' needs an NVIDIA GPU to measure on, and none is visible here",
+                              hint="run `deploy tune` on a machine with the GPU, or measure remotely with "
+                                   "--rpc-tracker HOST:PORT --rpc-key KEY")
+    elif preset.arch != _host_arch() or preset.is_cross:
+        raise DeployError(f"tuning '{preset.name}' needs its board to measure on (emulated timings mean nothing)",
+                          hint="register the board with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
+    else:
+        from .cpu import missing_features, required_features
+
+        missing = missing_features(required_features(preset.cpu_target()))
+        if missing:
+            raise DeployError(f"this CPU lacks {', '.join(missing)}, which '{preset.name}' code uses: it cannot measure it",
+                              hint="tune on a machine with that CPU, or measure remotely with --rpc-tracker")
+    return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=30)
+
+
+def _host_arch() -> str:
+    from .cpu import host_arch
+
+    return host_arch()
+
+
+def check_tracker(host: str, port: int, key: str) -> None:
+    from tvm import rpc
+
+    try:
+        summary = rpc.connect_tracker(host, port).summary()
+    except Exception as e:
+        raise DeployError(f"cannot reach the RPC tracker at {host}:{port} ({type(e).__name__})",
+                          hint="start it with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`")
+    keys = {q.split(":")[0] for q in summary.get("queue_info", {})} | {
+        s.get("key", "").split(":")[-1] for s in summary.get("server_info", [])}
+    if not any(key == k or k.startswith(key) for k in keys):
+        raise DeployError(f"no device with key '{key}' is registered at the tracker {host}:{port}",
+                          hint="on the board: python -m tvm.exec.rpc_server --tracker HOST:PORT --key " + key)
+
+
+def _records_for(db, task_mod) -> list[float]:
+    """Best-first valid run times (s) recorded for a task's workload."""
+    if not db.has_workload(task_mod):
+        return []
+    w = db.commit_workload(task_mod)
+    out = []
+    for r in db.get_top_k(w, 10**6):
+        secs = [float(x) for x in (r.run_secs or [])]
+        if secs and min(secs) < tuning_db.FAILED_RUN:
+            out.append(sum(secs) / len(secs))
+    return out
+
+
+def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
+    from tvm.s_tir import meta_schedule as ms
+
+    from .compile import _Steps, prepare_module
+
+    t0 = time.perf_counter()
+    preset = get_preset(args.target)
+    if args.trials < 1 or args.trials_per_task < 1:
+        raise DeployError("--trials must be at least 1", hint="e.g. --trials 1000")
+    runner = _runner(args, preset)
+    if show:
+        args.display()
+    step = _Steps()
+    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step)
+    target = preset.tvm_target()
+    tdb = tuning_db.for_target(preset, args.db)
+    database = tdb.open()
+    with step("extract tasks"), log.tvm_quiet():
+        tasks = ms.relax_integration.extract_tasks(prep.mod, target)
+    tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+    best_before = {}
+    todo, reused = [], 0
+    for t in tasks:
+        recs = _records_for(database, t.dispatched[0])
+        if recs:
+            best_before[t.task_name] = recs[0] * t.weight
+        if len(recs) >= args.trials_per_task:
+            reused += 1
+        else:
+            todo.append(t)
+    est_before = sum(best_before.values()) * 1e3 if len(best_before) == len(tasks) else None
+    log.info(f"{len(tasks)} tasks: {reused} already tuned in {tdb.path}, {len(todo)} to tune")
+    trials = min(args.trials, args.trials_per_task * len(todo))
+    stopped_by = "nothing to tune"
+    measured = 0
+    if todo and trials > 0:
+        work = tdb.path / "logs"
+        work.mkdir(exist_ok=True)
+        os.environ.setdefault("TMPDIR", str(work))
+        ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir=str(work), seed=args.seed,
+            strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
+            num_threads=os.cpu_count() or 1)
+        progress = _Progress(todo, trials, args.time_budget, best_before, show)
+        builder = ms.builder.LocalBuilder(f_build=fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
+        with step("tune"), progress, log.tvm_quiet():
+            ms.tune.tune_tasks(
+                tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,
+                max_trials_per_task=args.trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder, runner=runner,
+                database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1),
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.callback()],
+                task_scheduler="gradient")
+        measured = progress.trials
+        stopped_by = "time budget" if progress.out_of_time else "trial budget"
+    est_after = None
+    best_after = {}
+    for t in tasks:
+        recs = _records_for(database, t.dispatched[0])
+        if recs:
+            best_after[t.task_name] = recs[0] * t.weight
+    if len(best_after) == len(tasks):
+        est_after = sum(best_after.values()) * 1e3
+    summary = TuneSummary(preset.name, str(tdb.path), len(tasks), reused, len(todo), measured,
+                          round(time.perf_counter() - t0, 1), est_before, est_after, stopped_by)
+    log.info(f"[green]tuned[/green] {measured} trials in {summary.seconds:.0f} s; "
+             + (f"estimated kernel time {est_after:.2f} ms" if est_after else "some tasks have no valid record yet"))
+    return summary
+
+
+class _Progress:
+    """Progress on the terminal from a MetaSchedule measure callback, and the time budget."""
+
+    def __init__(self, tasks, total: int, budget: float | None, best: dict, show: bool):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.tasks, self.total, self.budget = tasks, total, budget
+        self.best = dict(best)
+        self.weights = {t.task_name: t.weight for t in tasks}
+        self.done_tasks: set[int] = set()
+        self.trials = 0
+        self.out_of_time = False
+        self.t0 = time.perf_counter()
+        self.bar = Progress(TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=log.console,
+                            disable=not show, transient=False)
+        self.tid = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        self.tid = self.bar.add_task("tune", total=self.total, info="")
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, scheduler, task_id: int, results) -> None:
+        self.trials += len(results)
+        rec = scheduler.tasks_[task_id]
+        name = self.tasks[task_id].task_name
+        good = [sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in results
+                if r.run_secs and r.error_msg is None]
+        if good:
+            cand = min(good) * self.weights[name]
+            self.best[name] = min(self.best.get(name, cand), cand)
+        done = sum(1 for r in scheduler.tasks_ if r.is_terminated)
+        elapsed = time.perf_counter() - self.t0
+        est = sum(self.best.values()) * 1e3
+        info = f"tasks done {done}/{len(self.tasks)}  est. {est:.2f} ms"
+        if self.budget:
+            info += f"  left {max(0, self.budget - elapsed) / 60:.1f} min"
+            if elapsed > self.budget and not self.out_of_time:
+                self.out_of_time = True
+                for i, r in enumerate(scheduler.tasks_):
+                    if not r.is_terminated:
+                        scheduler.terminate_task(i)
+        self.bar.update(self.tid, completed=min(self.trials, self.total), info=info)
+        del rec
+
+    def callback(self):
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+        from tvm.ir.utils import derived_object
+
+        progress = self
+
+        @derived_object
+        class ProgressCallback(PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                progress.update(task_scheduler, task_id, runner_results)
+
+        return ProgressCallback()
+
+
+def apply_database(mod, preset: Preset, root: Path | None):
+    """Replace every fused TIR function the target's database has a record for with its best
+    schedule; returns (module, tuned count, total count). Untuned functions keep the default."""
+    import tvm
+    from tvm import relax, tirx
+
+    tdb_path = (Path(root) if root else tuning_db.default_root()) / tuning_db.target_key(preset)
+    funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
+    if not (tdb_path / tuning_db.RECORDS).exists():
+        return mod, 0, len(funcs)
+    database = tuning_db.TargetDB(tdb_path).open()
+    target = preset.tvm_target()
+    with target, database, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    tuned = sum(1 for gv, f in mod.functions.items()
+                if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+    return mod, tuned, len(funcs)
+
+
+def summary_json(s: TuneSummary) -> str:
+    return json.dumps(dataclasses.asdict(s), indent=2)
+
+
+def _per_iter(trials: int, tasks: int) -> int:
+    """Candidates measured per batch: small enough that every task gets a turn in the budget."""
+    return max(4, min(32, trials // max(1, tasks) // 2))

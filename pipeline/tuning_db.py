@@ -1,0 +1,189 @@
+"""The tuning database: MetaSchedule records kept per full target, shared across models.
+
+Layout (plain JSON-lines text, one record per line, so files diff and merge cleanly)::
+
+    ROOT/<preset>-<key>/target.json                    what the records are for
+    ROOT/<preset>-<key>/database_workload.json         one TIR workload per line
+    ROOT/<preset>-<key>/database_tuning_record.json    one measured candidate per line
+
+``key`` hashes the full TVM target (kind, CPU, features, cores, GPU arch) and the TVM version:
+raw MetaSchedule matches records by workload alone, so a folder per target keeps records tuned
+for one machine from being applied to another. MetaSchedule appends each record as it is
+measured, so a killed run keeps what it measured; a line cut short by a kill is dropped on open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeployError
+from .targets import Preset
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+META = "target.json"
+FAILED_RUN = 1e9  # MetaSchedule records failed runs with 1e10 s
+
+
+def default_root() -> Path:
+    env = os.environ.get("DEPLOY_TUNING_DB")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploy" / "tuning"
+
+
+def target_identity(preset: Preset) -> dict:
+    import tvm
+
+    return {"target": preset.target_json(), "tvm": tvm.__version__}
+
+
+def target_key(preset: Preset) -> str:
+    blob = json.dumps(target_identity(preset), sort_keys=True, default=str)
+    return f"{preset.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _repair(path: Path) -> int:
+    """Drop lines that do not parse (a write cut short by a kill); returns how many."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    good = []
+    for ln in lines:
+        if not ln.strip():
+            continue
+        try:
+            json.loads(ln)
+            good.append(ln)
+        except json.JSONDecodeError:
+            pass
+    dropped = len([ln for ln in lines if ln.strip()]) - len(good)
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in good))
+        os.replace(tmp, path)
+    return dropped
+
+
+@dataclass
+class TargetDB:
+    """The records of one target."""
+
+    path: Path
+
+    def open(self):
+        from tvm.s_tir import meta_schedule as ms
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        _repair(self.path / WORKLOADS)
+        _repair(self.path / RECORDS)
+        try:
+            return ms.database.JSONDatabase(work_dir=str(self.path), module_equality="structural")
+        except Exception as e:
+            raise DeployError(f"tuning database {self.path} cannot be read: {str(e).strip().splitlines()[-1][:200]}",
+                              hint="move the folder away to start a new database")
+
+    def stats(self) -> dict:
+        meta = json.loads((self.path / META).read_text()) if (self.path / META).exists() else {}
+        records = valid = 0
+        if (self.path / RECORDS).exists():
+            for ln in (self.path / RECORDS).read_text().splitlines():
+                try:
+                    rec = json.loads(ln)[1]
+                except (json.JSONDecodeError, IndexError, TypeError):
+                    continue
+                records += 1
+                secs = rec[1] if isinstance(rec, list) and len(rec) > 1 else None
+                if secs and min(float(s) for s in secs) < FAILED_RUN:
+                    valid += 1
+        workloads = 0
+        if (self.path / WORKLOADS).exists():
+            workloads = sum(1 for ln in (self.path / WORKLOADS).read_text().splitlines() if ln.strip())
+        return {"name": self.path.name, "preset": meta.get("preset"), "workloads": workloads,
+                "records": records, "valid_records": valid, "tvm": meta.get("tvm")}
+
+
+def for_target(preset: Preset, root: Path | None = None) -> TargetDB:
+    """The database folder of ``preset`` under ``root``, created with its target.json."""
+    root = Path(root) if root else default_root()
+    path = root / target_key(preset)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeployError(f"cannot create tuning database {path}: {e.strerror}", hint="pass a writable --db DIR")
+    meta = path / META
+    if not meta.exists():
+        tmp = meta.with_name(META + ".tmp")
+        tmp.write_text(json.dumps({"preset": preset.name, **target_identity(preset)}, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, meta)
+    return TargetDB(path)
+
+
+def list_dbs(root: Path | None = None) -> list[TargetDB]:
+    root = Path(root) if root else default_root()
+    if not root.is_dir():
+        return []
+    return [TargetDB(p) for p in sorted(root.iterdir()) if (p / META).exists()]
+
+
+def merge_into(dest: TargetDB, src: TargetDB) -> int:
+    """Copy src's records (not already in dest) into dest; returns how many were added."""
+    from tvm.s_tir import meta_schedule as ms
+
+    d, s = dest.open(), src.open()
+    seen = {(str(r.workload.shash), str(r.trace), tuple(float(x) for x in (r.run_secs or []))) for r in d.get_all_tuning_records()}
+    added = 0
+    for r in s.get_all_tuning_records():
+        key = (str(r.workload.shash), str(r.trace), tuple(float(x) for x in (r.run_secs or [])))
+        if key in seen:
+            continue
+        w = d.commit_workload(r.workload.mod)
+        d.commit_tuning_record(ms.database.TuningRecord(r.trace, w, r.run_secs, r.target, r.args_info))
+        seen.add(key)
+        added += 1
+    return added
+
+
+def merge_roots(dest_root: Path, src_root: Path) -> dict[str, int]:
+    """Merge every target folder of src_root into dest_root (folders matched by key)."""
+    out = {}
+    for src in list_dbs(src_root):
+        dest_path = Path(dest_root) / src.path.name
+        if not (dest_path / META).exists():
+            dest_path.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src.path / META, dest_path / META)
+        out[src.path.name] = merge_into(TargetDB(dest_path), src)
+    return out
+
+
+def export_archive(root: Path, out: Path) -> Path:
+    root = Path(root)
+    if not list_dbs(root):
+        raise DeployError(f"no tuning database under {root}", hint="tune first, or pass --db DIR")
+    tmp = Path(str(out) + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for db in list_dbs(root):
+            for f in (META, WORKLOADS, RECORDS):
+                if (db.path / f).exists():
+                    tar.add(db.path / f, arcname=f"{db.path.name}/{f}")
+    os.replace(tmp, out)
+    return out
+
+
+def import_archive(archive: Path, root: Path) -> dict[str, int]:
+    if not Path(archive).is_file():
+        raise DeployError(f"archive not found: {archive}", hint="pass a file made by `deploy db export`")
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(d, filter="data")
+        except tarfile.TarError as e:
+            raise DeployError(f"{archive} is not a tuning database archive: {e}", hint="use `deploy db export` to make one")
+        return merge_roots(Path(root), Path(d))
