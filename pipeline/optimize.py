@@ -46,7 +46,26 @@ def _lower(family: str, target, opt_level: int) -> list:
     if opt_level < 2:
         names = ("FuseOps", "FuseTIR")
         passes = [p for p in passes if not any(n in str(p.info.name) for n in names)]
+    if family == "cpu" and prepack_weights(target):
+        # lets tuned schedules pick the weight layout; the rewrite is folded into the constants
+        passes.append(tvm.relax.transform.AttachAttrLayoutFreeBuffers())
     return passes
+
+
+def prepack_weights(target) -> bool:
+    """Weight layout rewriting is folded at compile time by running TIR on this host: x86 only."""
+    from .cpu import arch_of_triple, host_arch
+
+    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch()) == host_arch() == "x86_64"
+
+
+def post_tuning_passes(family: str, target) -> list:
+    """After tuned schedules are applied: split out weight layout rewrites and fold them."""
+    from tvm import relax
+
+    if family == "cpu" and prepack_weights(target):
+        return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+    return []
 
 
 def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None) -> PassList:

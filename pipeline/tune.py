@@ -12,8 +12,10 @@ re-import tensor intrinsics in every builder batch, population 128, short measur
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from . import log, tuning_db
 from .errors import DeployError
+from .optimize import post_tuning_passes
 from .targets import Preset, get_preset
 
 
@@ -67,6 +70,30 @@ def fast_build(mod, target, _params):
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     return tvm_build(mod, target=target)
+
+
+def light_tensor_intrinsics(family: str) -> None:
+    """Register only the CPU tensor intrinsics before MetaSchedule imports them all.
+
+    TuneContext imports tvm.s_tir.tensor_intrin, whose package registers every backend's
+    intrinsics (CUDA's alone take ~12 s, all ~30 s of CPU on these machines). CPU schedule
+    rules only use the x86 and ARM ones, so for CPU targets the package is pre-registered with
+    just those. GPU targets get the full import.
+    """
+    import importlib
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if family != "cpu" or name in sys.modules:
+        return
+    import tvm.s_tir
+
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+    sys.modules[name] = pkg
+    for sub in ("x86", "arm_cpu"):
+        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -165,6 +192,7 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     target = preset.tvm_target()
     tdb = tuning_db.for_target(preset, args.db)
     database = tdb.open()
+    light_tensor_intrinsics(preset.family)
     with step("extract tasks"), log.tvm_quiet():
         tasks = ms.relax_integration.extract_tasks(prep.mod, target)
     tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
@@ -186,6 +214,8 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     if todo and trials > 0:
         work = tdb.path / "logs"
         work.mkdir(exist_ok=True)
+        # MetaSchedule re-configures its logger per run and trips over handlers of an earlier run
+        logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
         os.environ.setdefault("TMPDIR", str(work))
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work), seed=args.seed,
@@ -193,7 +223,7 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
             num_threads=os.cpu_count() or 1)
         progress = _Progress(todo, trials, args.time_budget, best_before, show)
         builder = ms.builder.LocalBuilder(f_build=fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
-        with step("tune"), progress, log.tvm_quiet():
+        with step("tune"), progress, log.tvm_quiet(), _stops_on(progress):
             ms.tune.tune_tasks(
                 tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,
                 max_trials_per_task=args.trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder, runner=runner,
@@ -215,6 +245,10 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     log.info(f"[green]tuned[/green] {measured} trials in {summary.seconds:.0f} s; "
              + (f"estimated kernel time {est_after:.2f} ms" if est_after else "some tasks have no valid record yet"))
     return summary
+
+
+class OutOfTime(Exception):
+    """Raised from the measure callback when the time budget is spent."""
 
 
 class _Progress:
@@ -245,7 +279,6 @@ class _Progress:
 
     def update(self, scheduler, task_id: int, results) -> None:
         self.trials += len(results)
-        rec = scheduler.tasks_[task_id]
         name = self.tasks[task_id].task_name
         good = [sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in results
                 if r.run_secs and r.error_msg is None]
@@ -258,13 +291,12 @@ class _Progress:
         info = f"tasks done {done}/{len(self.tasks)}  est. {est:.2f} ms"
         if self.budget:
             info += f"  left {max(0, self.budget - elapsed) / 60:.1f} min"
-            if elapsed > self.budget and not self.out_of_time:
-                self.out_of_time = True
-                for i, r in enumerate(scheduler.tasks_):
-                    if not r.is_terminated:
-                        scheduler.terminate_task(i)
         self.bar.update(self.tid, completed=min(self.trials, self.total), info=info)
-        del rec
+        if self.budget and elapsed > self.budget:
+            # MetaSchedule has no time limit and asserts if tasks are terminated behind its back:
+            # stop it by raising from the callback, after this batch's records were committed
+            self.out_of_time = True
+            raise OutOfTime()
 
     def callback(self):
         from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
@@ -294,13 +326,24 @@ def apply_database(mod, preset: Preset, root: Path | None):
     target = preset.tvm_target()
     with target, database, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
         mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    tuned = sum(1 for gv, f in mod.functions.items()
-                if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+        tuned = sum(1 for gv, f in mod.functions.items()
+                    if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+        mod = tvm.transform.Sequential(post_tuning_passes(preset.family, target))(mod)
     return mod, tuned, len(funcs)
 
 
 def summary_json(s: TuneSummary) -> str:
     return json.dumps(dataclasses.asdict(s), indent=2)
+
+
+@contextlib.contextmanager
+def _stops_on(progress: "_Progress"):
+    """Swallow the error that OutOfTime becomes on its way through TVM's C++ scheduler."""
+    try:
+        yield
+    except Exception:
+        if not progress.out_of_time:
+            raise
 
 
 def _per_iter(trials: int, tasks: int) -> int:

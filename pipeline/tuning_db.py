@@ -135,18 +135,22 @@ def list_dbs(root: Path | None = None) -> list[TargetDB]:
 
 def merge_into(dest: TargetDB, src: TargetDB) -> int:
     """Copy src's records (not already in dest) into dest; returns how many were added."""
+    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     d, s = dest.open(), src.open()
-    seen = {(str(r.workload.shash), str(r.trace), tuple(float(x) for x in (r.run_secs or []))) for r in d.get_all_tuning_records()}
+    def key(r):
+        return tvm_ffi.structural_hash(r.workload.mod), str(r.trace), tuple(float(x) for x in (r.run_secs or []))
+
+    seen = {key(r) for r in d.get_all_tuning_records()}
     added = 0
     for r in s.get_all_tuning_records():
-        key = (str(r.workload.shash), str(r.trace), tuple(float(x) for x in (r.run_secs or [])))
-        if key in seen:
+        k = key(r)
+        if k in seen:
             continue
         w = d.commit_workload(r.workload.mod)
         d.commit_tuning_record(ms.database.TuningRecord(r.trace, w, r.run_secs, r.target, r.args_info))
-        seen.add(key)
+        seen.add(k)
         added += 1
     return added
 

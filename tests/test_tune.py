@@ -1,0 +1,141 @@
+"""Tuning: records applied at compile, kept across kills, shared across models, per target, over RPC."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+import pipeline
+from conftest import assert_matches_ort
+from pipeline import DeployError, examples, tuning_db
+from pipeline.targets import get_preset
+from pipeline.tune import TuneArgs, tune_model
+
+
+def _lines(db_root: Path, preset="x86-64") -> list[str]:
+    path = tuning_db.for_target(get_preset(preset), db_root).path / tuning_db.RECORDS
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, models):
+    """tiny_cnn tuned briefly into a fresh database."""
+    db = tmp_path_factory.mktemp("db")
+    s = tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=24, trials_per_task=4, db=db), show=False)
+    return db, s
+
+
+def test_tune_then_compile_applies_records_and_stays_correct(tuned, models, tmp_path):
+    db, s = tuned
+    assert s.tasks >= 5 and s.tasks_tuned == s.tasks and s.trials >= 20
+    assert tuning_db.list_dbs(db)[0].stats()["valid_records"] >= 20
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", db=db)
+    assert art.manifest["tuning"]["tuned_kernels"] >= 3
+    assert_matches_ort(art, models / "cnn.onnx")
+
+
+def test_second_model_reuses_shared_workloads(tuned, tmp_path):
+    db, first = tuned
+    # same convolutions, a different classifier head: only the new kernels are tuned
+    onnx.save(examples.tiny_cnn(classes=7, seed=3), tmp_path / "cnn7.onnx")
+    s = tune_model(TuneArgs(model=tmp_path / "cnn7.onnx", target="x86-64", trials=24, trials_per_task=4, db=db), show=False)
+    assert s.tasks_reused >= 2 and s.tasks_tuned < s.tasks
+    assert s.trials <= 4 * s.tasks_tuned + 4
+
+
+def test_records_are_kept_per_target(tuned, models, tmp_path):
+    db, _ = tuned
+    art = pipeline.compile(models / "cnn.onnx", "x86-64-v3", output=tmp_path / "a", db=db)
+    assert art.manifest["tuning"]["tuned_kernels"] == 0  # tuned for this host's CPU, not for v3
+    assert tuning_db.target_key(get_preset("x86-64")) != tuning_db.target_key(get_preset("x86-64-v3"))
+
+
+def test_db_cli_stats_export_import_merge(tuned, cli, tmp_path):
+    db, _ = tuned
+    rc, out, _ = cli("db", "stats", "--db", db, "--json")
+    stats = json.loads(out)
+    assert rc == 0 and stats[0]["preset"] == "x86-64" and stats[0]["valid_records"] > 0
+    rc, _, err = cli("db", "export", "--db", db, "-o", tmp_path / "db.tar.gz")
+    assert rc == 0, err
+    rc, out, _ = cli("db", "import", tmp_path / "db.tar.gz", "--db", tmp_path / "copy")
+    assert rc == 0 and f"{stats[0]['records']} records added" in out
+    rc, out, _ = cli("db", "merge", db, "--into", tmp_path / "copy")
+    assert rc == 0 and "0 records added" in out  # nothing new: merging is idempotent
+    assert tuning_db.list_dbs(tmp_path / "copy")[0].stats()["records"] == stats[0]["records"]
+
+
+def test_kill_9_loses_no_record_and_rerun_resumes(models, tmp_path):
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "pipeline.cli", "tune", str(models / "cnn.onnx"), "--target", "x86-64",
+           "--trials", "64", "--trials-per-task", "8", "--db", str(db), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_lines(db)) < 40 and proc.poll() is None:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _lines(db)
+    assert len(before) >= 40, "tuning did not get far enough before the kill"
+    s = tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=64, trials_per_task=8, db=db), show=False)
+    after = _lines(db)
+    assert after[: len(before)] == before                   # every measured record survived
+    assert s.tasks_reused >= 1                               # finished kernels are not measured again
+    assert len(after) - len(before) == s.trials < 64
+
+
+def test_gpu_and_board_targets_need_a_device_to_measure(models):
+    import tvm
+
+    if not tvm.cuda(0).exist:
+        with pytest.raises(DeployError, match="needs an NVIDIA GPU"):
+            tune_model(TuneArgs(model=models / "cnn.onnx", target="cuda-sm86"), show=False)
+    with pytest.raises(DeployError, match="needs its board") as e:
+        tune_model(TuneArgs(model=models / "cnn.onnx", target="rpi4"), show=False)
+    assert "--rpc-tracker" in e.value.hint
+    with pytest.raises(DeployError, match="cannot reach the RPC tracker"):
+        tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", rpc_tracker="127.0.0.1:1", rpc_key="k"), show=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rpc_tuning_on_loopback(models, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    server = None
+    try:
+        time.sleep(2)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+                                   "--key", "loopback-x86", "--host", "127.0.0.1", "--port", str(_free_port())],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+        from tvm import rpc
+
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if "loopback-x86" in json.dumps(rpc.connect_tracker("127.0.0.1", port).summary()):
+                    break
+            except Exception:
+                pass
+            time.sleep(1)
+        s = tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=8, trials_per_task=2,
+                                db=tmp_path / "db", rpc_tracker=f"127.0.0.1:{port}", rpc_key="loopback-x86"), show=False)
+        assert s.trials >= 8
+        assert tuning_db.list_dbs(tmp_path / "db")[0].stats()["valid_records"] >= 6  # measured on the server
+    finally:
+        for p in (server, tracker):
+            if p is not None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
