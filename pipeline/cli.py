@@ -177,7 +177,9 @@ def build(
         raise DeployError("--jobs must be at least 1")
 
     def progress(r: dict, i: int, n: int) -> None:
-        extra = f"  {r['error'].splitlines()[0][:200]}" if r.get("error") else ""
+        from rich.markup import escape
+
+        extra = f"  {escape(r['error'].splitlines()[0][:200])}" if r.get("error") else ""
         color = {"built": "green", "cached": "cyan", "failed": "red"}[r["status"]]
         log.info(f"[{i}/{n}] {r['name']}: [{color}]{r['status']}[/{color}] in {r['seconds'] or 0:.1f} s{extra}")
 

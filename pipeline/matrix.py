@@ -100,10 +100,10 @@ def _bad(path: Path, what: str, hint: str | None = None) -> DeployError:
 
 def _check_keys(path: Path, table: str, data, known: set[str]) -> None:
     if not isinstance(data, dict):
-        raise _bad(path, f"[{table}] must be a table")
+        raise _bad(path, f"'{table}' must be a table")
     unknown = sorted(set(data) - known)
     if unknown:
-        raise _bad(path, f"unknown key(s) {unknown} in [{table}]", hint=f"valid keys: {sorted(known)}")
+        raise _bad(path, f"unknown key(s) {unknown} in table '{table}'", hint=f"valid keys: {sorted(known)}")
 
 
 def _shapes(path: Path, model: str, value) -> dict[str, list[int]]:
@@ -127,7 +127,7 @@ def load_config(path: str | Path) -> Config:
     base = path.resolve().parent
     unknown = sorted(set(data) - {"build", "targets", "models"})
     if unknown:
-        raise _bad(path, f"unknown table(s) {unknown}", hint="a build config has [build], [targets.NAME], [models.NAME]")
+        raise _bad(path, f"unknown table(s) {unknown}", hint="a build config has the tables build, targets.NAME and models.NAME")
     build = data.get("build", {})
     _check_keys(path, "build", build, _BUILD_KEYS)
     jobs = build.get("jobs", 1)
@@ -136,9 +136,9 @@ def load_config(path: str | Path) -> Config:
     targets = data.get("targets", {})
     models = data.get("models", {})
     if not models:
-        raise _bad(path, "no [models.NAME] tables", hint='add e.g. [models.net] path = "net.onnx"')
+        raise _bad(path, "no models.NAME tables", hint='add a table models.net with path = "net.onnx"')
     if not targets:
-        raise _bad(path, "no [targets.NAME] tables", hint="add e.g. [targets.x86-64] (see `deploy targets`)")
+        raise _bad(path, "no targets.NAME tables", hint="add a table, e.g. targets.x86-64 (see `deploy targets`)")
     tinfo: dict[str, tuple[str, Path | None]] = {}
     for tname, t in targets.items():
         _check_keys(path, f"targets.{tname}", t, _TARGET_KEYS)
@@ -158,7 +158,7 @@ def load_config(path: str | Path) -> Config:
         mtargets = m.get("targets", list(targets))
         missing = [t for t in mtargets if t not in tinfo]
         if missing:
-            raise _bad(path, f"models.{mname} names target(s) {missing} with no [targets.NAME] table",
+            raise _bad(path, f"models.{mname} names target(s) {missing} with no targets.NAME table",
                        hint=f"define them or use one of {list(tinfo)}")
         precisions = m.get("precisions", ["fp32"])
         bad = [p for p in precisions if p not in PRECISIONS]
@@ -317,13 +317,19 @@ def verify_entry(final: Path, entry: Entry) -> dict:
     from .runtime import Artifact
     from .verify import verify
 
-    art = Artifact(final)
+    import tempfile
+
     result = {"atol": entry.atol, "rtol": entry.rtol}
     try:
-        art.check_host()
-        errors = verify(art, entry.model, atol=entry.atol, rtol=entry.rtol)
+        Artifact(final).check_host()
+        # Load a private copy: dlopen returns the library already loaded from the same path, so a
+        # rebuilt model.so verified in the same process would run the previous build's code.
+        with tempfile.TemporaryDirectory(prefix=f"deploy-verify-{entry.name}-") as tmp:
+            copy = Path(tmp) / entry.name
+            shutil.copytree(final, copy)
+            errors = verify(Artifact(copy), entry.model, atol=entry.atol, rtol=entry.rtol)
     except DeployError as e:
-        return {**result, "status": "not verified", "reason": e.message.replace(f"artifact {final} ", "it ")}
+        return {**result, "status": "not verified", "reason": re.sub(r"^artifact \S+ ", "it ", e.message)}
     result.update(status="passed" if all(e.ok for e in errors) else "failed",
                   max_abs=max((e.max_abs for e in errors), default=0.0),
                   max_rel=max((e.max_rel for e in errors), default=0.0),
@@ -536,6 +542,7 @@ def summary_json(results: list[dict], out: Path) -> dict:
 
 
 def print_table(results: list[dict], console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table("entry", "status", "time", "size", "verification", "error", title="deploy build")
@@ -545,7 +552,7 @@ def print_table(results: list[dict], console) -> None:
         t.add_row(r["name"], f"[{colors[r['status']]}]{status}[/]",
                   f"{r['seconds']:.1f} s" if r.get("seconds") is not None else "-",
                   f"{r['bytes'] / 1e6:.2f} MB" if r.get("bytes") else "-",
-                  verification_text(r), (r.get("error") or "")[:300])
+                  escape(verification_text(r)), escape((r.get("error") or "")[:300]))
     console.print(t)
     c = summary_json(results, Path("."))["counts"]
     console.print(f"{c['total']} entries: {c['built']} built, {c['cached']} cached, {c['failed']} failed; "
