@@ -447,6 +447,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def update_index(out: Path, results: list[dict]) -> dict:
     """Merge results into index.json and rewrite SHA256SUMS, under the output's lock."""
     with flock(out / ".lock"):
+        for stale in [*out.glob(f".{INDEX}.*.tmp"), *out.glob(f".{SUMS}.*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a killed run; nobody else writes while we hold the lock
         index = read_index(out)
         for r in results:
             index["entries"][r["name"]] = {k: v for k, v in r.items() if k != "cleaned"}
