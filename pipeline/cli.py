@@ -180,6 +180,8 @@ def build(
         from rich.markup import escape
 
         extra = f"  {escape(r['error'].splitlines()[0][:200])}" if r.get("error") else ""
+        if r.get("cleaned"):
+            extra += f"  (removed what a killed build left: {', '.join(r['cleaned'])})"
         color = {"built": "green", "cached": "cyan", "failed": "red"}[r["status"]]
         log.info(f"[{i}/{n}] {r['name']}: [{color}]{r['status']}[/{color}] in {r['seconds'] or 0:.1f} s{extra}")
 

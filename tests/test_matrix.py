@@ -195,6 +195,7 @@ def test_killed_build_leaves_no_half_artifact_and_next_run_recovers(tmp_path, cl
     assert rc == 0, err
     assert {e["name"]: e["status"] for e in json.loads(stdout)["entries"]} == {"cnn-x86-64": "cached",
                                                                                 "mlp-x86-64": "built"}
+    assert "removed what a killed build left: .mlp-x86-64.partial-" in err
     assert not [q for q in out.iterdir() if ".partial-" in q.name or ".old-" in q.name]
     subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=out, check=True)
 
