@@ -162,8 +162,8 @@ def bench(
 def build(
     config: Annotated[Path, typer.Argument(help="The build config (deploy.toml).")] = Path("deploy.toml"),
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only entries whose name, model or target matches (glob; repeatable, or comma-separated).")] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel builds, each in its own process [config's build.jobs, 1].")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [config's build.output, artifacts].")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel builds, each in its own process (default: the config's build.jobs, else 1).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory (default: the config's build.output, else artifacts).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report (one test case per entry).")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with ONNX Runtime.")] = False,

@@ -171,6 +171,11 @@ def test_failing_entries_do_not_stop_the_others(tmp_path, cli):
     assert failed == {"rnn-x86-64", "gone-x86-64", "mlp-x86-64-int8"}
     index = json.loads((tmp_path / "artifacts/index.json").read_text())["entries"]
     assert index["rnn-x86-64"]["status"] == "failed" and "mlp-x86-64/model.so" in sums(tmp_path / "artifacts")
+    # a model that breaks: its previous (now stale) artifact is removed, not shipped as current
+    _gru_model(tmp_path / "mlp.onnx")
+    rc, stdout, _ = cli("build", cfg, "--json", "--only", "mlp-x86-64")
+    assert rc == 1 and json.loads(stdout)["entries"][0]["status"] == "failed"
+    assert not (tmp_path / "artifacts/mlp-x86-64").exists() and not sums(tmp_path / "artifacts")
 
 
 def test_killed_build_leaves_no_half_artifact_and_next_run_recovers(tmp_path, cli):
