@@ -342,7 +342,7 @@ def _os_error(e: OSError) -> tuple[str, str]:
     if e.errno == errno.ENOSPC:
         return f"disk full: {e}", "free disk space on the artifacts volume and run again"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"permission denied: {e}", "make the output directory writable, or set [build] output"
+        return f"permission denied: {e}", "make the output directory writable, or set build.output in the config"
     return f"I/O error: {e}", "check the output directory"
 
 
