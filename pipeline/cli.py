@@ -234,6 +234,52 @@ def bench(
         typer.echo(f"ratio        {r['ratio']:.2f}x ONNX Runtime's latency ({'slower' if r['ratio'] > 1 else 'faster'})")
 
 
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(help="The build config (deploy.toml).")] = Path("deploy.toml"),
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only entries whose name, model or target matches (glob; repeatable, or comma-separated).")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel builds, each in its own process (default: the config's build.jobs, else 1).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory (default: the config's build.output, else artifacts).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report (one test case per entry).")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with ONNX Runtime.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild every selected entry, cached or not.")] = False,
+):
+    """Build a matrix of models x targets x precisions from CONFIG; unchanged entries come from the cache."""
+    from . import matrix
+
+    cfg = matrix.load_config(config)
+    if jobs is not None and jobs < 1:
+        raise DeployError("--jobs must be at least 1")
+
+    def progress(r: dict, i: int, n: int) -> None:
+        from rich.markup import escape
+
+        extra = f"  {escape(r['error'].splitlines()[0][:200])}" if r.get("error") else ""
+        if r.get("cleaned"):
+            extra += f"  (removed what a killed build left: {', '.join(r['cleaned'])})"
+        color = {"built": "green", "cached": "cyan", "failed": "red"}[r["status"]]
+        log.info(f"[{i}/{n}] {r['name']}: [{color}]{r['status']}[/{color}] in {r['seconds'] or 0:.1f} s{extra}")
+
+    results = matrix.build_matrix(cfg, only=only, jobs=jobs, verify=not no_verify, force=force,
+                                  output=output, progress=progress)
+    out = Path(output).resolve() if output else cfg.output
+    if junit:
+        try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+            junit.write_text(matrix.junit_xml(results))
+        except OSError as e:
+            raise DeployError(f"cannot write the JUnit report {junit}: {e.strerror}", hint="choose a writable --junit path")
+    if as_json:
+        typer.echo(json.dumps(matrix.summary_json(results, out), indent=2, default=str))
+    console = log.Console(highlight=False, stderr=as_json)  # with --json, stdout is only JSON
+    if not console.is_terminal:
+        console.width = 160  # CI logs: room for the error column
+    matrix.print_table(results, console)
+    if any(r["status"] == "failed" for r in results):
+        raise typer.Exit(1)
+
+
 @targets_app.callback(invoke_without_command=True)
 def targets_list(ctx: typer.Context):
     """List target presets."""

@@ -49,6 +49,33 @@ def tiny_cnn(batch: int | str = 1, classes: int = 10, seed: int = 0, opset: int 
     return model
 
 
+
+def tiny_mlp(features: int = 64, hidden: int = 32, classes: int = 8, seed: int = 1, opset: int = 17) -> onnx.ModelProto:
+    """MatMul-Add-Relu, Gemm, Tanh on 1xFEATURES vectors: a second, convolution-free example."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    inits = [
+        _init("w1", rng.normal(0, 0.2, (features, hidden)).astype(f32)), _init("b1", rng.normal(0, 0.1, hidden).astype(f32)),
+        _init("w2", rng.normal(0, 0.2, (classes, hidden)).astype(f32)), _init("b2", rng.normal(0, 0.1, classes).astype(f32)),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+        helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], name="fc2", transB=1),
+        helper.make_node("Tanh", ["logits"], ["y"], name="tanh"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="deploy-examples")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
 if __name__ == "__main__":
     import sys
 
