@@ -33,6 +33,8 @@ class CompileArgs:
     opt_level: int = 3
     dump_ir: Path | None = None
     force: bool = False
+    runner: bool | None = None   # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
+
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
@@ -84,6 +86,17 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         raise DeployError(f"--opt-level {args.opt_level} is out of range", hint="use 0, 1, 2 or 3")
     check_output(out, args.force)
     check_toolchain(preset)
+    want_runner = args.runner if args.runner is not None else (preset.is_cross and preset.family == "cpu")
+    if want_runner and preset.family != "cpu":
+        from .errors import DeployError
+        raise DeployError(f"the runner runs CPU artifacts only; '{preset.name}' is a {preset.family} target",
+                          hint="use a CPU preset (for Jetson Orin's CPU: --target jetson-orin-cpu)")
+    if want_runner:
+        from . import device
+
+        if device.supported(preset.arch):
+            device.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
+            device.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
     if show:
         args.display()
     timings: dict[str, float] = {}
@@ -113,8 +126,13 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
 
     with atomic_dir(out, args.force) as tmp:
         step("build"); lib = tmp / LIB_NAME; build_library(mod, preset, lib); done("build")
+        device_info = None
+        if want_runner:
+            step("runner"); device_info = _device_files(tmp, preset); done("runner")
         step("package")
         manifest = make_manifest(args, preset, loaded, model, lib, passes)
+        if device_info is not None:
+            manifest["device"] = device_info
         manifest["build"]["seconds"] = {k: v for k, v in timings.items()}
         manifest["build"]["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         write_json(tmp / MANIFEST, manifest)
@@ -122,6 +140,16 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
+
+
+def _device_files(tmp: Path, preset: Preset) -> dict | None:
+    from . import device
+
+    if not device.supported(preset.arch):
+        log.warn(f"no TVM runtime for {preset.arch} can be had here: the artifact is compile-only "
+                 "(library and manifest, no runner)")
+        return None
+    return device.add_device_files(tmp, preset)
 
 
 def make_manifest(args: CompileArgs, preset: Preset, loaded, model, lib: Path, passes: dict) -> dict:
