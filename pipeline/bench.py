@@ -98,8 +98,19 @@ def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repe
     import tvm
     from tvm import relax, rpc
 
+    import socket
+
     try:
-        remote = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=0)
+        socket.create_connection((host, port), timeout=5).close()
+        tracker_session = rpc.connect_tracker(host, port)
+        keys = {s["key"].split(":", 1)[-1] for s in tracker_session.summary().get("server_info", [])}
+        if key not in keys:
+            raise DeployError(f"no board with key '{key}' is registered at the RPC tracker {host}:{port}"
+                              f" (registered: {', '.join(sorted(keys)) or 'none'})",
+                              hint=f"on the board: python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
+        remote = tracker_session.request(key, priority=1, session_timeout=0, max_retry=2)
+    except DeployError:
+        raise
     except Exception as e:
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise DeployError(f"cannot get a '{key}' device from the RPC tracker at {host}:{port}: {last[:300]}",
