@@ -21,3 +21,5 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
 .venv/bin/python -c "import pipeline, tvm, onnxruntime, torch; print('setup: ok, tvm', tvm.__version__)"
+# TVM's runtime for aarch64 boards (PyPI wheels), cached once for the runner in ARM artifacts
+.venv/bin/python -c "from pipeline import device; print('setup: aarch64 runtime in', device.runtime_dir('aarch64'))"
