@@ -35,7 +35,6 @@ class CompileArgs:
     force: bool = False
     runner: bool | None = None   # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
 
-
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
         for f in dataclasses.fields(self):
