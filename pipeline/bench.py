@@ -62,3 +62,79 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
         result["onnxruntime"] = ort.__dict__
         result["ratio"] = result["deploy"]["median_ms"] / ort.median_ms
     return result
+
+
+EMULATED_NOTE = ("emulated timings are not board timings: qemu-user translates every instruction, so this says "
+                 "nothing about the board's speed. Run the bundle on the board (`deploy package`, then "
+                 "`./runner --repeat 50` there), or measure through a TVM RPC tracker with --rpc-tracker/--rpc-key.")
+
+
+def bench_emulated(artifact: Artifact, threads: int = 2, repeat: int = 5) -> dict:
+    """Time the artifact's runner under qemu-user: only to show it runs; see EMULATED_NOTE."""
+    r = artifact.run_runner(random_inputs(artifact.inputs), repeat=repeat, warmup=1, threads=threads)
+    lat = Latency(r.latency_ms["median"], r.latency_ms["max"], r.runs)
+    emu = (artifact.device.get("emulation") or {})
+    return {"threads": threads, "emulated": True, "emulator": f"{emu.get('qemu')} -cpu {emu.get('qemu_cpu')}",
+            "deploy": lat.__dict__, "note": EMULATED_NOTE}
+
+
+def parse_tracker(tracker: str) -> tuple[str, int]:
+    from .errors import DeployError
+
+    host, sep, port = tracker.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise DeployError(f"bad --rpc-tracker '{tracker}'", hint="write it as HOST:PORT, e.g. 192.168.1.10:9190")
+    return host, int(port)
+
+
+def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repeat: int = 20,
+              min_seconds: float = 2.0, timeout: int = 60) -> dict:
+    """Upload the library to a board registered with a TVM RPC tracker and time ``main`` there."""
+    from .errors import DeployError
+    from .runtime import check_inputs
+
+    host, port = parse_tracker(tracker)
+    artifact.check_integrity()
+    import tvm
+    from tvm import relax, rpc
+
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        tracker_session = rpc.connect_tracker(host, port)
+        keys = {s["key"].split(":", 1)[-1] for s in tracker_session.summary().get("server_info", [])}
+        if key not in keys:
+            raise DeployError(f"no board with key '{key}' is registered at the RPC tracker {host}:{port}"
+                              f" (registered: {', '.join(sorted(keys)) or 'none'})",
+                              hint=f"on the board: python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
+        remote = tracker_session.request(key, priority=1, session_timeout=0, max_retry=2)
+    except DeployError:
+        raise
+    except Exception as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DeployError(f"cannot get a '{key}' device from the RPC tracker at {host}:{port}: {last[:300]}",
+                          hint="start the tracker (python -m tvm.exec.rpc_tracker --port PORT) and on the board "
+                               f"python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
+    inputs = random_inputs(artifact.inputs)
+    try:
+        remote.upload(str(artifact.library), artifact.library.name)
+        rlib = remote.load_module(artifact.library.name)
+        dev = remote.cpu(0)
+        if threads:
+            remote.get_function("runtime.config_threadpool")(1, threads)
+        vm = relax.VirtualMachine(rlib, dev)
+        args = [tvm.runtime.tensor(a, dev) for a in check_inputs(artifact.inputs, inputs)]
+        vm.set_input("main", *args)
+        vm.invoke_stateful("main")  # warm up
+        single = min(vm.time_evaluator("invoke_stateful", dev, number=1, repeat=1)("main").results)
+        number = max(1, int(min_seconds / repeat / max(single, 1e-6)))
+        res = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)("main").results
+    except DeployError:
+        raise
+    except Exception as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DeployError(f"running {artifact.library.name} on the '{key}' device failed: {last[:300]}",
+                          hint="the board needs TVM's runtime of the version in the manifest and the "
+                               "artifact's architecture; run with -v") from e
+    return {"threads": threads or None, "rpc": f"{key}@{host}:{port}", "deploy": Latency.of(list(res)).__dict__}

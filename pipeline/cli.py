@@ -82,14 +82,15 @@ def compile(
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each stage into DIR.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
+    runner: Annotated[Optional[bool], typer.Option("--runner/--no-runner", help="Add the C++ runner and TVM's runtime libraries (default: on for ARM CPU targets).")] = None,
 ):
-    """Compile MODEL for a target into an artifact directory (library + manifest.json)."""
+    """Compile MODEL for a target into an artifact directory (library + manifest.json; ARM: + runner, lib/)."""
     from .cleanup import parse_shape
     from .compile import CompileArgs, compile_model
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
-                              opt_level=opt_level, dump_ir=dump_ir, force=force, db=db))
+                              opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner))
 
 
 @app.command()
@@ -173,7 +174,7 @@ def run(
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=file.npy (repeatable); random if omitted.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for the outputs as .npy.")] = None,
 ):
-    """Run an artifact on this machine and save its outputs."""
+    """Run an artifact on this machine and save its outputs (ARM artifacts: their runner under qemu-user)."""
     import numpy as np
 
     from .runtime import Artifact
@@ -196,7 +197,7 @@ def verify(
     atol: float = 1e-4,
     rtol: float = 1e-3,
 ):
-    """Compare an artifact's outputs with ONNX Runtime's on the same inputs."""
+    """Compare an artifact's outputs with ONNX Runtime's on the same inputs (ARM artifacts run under qemu-user)."""
     from .runtime import Artifact
     from .verify import verify as do_verify
 
@@ -217,16 +218,34 @@ def bench(
     repeat: int = 20,
     seconds: Annotated[float, typer.Option(help="Rough total time per engine.")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time on a board registered there.")] = None,
+    rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="The board's key at the tracker.")] = None,
 ):
-    """Latency (median, p90) next to ONNX Runtime's on the same inputs and threads."""
-    from .bench import bench as do_bench
+    """Latency (median, p90) next to ONNX Runtime's; ARM artifacts: under emulation, or on a board via RPC."""
+    from . import bench as b
     from .runtime import Artifact
 
-    r = do_bench(Artifact(artifact), model, threads=threads, repeat=repeat, min_seconds=seconds)
+    art = Artifact(artifact)
+    if (rpc_tracker is None) != (rpc_key is None):
+        raise DeployError("--rpc-tracker and --rpc-key go together", hint="pass both, e.g. --rpc-tracker 10.0.0.2:9190 --rpc-key rpi4")
+    if rpc_tracker:
+        r = b.bench_rpc(art, rpc_tracker, rpc_key, threads=threads, repeat=repeat, min_seconds=seconds)
+    elif art.emulated:
+        r = b.bench_emulated(art, threads=threads, repeat=min(repeat, 5))
+    else:
+        r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds)
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
     d = r["deploy"]
+    if r.get("emulated"):
+        typer.echo(f"deploy       median {d['median_ms']:.3f} ms  max {d['p90_ms']:.3f} ms  ({d['samples']} runs, "
+                   f"{threads} threads, EMULATED by {r['emulator']})")
+        typer.echo("note: " + r["note"])
+        return
+    if r.get("rpc"):
+        typer.echo(f"deploy       median {d['median_ms']:.3f} ms  p90 {d['p90_ms']:.3f} ms  (on {r['rpc']})")
+        return
     typer.echo(f"deploy       median {d['median_ms']:.3f} ms  p90 {d['p90_ms']:.3f} ms  ({threads} threads)")
     if "onnxruntime" in r:
         o = r["onnxruntime"]
@@ -278,6 +297,22 @@ def build(
     matrix.print_table(results, console)
     if any(r["status"] == "failed" for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def package(
+    artifact: Path,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (.tar.gz).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle.")] = False,
+):
+    """Bundle an artifact for its board: library, runner, TVM runtime, and a one-page README."""
+    from .package import make_bundle
+    from .runtime import Artifact
+
+    art = Artifact(artifact)
+    out = make_bundle(art, output, force=force)
+    what = "runner + lib/ + " if art.device else ""
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB: model.so + manifest.json + {what}README.md)")
 
 
 @targets_app.callback(invoke_without_command=True)

@@ -38,6 +38,7 @@ class CompileArgs:
     dump_ir: Path | None = None
     force: bool = False
     db: Path | None = None          # tuning database root; default: the per-user one
+    runner: bool | None = None      # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
@@ -137,6 +138,16 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         raise DeployError(f"--opt-level {args.opt_level} is out of range", hint="use 0, 1, 2 or 3")
     check_output(out, args.force)
     check_toolchain(preset)
+    want_runner = args.runner if args.runner is not None else (preset.is_cross and preset.family == "cpu")
+    if want_runner and preset.family != "cpu":
+        raise DeployError(f"the runner runs CPU artifacts only; '{preset.name}' is a {preset.family} target",
+                          hint="use a CPU preset (for Jetson Orin's CPU: --target jetson-orin-cpu)")
+    if want_runner:
+        from . import device
+
+        if device.supported(preset.arch):
+            device.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
+            device.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
     if show:
         args.display()
     step = _Steps()
@@ -152,14 +163,30 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         with step("build"):
             lib = tmp / LIB_NAME
             build_library(mod, preset, lib)
+        device_info = None
+        if want_runner:
+            with step("runner"):
+                device_info = _device_files(tmp, preset)
         with step("package"):
             manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
             manifest["tuning"] = tuning
+            if device_info is not None:
+                manifest["device"] = device_info
             manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
             write_json(tmp / MANIFEST, manifest)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
+
+
+def _device_files(tmp: Path, preset: Preset) -> dict | None:
+    from . import device
+
+    if not device.supported(preset.arch):
+        log.warn(f"no TVM runtime for {preset.arch} can be had here: the artifact is compile-only "
+                 "(library and manifest, no runner)")
+        return None
+    return device.add_device_files(tmp, preset)
 
 
 def make_manifest(args: CompileArgs, preset: Preset, loaded, model, lib: Path, passes: dict) -> dict:

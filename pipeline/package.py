@@ -72,3 +72,45 @@ def read_manifest(artifact: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DeployError(f"{path} is corrupt: {e}", hint="recompile the artifact")
+
+
+def make_bundle(artifact, out: Path, force: bool = False) -> Path:
+    """A .tar.gz of the artifact (library, manifest, runner, runtime) with a README for the board.
+
+    The archive holds one folder named after the artifact; it is written beside ``out`` and
+    renamed into place.
+    """
+    import io
+    import tarfile
+
+    from .device import board_readme
+    from .load import sha256_file
+
+    out = Path(out)
+    if not out.name.endswith((".tar.gz", ".tgz")):
+        raise DeployError(f"bundle name {out} must end in .tar.gz", hint="e.g. -o bundle.tar.gz")
+    if out.exists() and not force:
+        raise DeployError(f"{out} already exists", hint="pass --force to replace it, or choose another -o")
+    artifact.check_integrity()
+    folder = artifact.path.resolve().name
+    files = [LIB_NAME, MANIFEST]
+    if artifact.device is not None:
+        files += sorted(artifact.device["files"])
+    readme = board_readme(artifact.manifest, out.name, folder).encode()
+    sums = "".join(f"{sha256_file(artifact.path / f)}  {f}\n" for f in files).encode()
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+            for rel in files:
+                tar.add(artifact.path / rel, arcname=f"{folder}/{rel}", recursive=False)
+            for name, data in (("README.md", readme), ("SHA256SUMS", sums)):
+                info = tarfile.TarInfo(f"{folder}/{name}")
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

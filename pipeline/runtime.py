@@ -74,6 +74,16 @@ class Artifact:
         return self.path / self.manifest["library"]["file"]
 
     @property
+    def device(self) -> dict | None:
+        """The runner and TVM runtime packed into the artifact (ARM targets), or None."""
+        return self.manifest.get("device")
+
+    @property
+    def emulated(self) -> bool:
+        """True when this machine runs the artifact through its runner under qemu-user."""
+        return self.device is not None and self.manifest["target"]["arch"] != cpu.host_arch()
+
+    @property
     def inputs(self) -> list[dict]:
         return self.manifest["model"]["inputs"]
 
@@ -88,12 +98,22 @@ class Artifact:
         if sha256_file(lib) != self.manifest["library"]["sha256"]:
             raise DeployError(f"{lib} does not match the sha256 in its manifest: the artifact was modified",
                               hint="recompile it, or restore the original files")
+        if self.device is not None:
+            from . import device
+
+            device.check_files(self.path, self.device)
 
     def check_host(self) -> None:
         """Refuse to load an artifact this machine cannot run, saying why."""
         t = self.manifest["target"]
         arch = cpu.host_arch()
         if t["arch"] != arch:
+            if self.device is None and t["cross_compiler"]:
+                raise DeployError(
+                    f"artifact {self.path} was built for {t['arch']} (target '{t['preset']}'); this machine is {arch}, "
+                    f"and the artifact holds no runner to emulate it with (no TVM runtime for {t['arch']})",
+                    hint="copy model.so to a board with TVM's runtime (see README.md, 'Edge boards')",
+                )
             raise DeployError(
                 f"artifact {self.path} was built for {t['arch']} (target '{t['preset']}'); this machine is {arch}",
                 hint="run it on a matching board (see `deploy package`), or build for this host with --target x86-64",
@@ -135,10 +155,12 @@ class Artifact:
         return self
 
     def run(self, inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        inputs = random_inputs(self.inputs) if inputs is None else inputs
+        if self.emulated:
+            return self.run_runner(inputs).outputs
         import tvm
 
         self.load()
-        inputs = random_inputs(self.inputs) if inputs is None else inputs
         arrays = check_inputs(self.inputs, inputs)
         args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
         result = self._vm["main"](*args)
@@ -146,6 +168,20 @@ class Artifact:
         return {o["name"]: r for o, r in zip(self.outputs, flat)}
 
     __call__ = run
+
+    def run_runner(self, inputs: dict[str, np.ndarray] | None = None, repeat: int = 1, warmup: int = 0,
+                   threads: int | None = None):
+        """Run through the artifact's C++ runner (under qemu-user for another architecture)."""
+        from . import device
+
+        if self.device is None:
+            raise DeployError(f"artifact {self.path} holds no runner",
+                              hint="recompile it with a cross target, or with runner=True")
+        self.check_integrity()
+        if inputs is not None:
+            inputs = dict(zip([s["name"] for s in self.inputs], check_inputs(self.inputs, inputs)))
+        return device.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
+                                 threads=threads)
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:
         """Seconds per run, ``repeat`` samples each averaging ``number`` runs."""

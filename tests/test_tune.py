@@ -112,17 +112,25 @@ def _free_port() -> int:
 def test_rpc_tuning_on_loopback(models, tmp_path):
     port = _free_port()
     env = dict(os.environ, TMPDIR=str(tmp_path))
-    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port)],
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                                "--port-end", str(port + 1)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     server = None
     try:
-        time.sleep(2)
-        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
-                                   "--key", "loopback-x86", "--host", "127.0.0.1", "--port", str(_free_port())],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+        deadline = time.time() + 120  # the tracker imports TVM first: slow on a loaded machine
         from tvm import rpc
 
-        deadline = time.time() + 60
+        while time.time() < deadline:  # a bare TCP probe would upset the tracker: ask like a client
+            try:
+                rpc.connect_tracker("127.0.0.1", port).summary()
+                break
+            except Exception:
+                time.sleep(1)
+        sport = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+                                   "--key", "loopback-x86", "--host", "127.0.0.1", "--port", str(sport), "--port-end", str(sport + 1)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+        deadline = time.time() + 120
         while time.time() < deadline:
             try:
                 if "loopback-x86" in json.dumps(rpc.connect_tracker("127.0.0.1", port).summary()):
