@@ -83,14 +83,17 @@ def compile(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     runner: Annotated[Optional[bool], typer.Option("--runner/--no-runner", help="Add the C++ runner and TVM's runtime libraries (default: on for ARM CPU targets).")] = None,
+    tune_budget: Annotated[Optional[str], typer.Option("--tune", help="Tune for this long first (e.g. 10m), then build with the records.")] = None,
 ):
     """Compile MODEL for a target into an artifact directory (library + manifest.json; ARM: + runner, lib/)."""
     from .cleanup import parse_shape
     from .compile import CompileArgs, compile_model
+    from .tune import parse_duration
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
-                              opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner))
+                              opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
+                              tune_budget=parse_duration(tune_budget)))
 
 
 @app.command()

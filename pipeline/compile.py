@@ -39,6 +39,7 @@ class CompileArgs:
     force: bool = False
     db: Path | None = None          # tuning database root; default: the per-user one
     runner: bool | None = None      # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
+    tune_budget: float | None = None  # seconds of tuning before the build (records kept in db)
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
@@ -150,6 +151,12 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             device.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
     if show:
         args.display()
+    if args.tune_budget:
+        from .tune import TuneArgs, tune_model
+
+        tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
+                            trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level),
+                   show=show)
     step = _Steps()
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step)
     with step("apply tuning"):

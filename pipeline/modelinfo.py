@@ -64,6 +64,31 @@ def opset_of(model: onnx.ModelProto) -> int:
     return 1
 
 
+def flops(model: onnx.ModelProto) -> int:
+    """Multiply-adds x 2 of Conv, MatMul and Gemm nodes in a model with static shapes."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            shapes[vi.name] = dims
+    for init in inferred.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0
+    for n in inferred.graph.node:
+        out = shapes.get(n.output[0]) if n.output else None
+        if out is None:
+            continue
+        if n.op_type == "Conv" and n.input[1] in shapes:
+            w = shapes[n.input[1]]  # [Cout, Cin/groups, kh, kw]
+            total += 2 * int(np.prod(out)) * int(np.prod(w[1:]))
+        elif n.op_type in ("MatMul", "Gemm") and n.input[0] in shapes:
+            a = shapes[n.input[0]]
+            k = a[0] if (n.op_type == "Gemm" and any(x.name == "transA" and x.i for x in n.attribute)) else a[-1]
+            total += 2 * int(np.prod(out)) * int(k)
+    return total
+
+
 def model_info(model: onnx.ModelProto) -> ModelInfo:
     from .importer import unsupported_ops
 

@@ -7,6 +7,9 @@ a missing feature would die with SIGILL and no message, so it is refused with on
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +149,7 @@ class Artifact:
             dev = tvm.cpu(0)
         try:
             with log.tvm_quiet():
-                lib = tvm.runtime.load_module(str(self.library))
+                lib = tvm.runtime.load_module(_dlopen_path(self.library, self.manifest["library"]["sha256"]))
                 self._vm = relax.VirtualMachine(lib, dev)
         except Exception as e:
             raise DeployError(f"cannot load {self.library}: {str(e).strip().splitlines()[-1][:300]}",
@@ -201,6 +204,28 @@ def _flatten(result) -> list[np.ndarray]:
     for r in result:
         out.extend(_flatten(r))
     return out
+
+
+_loaded: dict[str, str] = {}  # library path -> sha256 of the build loaded from it in this process
+
+
+def _dlopen_path(lib: Path, sha256: str) -> str:
+    """A path that loads this build of ``lib``.
+
+    dlopen hands back the library already loaded from the same path, so a library rebuilt at
+    that path (compile --force, deploy build) would run the old code in this process. TVM
+    resolves symbolic links, so the rebuilt file is loaded under a fresh name: a hard link where
+    the file system allows, else a copy.
+    """
+    path = str(Path(lib).resolve())
+    if _loaded.setdefault(path, sha256) == sha256:
+        return path
+    fresh = Path(tempfile.mkdtemp(prefix="deploy-lib-")) / f"{sha256[:16]}-{Path(lib).name}"
+    try:
+        os.link(path, fresh)
+    except OSError:
+        shutil.copy2(path, fresh)
+    return str(fresh)
 
 
 def load(path: str | Path) -> Artifact:

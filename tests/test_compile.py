@@ -98,3 +98,16 @@ def test_inspect(cli, models, tmp_path):
     info = json.loads(out)
     assert info["opset"] == 17 and info["inputs"][0]["shape"] == ["N", 3, 32, 32]
     assert info["op_counts"]["Conv"] == 2 and info["param_count"] == 5578 and info["unsupported"] == {}
+
+
+def test_rebuilt_artifact_at_the_same_path_runs_the_new_build(tmp_path):
+    """dlopen caches by path: a library rebuilt in place must still load its new code."""
+    from pipeline import examples
+
+    for seed in (1, 2):
+        onnx.save(examples.tiny_cnn(seed=seed), tmp_path / f"m{seed}.onnx")
+    x = {"image": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    first = pipeline.compile(tmp_path / "m1.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(first, tmp_path / "m1.onnx", x)
+    second = pipeline.compile(tmp_path / "m2.onnx", "x86-64", output=tmp_path / "a", force=True)
+    assert_matches_ort(second, tmp_path / "m2.onnx", x)

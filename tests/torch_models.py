@@ -121,3 +121,60 @@ class PadToMultiple(nn.Module):
     def forward(self, x):
         h, w = x.shape[2], x.shape[3]
         return self.conv(nn.functional.pad(x, (0, (8 - w % 8) % 8, 0, (8 - h % 8) % 8)))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2's architecture (torchvision's layout, width 1.0)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()]
+        cin = 32
+        for t, c, n, s in cfg:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def mobilenet_v2(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(MobileNetV2(), seed)
+
+
+class MiniLMEncoder(nn.Module):
+    """A BERT-style encoder the size of all-MiniLM-L6: 6 blocks, d=384, 12 heads, FFN 1536."""
+
+    def __init__(self, layers: int = 6, d: int = 384, heads: int = 12, ff: int = 1536):
+        super().__init__()
+        self.blocks = nn.Sequential(*[EncoderBlock(d, heads, ff) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+def minilm_encoder(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return MiniLMEncoder().eval()
