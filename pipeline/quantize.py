@@ -137,6 +137,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
     targets = {node_name(n) for n in quantizable(model) if node_name(n) not in skip}
     new_nodes, new_inits, done = [], [], []
     act_dq: dict[str, str] = {}
+    sizes = {"float32": 0, "int8": 0}
     for n in model.graph.node:
         if node_name(n) not in targets:
             new_nodes.append(n)
@@ -156,6 +157,8 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
         w = numpy_helper.to_array(inits[wname]).astype(np.float32)
         axis = 0 if n.op_type == "Conv" else 1
         q, scale = _weight_q(w, axis, per_channel)
+        sizes["float32"] += w.nbytes
+        sizes["int8"] += q.nbytes + scale.nbytes
         base = node_name(n) + "_w"
         new_inits += [numpy_helper.from_array(q, base + "_int8"), numpy_helper.from_array(scale, base + "_scale"),
                       numpy_helper.from_array(np.zeros(scale.shape, np.int8), base + "_zero")]
@@ -173,7 +176,17 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
         for o in model.opset_import:
             if o.domain in ("", "ai.onnx") and o.version < 13:
                 o.version = 13
-    return _drop_unused_inits(model), done
+    model = _drop_unused_inits(model)
+    model.doc_string = f"deploy-int8 weight bytes: {sizes['float32']} -> {sizes['int8']}"
+    return model, done
+
+
+def weight_bytes(qdq: onnx.ModelProto) -> dict:
+    """{"float32": bytes before, "int8": bytes after} of the quantized weights (from insert_qdq)."""
+    import re
+
+    m = re.search(r"weight bytes: (\d+) -> (\d+)", qdq.doc_string or "")
+    return {"float32": int(m[1]), "int8": int(m[2])} if m else {}
 
 
 # ---------------------------------------------------------------- Relax: QDQ -> int8 compute
@@ -377,5 +390,6 @@ def prepare_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibra
             "calibration_samples": len(calib), "held_out_samples": len(held),
             "quantized_layers": done, "excluded": exclude, "fallback": fallback,
             "sensitivity": sensitivity, "max_accuracy_drop": max_accuracy_drop,
+            "quantized_weight_bytes": weight_bytes(qm),
             "simulated_accuracy": acc}
     return Int8Result(qm, held, reference, info)
