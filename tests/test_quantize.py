@@ -19,7 +19,7 @@ from torch_models import export
 def _cnn_data(n, seed):
     """16x16 RGB noise with a bright 4x4 blob in one of 4 quadrants (the label), channel tinted."""
     g = np.random.default_rng(seed)
-    x = g.normal(0, 0.5, (n, 3, 16, 16)).astype(np.float32)
+    x = g.normal(0, 0.4, (n, 3, 16, 16)).astype(np.float32)
     y = g.integers(0, 4, n)
     for i, c in enumerate(y):
         r, q = divmod(int(c), 2)
@@ -35,7 +35,7 @@ def _mlp_data(n, seed):
     return x, (np.tanh(x) @ w).argmax(1)
 
 
-def _train(model, x, y, steps=150, lr=1e-2):
+def _train(model, x, y, steps=250, lr=1e-2):
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -93,7 +93,7 @@ def test_int8_keeps_accuracy(trained, tmp_path, name, calibrator):
     f32 = (_float_top1(path, x, inp) == y).mean()
     i8 = (_top1(art, x, inp) == y).mean()
     assert f32 > 0.8, f"the float model did not learn the task ({f32})"
-    assert i8 >= f32 - 0.01, (name, calibrator, f32, i8)
+    assert i8 >= f32 - 0.01 - 1e-9, (name, calibrator, f32, i8)
     q = art.manifest["quantization"]
     assert q["calibrator"] == calibrator and len(q["calibration_sha256"]) == 64 and q["fallback"] == []
     assert q["accuracy"]["outputs"] and q["accuracy"]["samples"] == 16
