@@ -92,7 +92,7 @@ def test_int8_keeps_accuracy(trained, tmp_path, name, calibrator):
                                     calibration=cal, calibrator=calibrator, dump_ir=dump), show=False)
     f32 = (_float_top1(path, x, inp) == y).mean()
     i8 = (_top1(art, x, inp) == y).mean()
-    assert f32 > 0.8, f"the float model did not learn the task ({f32})"
+    assert f32 > 0.7, f"the float model did not learn the task ({f32}; chance is 0.25)"
     assert i8 >= f32 - 0.01 - 1e-9, (name, calibrator, f32, i8)
     q = art.manifest["quantization"]
     assert q["calibrator"] == calibrator and len(q["calibration_sha256"]) == 64 and q["fallback"] == []
