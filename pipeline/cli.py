@@ -84,6 +84,14 @@ def compile(
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     runner: Annotated[Optional[bool], typer.Option("--runner/--no-runner", help="Add the C++ runner and TVM's runtime libraries (default: on for ARM CPU targets).")] = None,
     tune_budget: Annotated[Optional[str], typer.Option("--tune", help="Tune for this long first (e.g. 10m), then build with the records.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 (mixed: softmax/norms/reductions stay fp32) or int8.")] = "fp32",
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: calibrated post-training quantization.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Calibration samples: .npz or a directory of .npy/.npz keyed by input name.")] = None,
+    calibrator: Annotated[str, typer.Option("--calibrator", help="minmax, percentile or entropy.")] = "minmax",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")] = True,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float (repeatable).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="Gate: largest allowed drop (1 - top-1 agreement, or 1 - cosine) on held-out samples; sensitive layers fall back to float.")] = None,
+    random_calibration: Annotated[bool, typer.Option("--random-calibration", help="Calibrate on random inputs (testing only: accuracy is meaningless).")] = False,
 ):
     """Compile MODEL for a target into an artifact directory (library + manifest.json; ARM: + runner, lib/)."""
     from .cleanup import parse_shape
@@ -93,7 +101,10 @@ def compile(
     shapes = dict(parse_shape(s) for s in input_shape or [])
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
-                              tune_budget=parse_duration(tune_budget)))
+                              tune_budget=parse_duration(tune_budget),
+                              precision=precision, quantize=quantize, calibration=calibration, calibrator=calibrator,
+                              per_channel=per_channel, exclude=list(exclude or []),
+                              max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration))
 
 
 @app.command()

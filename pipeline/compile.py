@@ -40,13 +40,49 @@ class CompileArgs:
     db: Path | None = None          # tuning database root; default: the per-user one
     runner: bool | None = None      # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
     tune_budget: float | None = None  # seconds of tuning before the build (records kept in db)
+    precision: str = "fp32"         # fp32 | fp16 | int8 (int8 is the same as quantize="int8")
+    quantize: str | None = None     # "int8": calibrated post-training quantization
+    calibration: Path | None = None  # .npz or directory of .npy/.npz samples keyed by input name
+    calibrator: str = "minmax"      # minmax | percentile | entropy
+    per_channel: bool = True        # per-channel weight scales (else per-tensor)
+    exclude: list[str] = field(default_factory=list)  # ONNX node names kept in float
+    max_accuracy_drop: float | None = None  # accuracy gate: fall back sensitive layers until it holds
+    random_calibration: bool = False  # calibrate on random inputs (testing only)
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value not in (None, {}, False) or f.name in ("opt_level",):
+            if value not in (None, {}, False, []) or f.name in ("opt_level",):
+                if f.name in ("calibrator", "per_channel") and not self.int8:
+                    continue
                 log.info(f"  {f.name:<13} {value}")
+
+
+    @property
+    def int8(self) -> bool:
+        return self.quantize == "int8" or self.precision == "int8"
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def check_precision(args: CompileArgs, preset: Preset) -> None:
+    if args.precision not in PRECISIONS:
+        raise DeployError(f"unknown precision '{args.precision}'", hint=f"use one of {', '.join(PRECISIONS)}")
+    if args.quantize not in (None, "int8"):
+        raise DeployError(f"unknown --quantize '{args.quantize}'", hint="use --quantize int8")
+    if args.quantize and args.precision == "fp16":
+        raise DeployError("--precision fp16 and --quantize int8 cannot be combined",
+                          hint="pick one: int8 layers fall back to float32, not float16")
+    if not args.int8:
+        given = [n for n, v in (("--calibration", args.calibration), ("--exclude", args.exclude),
+                                ("--max-accuracy-drop", args.max_accuracy_drop),
+                                ("--random-calibration", args.random_calibration)) if v]
+        if given:
+            raise DeployError(f"{', '.join(given)} only apply to --quantize int8", hint="add --quantize int8")
+    if args.precision == "fp16" and preset.family == "cpu" and preset.arch == "x86_64":
+        log.warn("fp16 on x86 CPUs: no native float16 arithmetic, every op converts; expect it slower than fp32")
 
 
 def default_output(model: Path, target: str) -> Path:
@@ -92,8 +128,14 @@ class Prepared:
 
 
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
-                   dump_ir: Path | None = None, step=None) -> Prepared:
-    """load -> clean-up -> import -> optimize, shared by compile and tune."""
+                   dump_ir: Path | None = None, step=None, onnx_hook=None, precision: str = "fp32") -> Prepared:
+    """load -> clean-up -> import -> optimize, shared by compile and tune.
+
+    ``onnx_hook`` transforms the cleaned-up ONNX model before import (int8 calibration writes
+    QDQ there); QDQ pairs around conv2d/matmul become int8 compute right after import.
+    """
+    from .quantize import has_qdq, int8_rewrite, log_stats
+
     step = step or (lambda name: contextlib.nullcontext())
     passes: dict[str, list[str]] = {}
     with step("load"):
@@ -101,12 +143,21 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         check_supported(loaded.model)
     with step("clean-up"):
         cleaned = cleanup(loaded.model, input_shapes)
+    if onnx_hook is not None:
+        with step("quantize: calibrate"):
+            cleaned = onnx_hook(cleaned)
     with step("import"):
         mod = import_model(cleaned)
     dump = _Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
+    if has_qdq(cleaned):
+        with step("quantize: int8 rewrite"):
+            mod, stats = int8_rewrite(mod)
+            log_stats(stats)
+            passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
+        dump("int8", mod)
     target = preset.tvm_target()
-    for stage, make in pipeline_for(preset.family, target, opt_level):
+    for stage, make in pipeline_for(preset.family, target, opt_level, precision=precision):
         with step(f"optimize: {stage}"):
             stage_passes = make()
             passes[stage] = [str(p.info.name) for p in stage_passes]
@@ -149,6 +200,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         if device.supported(preset.arch):
             device.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
             device.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
+    check_precision(args, preset)
     if show:
         args.display()
     if args.tune_budget:
@@ -158,7 +210,19 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
                             trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level),
                    show=show)
     step = _Steps()
-    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step)
+    quant: dict = {}
+    hook = None
+    if args.int8:
+        from .quantize import prepare_int8
+
+        def hook(cleaned):
+            specs = [s.to_dict() for s in graph_inputs(cleaned)]
+            quant["result"] = prepare_int8(cleaned, specs, args.calibration, args.calibrator, args.per_channel,
+                                           args.exclude, args.max_accuracy_drop, args.random_calibration)
+            return quant["result"].model
+
+    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
+                          onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32")
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db)
         log.info(f"  {tuned} of {total} kernels have tuned schedules, {total - tuned} use defaults"
@@ -177,13 +241,40 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         with step("package"):
             manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
             manifest["tuning"] = tuning
+            manifest["precision"] = {"compute": "int8" if args.int8 else args.precision}
+            if "result" in quant:
+                manifest["quantization"] = quant["result"].info
             if device_info is not None:
                 manifest["device"] = device_info
             manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
             write_json(tmp / MANIFEST, manifest)
+    if "result" in quant:
+        _int8_report(out, quant["result"], args.max_accuracy_drop)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
+
+
+def _int8_report(out: Path, res, gate: float | None) -> None:
+    """Run the int8 artifact on the held-out samples against the float model; gate and record it."""
+    from .package import write_json
+    from .quantize import accuracy, format_accuracy
+
+    art = Artifact(out)
+    if art.manifest["target"]["arch"] != cpu.host_arch() or art.manifest["target"]["family"] != "cpu":
+        log.info("  int8 accuracy (ONNX Runtime simulation; the artifact cannot run here) "
+                 + format_accuracy(res.info["simulated_accuracy"]))
+        return
+    ours = [art.run(s) for s in res.held_out]
+    acc = accuracy(res.reference, ours)
+    log.info("  int8 accuracy " + format_accuracy(acc))
+    manifest = dict(art.manifest)
+    manifest["quantization"] = dict(manifest["quantization"], accuracy=acc)
+    write_json(out / MANIFEST, manifest)
+    if gate is not None and acc["drop"] > gate:
+        raise DeployError(f"int8 accuracy gate failed on the compiled artifact: drop {acc['drop']:.4f} > "
+                          f"--max-accuracy-drop {gate}\n    " + format_accuracy(acc),
+                          hint="raise --max-accuracy-drop, or exclude more layers with --exclude")
 
 
 def _device_files(tmp: Path, preset: Preset) -> dict | None:
@@ -223,7 +314,8 @@ def make_manifest(args: CompileArgs, preset: Preset, loaded, model, lib: Path, p
         },
         "library": {"file": LIB_NAME, "sha256": sha256_file(lib), "bytes": lib.stat().st_size,
                     "elf_machine": elf_machine(lib)},
-        "options": {"opt_level": args.opt_level, "input_shapes": args.input_shapes},
+        "options": {"opt_level": args.opt_level, "input_shapes": args.input_shapes, "precision": args.precision,
+                    "quantize": "int8" if args.int8 else None},
         "passes": passes,
         "versions": versions(),
         "build": {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -68,7 +68,21 @@ def post_tuning_passes(family: str, target) -> list:
     return []
 
 
-def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None) -> PassList:
+def _fp16() -> list:
+    """float16 storage and compute for conv/matmul and what follows them; float32 accumulation.
+
+    ToMixedPrecision casts the inputs of conv2d/matmul to float16 and lets elementwise ops follow;
+    ops on its "never" list (softmax, layer/group norm, reductions such as mean/sum) stay float32.
+    """
+    from tvm import relax
+
+    t = relax.transform
+    return [t.ConvertToDataflow(), t.ToMixedPrecision(out_dtype="float32"), t.FoldConstant(),
+            t.DeadCodeElimination()]
+
+
+def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None,
+                 precision: str = "fp32") -> PassList:
     """The named stages for a target family; ``layout`` overrides the opt-level default."""
     stages: PassList = []
     if opt_level >= 1:
@@ -76,6 +90,8 @@ def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None
     use_layout = (opt_level >= 3 and family == "cpu") if layout is None else layout
     if use_layout and family == "cpu":
         stages.append(("layout", _layout_cpu))
+    if precision == "fp16":
+        stages.append(("fp16", _fp16))
     stages.append(("lower", lambda: _lower(family, target, opt_level)))
     return stages
 

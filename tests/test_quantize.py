@@ -1,0 +1,237 @@
+"""int8 quantization and fp16: models trained here on learnable synthetic tasks, so accuracy means something."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from pipeline.compile import CompileArgs, compile_model
+from pipeline.verify import reference_outputs
+from torch_models import export
+
+# ---------------------------------------------------------------- tasks and models
+
+
+def _cnn_data(n, seed):
+    """16x16 RGB noise with a bright 4x4 blob in one of 4 quadrants (the label), channel tinted."""
+    g = np.random.default_rng(seed)
+    x = g.normal(0, 0.4, (n, 3, 16, 16)).astype(np.float32)
+    y = g.integers(0, 4, n)
+    for i, c in enumerate(y):
+        r, q = divmod(int(c), 2)
+        oy, ox = r * 8 + g.integers(0, 4), q * 8 + g.integers(0, 4)
+        x[i, :, oy:oy + 4, ox:ox + 4] += np.array([1.5, 1.0, 0.5], np.float32)[:, None, None]
+    return x, y
+
+
+def _mlp_data(n, seed):
+    g = np.random.default_rng(seed)
+    w = np.random.default_rng(123).normal(size=(16, 4))
+    x = g.normal(size=(n, 16)).astype(np.float32)
+    return x, (np.tanh(x) @ w).argmax(1)
+
+
+def _train(model, x, y, steps=250, lr=1e-2):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for i in range(steps):
+        idx = torch.randint(0, len(x), (64,))
+        loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """{name: (onnx path, calibration .npz, test x, test y, input name)}, trained in a few seconds."""
+    d = tmp_path_factory.mktemp("quant")
+    torch.manual_seed(0)
+    out = {}
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 4))
+    mlp = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    for name, model, data, shape in (("cnn", cnn, _cnn_data, (1, 3, 16, 16)), ("mlp", mlp, _mlp_data, (1, 16))):
+        x, y = data(2000, 0)
+        _train(model, x, y)
+        path = d / f"{name}.onnx"
+        with torch.no_grad():
+            export(model, torch.zeros(shape), path)
+        inp = onnx.load(path).graph.input[0].name
+        cx, _ = data(64, 1)
+        np.savez(d / f"{name}_cal.npz", **{inp: cx[:, None]})
+        tx, ty = data(300, 2)
+        out[name] = (path, d / f"{name}_cal.npz", tx, ty, inp)
+    return out
+
+
+def _top1(run, x, inp):
+    return np.array([next(iter(run({inp: x[i:i + 1]}).values())).argmax() for i in range(len(x))])
+
+
+def _float_top1(path, x, inp):
+    return _top1(lambda feed: reference_outputs(path, feed), x, inp)
+
+
+# ---------------------------------------------------------------- int8
+
+
+@pytest.mark.parametrize("calibrator", ["minmax", "percentile", "entropy"])
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_int8_keeps_accuracy(trained, tmp_path, name, calibrator):
+    path, cal, x, y, inp = trained[name]
+    dump = tmp_path / "ir"
+    art = compile_model(CompileArgs(model=path, target="x86-64", output=tmp_path / "a", quantize="int8",
+                                    calibration=cal, calibrator=calibrator, dump_ir=dump), show=False)
+    f32 = (_float_top1(path, x, inp) == y).mean()
+    i8 = (_top1(art, x, inp) == y).mean()
+    assert f32 > 0.7, f"the float model did not learn the task ({f32}; chance is 0.25)"
+    assert i8 >= f32 - 0.01 - 1e-9, (name, calibrator, f32, i8)
+    q = art.manifest["quantization"]
+    assert q["calibrator"] == calibrator and len(q["calibration_sha256"]) == 64 and q["fallback"] == []
+    assert q["accuracy"]["outputs"] and q["accuracy"]["samples"] == 16
+    assert q["quantized_weight_bytes"]["int8"] < q["quantized_weight_bytes"]["float32"] / 3.5
+    assert art.manifest["precision"]["compute"] == "int8"
+    lowered = next(dump.glob("*lower.py")).read_text()
+    # real int8 compute: int8 operands widened to int32 inside the reduction, int32 accumulators
+    assert 'T.Cast("int32", ' in lowered and 'dtype="int8"' in lowered
+    op = "conv2d" if name == "cnn" else "matmul"
+    assert f'R.{"nn." if op == "conv2d" else ""}{op}(' in next(dump.glob("*int8.py")).read_text()
+    assert 'out_dtype="int32"' in next(dump.glob("*int8.py")).read_text()
+
+
+def test_per_tensor_and_exclude(trained, tmp_path, cli):
+    path, cal, x, y, inp = trained["mlp"]
+    names = [n.name for n in onnx.load(path).graph.node if n.op_type in ("Gemm", "MatMul")]
+    rc, out, err = cli("compile", path, "--target", "x86-64", "-o", tmp_path / "a", "--quantize", "int8",
+                       "--calibration", cal, "--per-tensor", "--exclude", names[-1])
+    assert rc == 0, err
+    q = json.loads((tmp_path / "a/manifest.json").read_text())["quantization"]
+    assert "per-tensor" in q["scheme"] and q["excluded"] == [names[-1]] and names[-1] not in q["quantized_layers"]
+    assert "top-1 agreement" in out + err
+    rc, out, err = cli("compile", path, "--target", "x86-64", "-o", tmp_path / "b", "--quantize", "int8",
+                       "--calibration", cal, "--exclude", "no_such_node")
+    assert rc != 0 and "no_such_node" in err and "Traceback" not in err
+
+
+def test_ort_qdq_model_computes_in_int8(trained, tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    path, cal, x, y, inp = trained["cnn"]
+    samples = np.load(cal)[inp]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{inp: s} for s in samples[:16]])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    qdq = tmp_path / "cnn_qdq.onnx"
+    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True})
+    art = compile_model(CompileArgs(model=qdq, target="x86-64", output=tmp_path / "a", dump_ir=tmp_path / "ir"),
+                        show=False)
+    int8_ir = next((tmp_path / "ir").glob("*int8.py")).read_text()
+    assert int8_ir.count('out_dtype="int32"') >= 3  # 2 conv2d + the classifier
+    for i in range(5):
+        feed = {inp: x[i:i + 1]}
+        ours, ref = art(feed), reference_outputs(qdq, feed)
+        for k in ref:  # ORT runs the QDQ model with its own int8 kernels
+            np.testing.assert_allclose(ours[k], ref[k], atol=0.05 * np.abs(ref[k]).max())
+
+
+def _fragile_model():
+    """x -> mm1 (8 copies of x plus one channel 500x larger) -> mm2 reads only the small channels.
+
+    Per-tensor activation quantization of mm2's input rounds the informative channels to zero.
+    """
+    g = np.random.default_rng(0)
+    w1 = np.concatenate([np.eye(8), 500 * np.eye(8)[:, :1]], 1).astype(np.float32)  # [8, 9]
+    w2 = np.concatenate([g.normal(size=(8, 6)), np.zeros((1, 6))], 0).astype(np.float32)  # [9, 6]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("MatMul", ["h", "w2"], ["logits"], name="mm2")]
+    graph = helper.make_graph(nodes, "fragile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 6])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_accuracy_gate_falls_back_the_fragile_layer(tmp_path, cli):
+    onnx.save(_fragile_model(), tmp_path / "f.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).normal(size=(40, 1, 8)).astype(np.float32))
+    base = ["compile", tmp_path / "f.onnx", "--target", "x86-64", "--quantize", "int8", "--calibration",
+            tmp_path / "cal.npz"]
+    rc, out, err = cli(*base, "-o", tmp_path / "nogate")
+    assert rc == 0, err
+    drop = json.loads((tmp_path / "nogate/manifest.json").read_text())["quantization"]["accuracy"]["drop"]
+    assert drop > 0.2  # without the gate, int8 breaks the model
+    rc, out, err = cli(*base, "-o", tmp_path / "gate", "--max-accuracy-drop", "0.05")
+    assert rc == 0, err
+    q = json.loads((tmp_path / "gate/manifest.json").read_text())["quantization"]
+    assert q["fallback"] == ["mm2"] and q["quantized_layers"] == ["mm1"]
+    assert q["sensitivity"]["mm2"] > q["sensitivity"]["mm1"] and q["accuracy"]["drop"] <= 0.05
+
+
+@pytest.mark.parametrize("case", ["missing", "name", "shape", "dtype", "empty", "emptydir", "nofile"])
+def test_bad_calibration_data(tmp_path, cli, case, models):
+    model = models / "cnn.onnx"
+    good = np.zeros((4, 1, 3, 32, 32), np.float32)
+    cal = tmp_path / "cal.npz"
+    expect = {"missing": "needs calibration data", "name": "unknown input name", "shape": "has shape",
+              "dtype": "has dtype", "empty": "is empty", "emptydir": "holds no .npy", "nofile": "does not exist"}
+    if case == "name":
+        np.savez(cal, images=good)
+    elif case == "shape":
+        np.savez(cal, image=np.zeros((4, 3, 16, 16), np.float32))
+    elif case == "dtype":
+        np.savez(cal, image=good.astype(np.int64))
+    elif case == "empty":
+        np.savez(cal, image=np.zeros((0, 1, 3, 32, 32), np.float32))
+    elif case == "emptydir":
+        cal = tmp_path / "caldir"
+        cal.mkdir()
+    elif case == "nofile":
+        cal = tmp_path / "nothere.npz"
+    args = ["compile", model, "--target", "x86-64", "-o", tmp_path / "a", "--quantize", "int8"]
+    rc, out, err = cli(*args, *([] if case == "missing" else ["--calibration", cal]))
+    assert rc != 0 and expect[case] in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_random_calibration_needs_the_flag_and_warns(tmp_path, cli, models):
+    rc, out, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a",
+                       "--quantize", "int8", "--random-calibration")
+    assert rc == 0 and "meaningless" in out + err
+    rc, out, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "b",
+                       "--calibration", tmp_path / "x.npz")
+    assert rc != 0 and "only apply to --quantize int8" in err
+
+
+# ---------------------------------------------------------------- fp16
+
+
+@pytest.mark.parametrize("target", ["cuda-sm86", "rpi4", "x86-64"])
+def test_fp16_builds(tmp_path, cli, models, target):
+    rc, out, err = cli("compile", models / "cnn.onnx", "--target", target, "-o", tmp_path / "a",
+                       "--precision", "fp16", "--no-runner", "--dump-ir", tmp_path / "ir")
+    assert rc == 0, err
+    ir = next((tmp_path / "ir").glob("*fp16.py")).read_text()
+    assert 'R.nn.conv2d(' in ir and 'dtype="float16"' in ir
+    assert 'R.nn.softmax(' in ir and ir.count('R.Tensor((1, 10), dtype="float32") = R.nn.softmax') == 1
+    assert ("no native float16" in out + err) == (target == "x86-64")
+    if target == "x86-64":
+        from pipeline.runtime import Artifact
+        from conftest import assert_matches_ort
+
+        assert_matches_ort(Artifact(tmp_path / "a"), models / "cnn.onnx", atol=2e-3, rtol=2e-2)
