@@ -214,8 +214,10 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     if todo and trials > 0:
         work = tdb.path / "logs"
         work.mkdir(exist_ok=True)
-        # MetaSchedule re-configures its logger per run and trips over handlers of an earlier run
+        # MetaSchedule re-configures its logger per run: it trips over handlers of an earlier run,
+        # and takes its console level from the logger's level, which its last run left at DEBUG
         logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
+        log.set_verbose(log.verbose())
         os.environ.setdefault("TMPDIR", str(work))
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work), seed=args.seed,
