@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .remote import connect, parse_tracker
 from .runtime import Artifact, random_inputs
 from .verify import ort_session
 
@@ -78,15 +79,6 @@ def bench_emulated(artifact: Artifact, threads: int = 2, repeat: int = 5) -> dic
             "deploy": lat.__dict__, "note": EMULATED_NOTE}
 
 
-def parse_tracker(tracker: str) -> tuple[str, int]:
-    from .errors import DeployError
-
-    host, sep, port = tracker.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise DeployError(f"bad --rpc-tracker '{tracker}'", hint="write it as HOST:PORT, e.g. 192.168.1.10:9190")
-    return host, int(port)
-
-
 def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repeat: int = 20,
               min_seconds: float = 2.0, timeout: int = 60) -> dict:
     """Upload the library to a board registered with a TVM RPC tracker and time ``main`` there."""
@@ -96,26 +88,15 @@ def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repe
     host, port = parse_tracker(tracker)
     artifact.check_integrity()
     import tvm
-    from tvm import relax, rpc
+    from tvm import relax
 
-    import socket
-
+    session = connect(tracker, key)
     try:
-        socket.create_connection((host, port), timeout=5).close()
-        tracker_session = rpc.connect_tracker(host, port)
-        keys = {s["key"].split(":", 1)[-1] for s in tracker_session.summary().get("server_info", [])}
-        if key not in keys:
-            raise DeployError(f"no board with key '{key}' is registered at the RPC tracker {host}:{port}"
-                              f" (registered: {', '.join(sorted(keys)) or 'none'})",
-                              hint=f"on the board: python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
-        remote = tracker_session.request(key, priority=1, session_timeout=0, max_retry=2)
-    except DeployError:
-        raise
+        remote = session.request(key, priority=1, session_timeout=0, max_retry=2)
     except Exception as e:
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise DeployError(f"cannot get a '{key}' device from the RPC tracker at {host}:{port}: {last[:300]}",
-                          hint="start the tracker (python -m tvm.exec.rpc_tracker --port PORT) and on the board "
-                               f"python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
+                          hint="the device may be busy or gone; check `python -m tvm.exec.query_rpc_tracker`")
     inputs = random_inputs(artifact.inputs)
     try:
         remote.upload(str(artifact.library), artifact.library.name)

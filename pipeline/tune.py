@@ -24,6 +24,7 @@ from pathlib import Path
 from . import log, tuning_db
 from .errors import DeployError
 from .optimize import post_tuning_passes
+from .remote import connect, parse_tracker
 from .targets import Preset, get_preset
 
 
@@ -113,12 +114,11 @@ def _runner(args: TuneArgs, preset: Preset):
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
     if args.rpc_tracker:
-        host, _, port = args.rpc_tracker.rpartition(":")
-        if not host or not port.isdigit() or not args.rpc_key:
-            raise DeployError(f"bad --rpc-tracker '{args.rpc_tracker}' / --rpc-key",
-                              hint="pass --rpc-tracker HOST:PORT and --rpc-key KEY")
-        check_tracker(host, int(port), args.rpc_key)
-        cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=args.rpc_key,
+        if not args.rpc_key:
+            raise DeployError("--rpc-tracker needs --rpc-key", hint="pass the key the device registered with")
+        host, port = parse_tracker(args.rpc_tracker)
+        connect(args.rpc_tracker, args.rpc_key)
+        cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=args.rpc_key,
                                   session_timeout_sec=120)
         return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator, max_workers=1)
     if preset.family == "cuda":
@@ -145,21 +145,6 @@ def _host_arch() -> str:
     from .cpu import host_arch
 
     return host_arch()
-
-
-def check_tracker(host: str, port: int, key: str) -> None:
-    from tvm import rpc
-
-    try:
-        summary = rpc.connect_tracker(host, port).summary()
-    except Exception as e:
-        raise DeployError(f"cannot reach the RPC tracker at {host}:{port} ({type(e).__name__})",
-                          hint="start it with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`")
-    keys = {q.split(":")[0] for q in summary.get("queue_info", {})} | {
-        s.get("key", "").split(":")[-1] for s in summary.get("server_info", [])}
-    if not any(key == k or k.startswith(key) for k in keys):
-        raise DeployError(f"no device with key '{key}' is registered at the tracker {host}:{port}",
-                          hint="on the board: python -m tvm.exec.rpc_server --tracker HOST:PORT --key " + key)
 
 
 def _records_for(db, task_mod) -> list[float]:

@@ -189,7 +189,7 @@ def test_bench_through_rpc_tracker(x86_cnn, cli, tmp_path):
         assert rc == 0, err
         assert "median" in out and f"pi@127.0.0.1:{port}" in out
         rc, _, err = cli("bench", x86_cnn.path, "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "jetson")
-        assert rc == 2 and "no board with key 'jetson'" in err and "registered: pi" in err
+        assert rc == 2 and "no device with key 'jetson'" in err and "registered: pi" in err
     finally:
         for p in (server, tracker):  # their process groups: the servers' popen workers go with them
             try:
