@@ -206,9 +206,11 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     if args.tune_budget:
         from .tune import TuneArgs, tune_model
 
+        if args.int8:
+            log.warn("--tune tunes the float model's kernels; int8 kernels are not tuned by it yet")
         tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
-                            trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level),
-                   show=show)
+                            trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level,
+                            precision="fp16" if args.precision == "fp16" else "fp32"), show=show)
     step = _Steps()
     quant: dict = {}
     hook = None
@@ -248,14 +250,17 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
                 manifest["device"] = device_info
             manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
             write_json(tmp / MANIFEST, manifest)
-    if "result" in quant:
-        _int8_report(out, quant["result"], args.max_accuracy_drop)
+        if "result" in quant:
+            # measured on the artifact before it is moved into place: a failed gate leaves nothing
+            with step("quantize: accuracy"):
+                _int8_report(tmp, quant["result"], args.max_accuracy_drop)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
 
 
 def _int8_report(out: Path, res, gate: float | None) -> None:
+    # ``out`` is the artifact's temp dir; the manifest is rewritten there with the accuracy
     """Run the int8 artifact on the held-out samples against the float model; gate and record it."""
     from .package import write_json
     from .quantize import accuracy, format_accuracy

@@ -41,6 +41,7 @@ class TuneArgs:
     rpc_tracker: str | None = None    # HOST:PORT
     rpc_key: str | None = None
     seed: int = 0
+    precision: str = "fp32"           # fp16 tunes the mixed-precision kernels compile --precision fp16 builds
 
     def display(self) -> None:
         log.info("[bold]deploy tune[/bold]")
@@ -173,7 +174,8 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     if show:
         args.display()
     step = _Steps()
-    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step)
+    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step,
+                          precision=args.precision)
     target = preset.tvm_target()
     tdb = tuning_db.for_target(preset, args.db)
     database = tdb.open()
