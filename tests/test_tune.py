@@ -147,3 +147,12 @@ def test_rpc_tuning_on_loopback(models, tmp_path):
             if p is not None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, cli):
+    rc, _, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a", "--db", tmp_path / "db",
+                     "--tune", "10s")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["tuning"]["tuned_kernels"] >= 1 and _lines(tmp_path / "db")
+    assert_matches_ort(pipeline.load(tmp_path / "a"), models / "cnn.onnx")
