@@ -16,12 +16,12 @@ calibrators share one interface (``collect(array)``, ``range() -> (lo, hi)``):
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from .cachekey import sha256_tree
 from .errors import DeployError
 
 CALIBRATORS = ("minmax", "percentile", "entropy")
@@ -58,10 +58,7 @@ def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.n
     names = [s["name"] for s in specs]
     by_name = {s["name"]: s for s in specs}
     columns: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
         try:
             if f.suffix == ".npz":
                 with np.load(f, allow_pickle=False) as z:
@@ -99,7 +96,8 @@ def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.n
         raise DeployError(f"calibration data {path} has different sample counts per input: {counts}",
                           hint="give every input the same number of samples")
     n = next(iter(counts.values()))
-    return [{k: columns[k][i] for k in names} for i in range(n)], h.hexdigest()
+    # the same hash `deploy build` keys its cache with, so manifests and cache keys agree
+    return [{k: columns[k][i] for k in names} for i in range(n)], sha256_tree(path)
 
 
 def random_calibration(specs: list[dict], n: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
