@@ -60,7 +60,8 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
             for s in specs:
                 t.add_row(kind, s.name, s.dtype, "[" + ", ".join(str(d) if d is not None else "?" for d in s.shape) + "]")
         out.print(t)
-        out.print(f"parameters: {info.param_count:,} ({info.param_bytes / 1e6:.2f} MB)")
+        out.print(f"parameters: {info.param_count:,} ({info.param_bytes / 1e6:.2f} MB)"
+                  + (f", compute: {info.gflop} GFLOP per run (conv + matmul)" if info.gflop is not None else ""))
         out.print("ops: " + ", ".join(f"{k} x{v}" for k, v in info.op_counts.items()))
         if info.unsupported:
             out.print(f"[red]cannot import {len(info.unsupported)} op type(s):[/red]")

@@ -34,6 +34,7 @@ class ModelInfo:
     param_count: int
     param_bytes: int
     unsupported: dict[str, list[str]] = field(default_factory=dict)
+    gflop: float | None = None  # conv/matmul work per run; None while input shapes are dynamic
 
 
 def _dtype(elem_type: int) -> str:
@@ -114,4 +115,14 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
         param_count=count,
         param_bytes=size,
         unsupported=unsupported_ops(model),
+        gflop=_gflop(model),
     )
+
+
+def _gflop(model: onnx.ModelProto) -> float | None:
+    if any(not isinstance(d, int) for s in graph_inputs(model) for d in s.shape):
+        return None
+    try:
+        return float(f"{flops(model) / 1e9:.6g}")
+    except Exception:  # shape inference can fail on exotic graphs: the count is informative only
+        return None

@@ -98,6 +98,11 @@ def test_inspect(cli, models, tmp_path):
     info = json.loads(out)
     assert info["opset"] == 17 and info["inputs"][0]["shape"] == ["N", 3, 32, 32]
     assert info["op_counts"]["Conv"] == 2 and info["param_count"] == 5578 and info["unsupported"] == {}
+    assert info["gflop"] is None  # dynamic batch: no count
+    rc, out, _ = cli("inspect", models / "cnn.onnx", "--json")
+    # conv1 16x3x3x3 at 32x32, conv2 32x16x3x3 at 16x16, fc 10x32: 2 flops per multiply-add
+    expected = 2 * (16 * 27 * 32 * 32 + 32 * 144 * 16 * 16 + 10 * 32) / 1e9
+    assert json.loads(out)["gflop"] == pytest.approx(expected, rel=1e-3)
 
 
 def test_rebuilt_artifact_at_the_same_path_runs_the_new_build(tmp_path):
