@@ -25,7 +25,7 @@ from .package import LIB_NAME, MANIFEST, atomic_dir, check_output, write_json
 from .runtime import Artifact
 from .targets import Preset, get_preset
 from .tune import apply_database
-from .tuning_db import default_root, target_key
+from .tuning_db import path_for
 
 
 @dataclass
@@ -230,7 +230,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         log.info(f"  {tuned} of {total} kernels have tuned schedules, {total - tuned} use defaults"
                  + ("" if tuned else " (run `deploy tune` first for speed)"))
         prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
-        tuning = {"database": str((Path(args.db) if args.db else default_root()) / target_key(preset)),
+        tuning = {"database": str(path_for(preset, args.db)),
                   "tuned_kernels": tuned, "kernels": total}
     with atomic_dir(out, args.force) as tmp:
         with step("build"):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import log, tuning_db
+from .cpu import host_arch, missing_features, required_features
 from .errors import DeployError
 from .optimize import post_tuning_passes
 from .remote import connect, parse_tracker
@@ -129,23 +130,15 @@ def _runner(args: TuneArgs, preset: Preset):
             raise DeployError(f"tuning '{preset.name}' needs an NVIDIA GPU to measure on, and none is visible here",
                               hint="run `deploy tune` on a machine with the GPU, or measure remotely with "
                                    "--rpc-tracker HOST:PORT --rpc-key KEY")
-    elif preset.arch != _host_arch() or preset.is_cross:
+    elif preset.arch != host_arch() or preset.is_cross:
         raise DeployError(f"tuning '{preset.name}' needs its board to measure on (emulated timings mean nothing)",
                           hint="register the board with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
     else:
-        from .cpu import missing_features, required_features
-
         missing = missing_features(required_features(preset.cpu_target()))
         if missing:
             raise DeployError(f"this CPU lacks {', '.join(missing)}, which '{preset.name}' code uses: it cannot measure it",
                               hint="tune on a machine with that CPU, or measure remotely with --rpc-tracker")
     return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=30)
-
-
-def _host_arch() -> str:
-    from .cpu import host_arch
-
-    return host_arch()
 
 
 def _records_for(db, task_mod) -> list[float]:
@@ -159,6 +152,12 @@ def _records_for(db, task_mod) -> list[float]:
         if secs and min(secs) < tuning_db.FAILED_RUN:
             out.append(sum(secs) / len(secs))
     return out
+
+
+def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float], float | None]:
+    """Best weighted seconds per task with records, and their sum in ms once every task has one."""
+    best = {t.task_name: records[t.task_name][0] * t.weight for t in tasks if records[t.task_name]}
+    return best, (sum(best.values()) * 1e3 if len(best) == len(tasks) else None)
 
 
 def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
@@ -183,17 +182,10 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     with step("extract tasks"), log.tvm_quiet():
         tasks = ms.relax_integration.extract_tasks(prep.mod, target)
     tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
-    best_before = {}
-    todo, reused = [], 0
-    for t in tasks:
-        recs = _records_for(database, t.dispatched[0])
-        if recs:
-            best_before[t.task_name] = recs[0] * t.weight
-        if len(recs) >= args.trials_per_task:
-            reused += 1
-        else:
-            todo.append(t)
-    est_before = sum(best_before.values()) * 1e3 if len(best_before) == len(tasks) else None
+    records = {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks}
+    best_before, est_before = _estimate(tasks, records)
+    todo = [t for t in tasks if len(records[t.task_name]) < args.trials_per_task]
+    reused = len(tasks) - len(todo)
     log.info(f"{len(tasks)} tasks: {reused} already tuned in {tdb.path}, {len(todo)} to tune")
     trials = min(args.trials, args.trials_per_task * len(todo))
     stopped_by = "nothing to tune"
@@ -221,14 +213,7 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
                 task_scheduler="gradient")
         measured = progress.trials
         stopped_by = "time budget" if progress.out_of_time else "trial budget"
-    est_after = None
-    best_after = {}
-    for t in tasks:
-        recs = _records_for(database, t.dispatched[0])
-        if recs:
-            best_after[t.task_name] = recs[0] * t.weight
-    if len(best_after) == len(tasks):
-        est_after = sum(best_after.values()) * 1e3
+    _, est_after = _estimate(tasks, {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks})
     summary = TuneSummary(preset.name, str(tdb.path), len(tasks), reused, len(todo), measured,
                           round(time.perf_counter() - t0, 1), est_before, est_after, stopped_by)
     log.info(f"[green]tuned[/green] {measured} trials in {summary.seconds:.0f} s; "
@@ -249,7 +234,6 @@ class _Progress:
         self.tasks, self.total, self.budget = tasks, total, budget
         self.best = dict(best)
         self.weights = {t.task_name: t.weight for t in tasks}
-        self.done_tasks: set[int] = set()
         self.trials = 0
         self.out_of_time = False
         self.t0 = time.perf_counter()
@@ -307,7 +291,7 @@ def apply_database(mod, preset: Preset, root: Path | None):
     import tvm
     from tvm import relax, tirx
 
-    tdb_path = (Path(root) if root else tuning_db.default_root()) / tuning_db.target_key(preset)
+    tdb_path = tuning_db.path_for(preset, root)
     funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
     if not (tdb_path / tuning_db.RECORDS).exists():
         return mod, 0, len(funcs)

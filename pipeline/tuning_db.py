@@ -110,10 +110,14 @@ class TargetDB:
                 "records": records, "valid_records": valid, "tvm": meta.get("tvm")}
 
 
+def path_for(preset: Preset, root: Path | None = None) -> Path:
+    """Where the records of ``preset`` live under ``root`` (default: the per-user database)."""
+    return (Path(root) if root else default_root()) / target_key(preset)
+
+
 def for_target(preset: Preset, root: Path | None = None) -> TargetDB:
     """The database folder of ``preset`` under ``root``, created with its target.json."""
-    root = Path(root) if root else default_root()
-    path = root / target_key(preset)
+    path = path_for(preset, root)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
