@@ -287,20 +287,25 @@ class _Progress:
 
 def apply_database(mod, preset: Preset, root: Path | None):
     """Replace every fused TIR function the target's database has a record for with its best
-    schedule; returns (module, tuned count, total count). Untuned functions keep the default."""
+    schedule; returns (module, tuned count, total count). On CPU targets the functions without a
+    record get the default schedules of ``schedule_cpu``."""
     import tvm
     from tvm import relax, tirx
 
     tdb_path = tuning_db.path_for(preset, root)
     funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
-    if not (tdb_path / tuning_db.RECORDS).exists():
-        return mod, 0, len(funcs)
-    database = tuning_db.TargetDB(tdb_path).open()
     target = preset.tvm_target()
-    with target, database, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
-        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        tuned = sum(1 for gv, f in mod.functions.items()
-                    if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+    tuned = 0
+    with target, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
+        if (tdb_path / tuning_db.RECORDS).exists():
+            with tuning_db.TargetDB(tdb_path).open():
+                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+            tuned = sum(1 for gv, f in mod.functions.items()
+                        if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+        if preset.family == "cpu":
+            from .schedule_cpu import apply_default_schedules  # imports tvm: only once it is needed
+
+            mod = apply_default_schedules(mod, target)
         mod = tvm.transform.Sequential(post_tuning_passes(preset.family, target))(mod)
     return mod, tuned, len(funcs)
 
