@@ -77,8 +77,66 @@ def _fp16() -> list:
     from tvm import relax
 
     t = relax.transform
-    return [t.ConvertToDataflow(), t.ToMixedPrecision(out_dtype="float32"), t.FoldConstant(),
-            t.DeadCodeElimination()]
+    hide, unhide = _call_tir_guard()
+    return [t.ConvertToDataflow(), hide, t.ToMixedPrecision(out_dtype="float32"), unhide,
+            t.FoldConstant(), t.DeadCodeElimination()]
+
+
+_HIDDEN = "deploy.fp16_hidden_call_tir."
+
+
+def _call_tir_guard():
+    """Two passes that keep ``R.call_tir`` bindings out of ToMixedPrecision's way.
+
+    TVM's ONNX frontend emits some ops as TIR directly (``call_tir`` of a TE function): Clip
+    (so every ReLU6: MobileNets, EfficientNets), Pad, Tile, CumSum with reverse, Einsum, dynamic
+    Resize. ToMixedPrecision treats call_tir as an op it must keep in float32, and when the
+    call's input became float16 it casts every argument back, the callee PrimFunc included:
+    "Expected TensorType, but got R.Callable(...)", and the compile fails.
+    ``hide`` replaces each such call with a call of a pure extern function of the same tensor
+    arguments and result (which ToMixedPrecision casts back to float32 like any opaque call);
+    ``unhide`` puts the original call_tir back around the (possibly cast) arguments. The TIR
+    kernel thus runs in float32 as compiled, between casts.
+    """
+    import tvm
+    from tvm import relax
+
+    hidden: dict[str, relax.Call] = {}
+
+    @relax.expr_functor.mutator
+    class Hide(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"
+                    and isinstance(call.args[1], relax.Tuple)):
+                name = f"{_HIDDEN}{len(hidden)}"
+                hidden[name] = call
+                fn = relax.ExternFunc(name, relax.FuncType.opaque_func(ret=call.ty, purity=True))
+                return relax.Call(fn, list(call.args[1].fields), ty_args=[call.ty])
+            return call
+
+    @relax.expr_functor.mutator
+    class Unhide(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if isinstance(call.op, relax.ExternFunc) and str(call.op.global_symbol).startswith(_HIDDEN):
+                orig = hidden[str(call.op.global_symbol)]
+                return relax.Call(orig.op, [orig.args[0], relax.Tuple(list(call.args)), *orig.args[2:]],
+                                  orig.attrs, orig.ty_args)
+            return call
+
+    def as_pass(mutator, name):
+        @tvm.transform.module_pass(opt_level=0, name=name)
+        def rewrite(mod, _ctx):
+            m = mutator(mod)
+            for gv, func in mod.functions_items():
+                if isinstance(func, relax.Function):
+                    m.builder_.update_func(gv, m.visit_expr(func))
+            return m.builder_.get()
+
+        return rewrite
+
+    return as_pass(Hide, "HideCallTIRFromMixedPrecision"), as_pass(Unhide, "RestoreCallTIR")
 
 
 def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None,
