@@ -33,7 +33,7 @@ def _layout_cpu() -> list:
     from tvm import relax
 
     t = relax.transform
-    return [t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}), t.FoldConstant(), t.DeadCodeElimination()]
+    return [t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}), t.FoldConstant(), t.DeadCodeElimination()]
 
 
 def _lower(family: str, target, opt_level: int) -> list:

@@ -259,15 +259,17 @@ def _relu6_reflect_pad_cnn() -> onnx.ModelProto:
 
 @pytest.mark.parametrize("target", ["cuda-sm90", "x86-64"])
 def test_fp16_with_ops_imported_as_tir(tmp_path, cli, target):
-    """ReLU6 (Clip) and reflect Pad become call_tir in TVM's ONNX frontend; ToMixedPrecision used to
-    crash on a call_tir after a float16 conv ("Expected TensorType, but got R.Callable"), so
-    --precision fp16 failed on MobileNetV2. They now run in float32 between casts."""
+    """Reflect Pad becomes call_tir in TVM's ONNX frontend (so did ReLU6 before the importer
+    turned constant-bound Clip into relax maximum/minimum); ToMixedPrecision used to crash on a
+    call_tir after a float16 conv ("Expected TensorType, but got R.Callable"), so --precision fp16
+    failed on MobileNetV2. The TIR op now runs in float32 between casts, ReLU6 in float16."""
     onnx.save(_relu6_reflect_pad_cnn(), tmp_path / "m.onnx")
     rc, out, err = cli("compile", tmp_path / "m.onnx", "--target", target, "-o", tmp_path / "a",
                        "--precision", "fp16", "--dump-ir", tmp_path / "ir")
     assert rc == 0, err
     ir = next((tmp_path / "ir").glob("*fp16.py")).read_text()
-    assert "R.call_tir(cls.maximum" in ir and "hidden" not in ir
+    assert "R.call_tir(cls.mirror_pad" in ir and "hidden" not in ir
+    assert 'dtype="float16") = R.minimum(' in ir  # ReLU6: relax ops, in the conv's precision
     assert 'dtype="float16") = R.astype(' in ir
     if target == "x86-64":
         from pipeline.runtime import Artifact

@@ -1,0 +1,141 @@
+"""Default CPU schedules: every kernel of an untuned build is scheduled (parallel, vectorized)
+and still computes what ONNX Runtime computes, on shapes that do not divide into the tiles."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import pipeline
+from conftest import assert_matches_ort
+
+RNG = np.random.default_rng(0)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    """A model whose output types come from onnx's shape inference."""
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                          [helper.make_empty_tensor_value_info(n) for n in outputs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    m = onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
+    inferred = {vi.name: vi for vi in m.graph.value_info}
+    for out in m.graph.output:
+        out.CopyFrom(inferred[out.name])
+    onnx.checker.check_model(m)
+    return m
+
+
+def _w(*shape):
+    return RNG.standard_normal(shape).astype(np.float32) * 0.3
+
+
+# (name, C_in, C_out, H, W, kernel, stride, pad, group, dilation)
+CONVS = [
+    ("3x3", 16, 32, 14, 14, 3, 1, 1, 1, 1),
+    ("odd-channels", 3, 10, 13, 11, 3, 2, 1, 1, 1),
+    ("1x1-wide", 64, 96, 7, 7, 1, 1, 0, 1, 1),
+    ("depthwise", 24, 24, 15, 15, 3, 1, 1, 24, 1),
+    ("depthwise-s2", 40, 40, 9, 9, 3, 2, 1, 40, 1),
+    ("grouped", 16, 32, 8, 8, 3, 1, 1, 4, 1),
+    ("dilated", 8, 17, 12, 12, 3, 1, 2, 1, 2),
+    ("7x7-s2", 3, 64, 32, 32, 7, 2, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("name,ci,co,h,w,k,s,p,g,d", CONVS, ids=[c[0] for c in CONVS])
+def test_conv_bias_relu_matches_ort(tmp_path, name, ci, co, h, w, k, s, p, g, d):
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[k, k], strides=[s, s],
+                              pads=[p] * 4, group=g, dilations=[d, d]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m = _model(nodes, [("x", [1, ci, h, w])], ["y"], [("W", _w(co, ci // g, k, k)), ("B", _w(co))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert art.manifest["tuning"]["tuned_kernels"] == 0
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+
+
+def test_residual_block_with_relu6_matches_ort(tmp_path):
+    """conv -> bias -> residual add -> ReLU6 (Clip): the whole epilogue fused into the conv kernel."""
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["a"]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["y"])]
+    m = _model(nodes, [("x", [1, 32, 10, 10])], ["y"], [("W", _w(32, 32, 3, 3)), ("B", _w(32)),
+                                                         ("lo", np.array(0, np.float32)),
+                                                         ("hi", np.array(6, np.float32))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a", dump_ir=tmp_path / "ir")
+    assert_matches_ort(art, tmp_path / "m.onnx", inputs={"x": RNG.standard_normal((1, 32, 10, 10)).astype(np.float32) * 8})
+    lowered = next((tmp_path / "ir").glob("*lower.py")).read_text()
+    # one fused kernel holds conv, add, maximum and minimum; no transposes around the ReLU6
+    assert any("conv2d" in ln and "maximum" in ln and "minimum" in ln for ln in lowered.splitlines() if "def fused" in ln)
+    assert lowered.count("def transpose") + lowered.count("def fused_transpose") <= 2  # model input and output only
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((128, 384), (384, 1152)), ((1, 7, 33), (33, 10)),
+                                             ((2, 3, 5, 16), (2, 3, 16, 20)), ((1, 1000), (1000, 17))])
+def test_matmul_add_matches_ort(tmp_path, a_shape, b_shape):
+    nodes = [helper.make_node("MatMul", ["a", "B"], ["m"]), helper.make_node("Add", ["m", "bias"], ["y"])]
+    m = _model(nodes, [("a", list(a_shape))], ["y"], [("B", _w(*b_shape)), ("bias", _w(b_shape[-1]))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+
+
+def test_pooling_softmax_layernorm_transpose_match_ort(tmp_path):
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["p"], ["q"], kernel_shape=[2, 2], strides=[1, 1]),
+             helper.make_node("Transpose", ["q"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Softmax", ["t"], ["s"], axis=-1),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1)]
+    m = _model(nodes, [("x", [1, 20, 17, 17])], ["y"], [("g", _w(20)), ("b", _w(20))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (None, 1.5), (-1.0, None), (float("nan"), 2.0)],
+                         ids=["relu6", "max-only", "min-only", "nan-min"])
+def test_clip_imports_as_relax_ops_and_matches_ort(tmp_path, bounds):
+    inits, names = [], []
+    for i, b in enumerate(bounds):
+        if b is None:
+            names.append("")
+        else:
+            inits.append((f"b{i}", np.array(b, np.float32)))
+            names.append(f"b{i}")
+    m = _model([helper.make_node("Clip", ["x", *names], ["y"])], [("x", [2, 33])], ["y"], inits)
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    x = RNG.standard_normal((2, 33)).astype(np.float32) * 5
+    assert_matches_ort(art, tmp_path / "m.onnx", inputs={"x": x}, atol=0, rtol=0)
+
+
+def test_default_schedules_cover_every_kernel():
+    """Each kernel of a small CNN and of an encoder gets a default schedule with parallel and
+    vector loops; without them TVM would build single-threaded scalar loops."""
+    import tvm
+    from tvm import tirx
+
+    from pipeline.compile import prepare_module
+    from pipeline.schedule_cpu import apply_default_schedules
+    from pipeline.targets import get_preset
+
+    preset = get_preset("x86-64")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "D"], ["y"])]
+    m = _model(nodes, [("x", [1, 8, 16, 16])], ["y"], [("W", _w(32, 8, 3, 3)), ("D", _w(32, 10))])
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        onnx.save(m, Path(d) / "m.onnx")
+        mod = prepare_module(Path(d) / "m.onnx", preset, {}, 3).mod
+    mod = apply_default_schedules(mod, preset.tvm_target())
+    funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+    assert funcs and all(f.attrs and f.attrs.get("tirx.is_scheduled", False) for f in funcs.values())
+    conv = next(f for n, f in funcs.items() if "conv2d" in n)
+    text = tvm.IRModule({"main": conv}).script()
+    assert "T.parallel(" in text and "T.vectorized(" in text and "T.unroll(" in text
