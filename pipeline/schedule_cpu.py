@@ -112,9 +112,28 @@ def _parallel_outer(sch, loops: list, min_work: int = 1) -> None:
 class ConvMatmul(CPUScheduleRule):
     """Register-blocked conv2d / matmul with the epilogue fused into each output block."""
 
-    def __init__(self, max_rows: int = 8, max_accumulators: int = 16):
+    def __init__(self, max_rows: int = 8, max_accumulators: int = 16, max_vectors: int = 2):
         self.max_rows = max_rows
+        self.max_vectors = max_vectors
         self.max_acc = max_accumulators
+
+    @staticmethod
+    def _weights_dominate(sch, block, row_axis) -> bool:
+        """Whether the inputs not indexed by the row axis (weights) outweigh those that are."""
+        from tvm.tirx.analysis import undefined_vars
+
+        if row_axis is None:
+            return False
+        b = sch.get(block)
+        row_var = b.iter_vars[row_axis].var
+        weights = data = 0
+        for region in b.reads:
+            used = {v.same_as(row_var) for r in region.region for v in undefined_vars(r.min)}
+            if True in used:
+                data += _bytes(region.source)
+            else:
+                weights += _bytes(region.source)
+        return weights > data
 
     def apply(self, func, target, _):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
@@ -158,7 +177,7 @@ class ConvMatmul(CPUScheduleRule):
         # tiles: vectors along the last spatial axis, rows along the previous non-unit one
         s_ext = ext[:n_s]
         v_ext = s_ext[-1]
-        vec = _pick(v_ext, [2 * lanes, lanes]) if v_ext >= lanes else v_ext
+        vec = _pick(v_ext, [k * lanes for k in range(self.max_vectors, 0, -1)]) if v_ext >= lanes else v_ext
         if v_ext >= lanes and v_ext % lanes:
             vec = lanes
         row_axis = next((i for i in range(n_s - 2, -1, -1) if s_ext[i] > 1), None)
@@ -177,8 +196,11 @@ class ConvMatmul(CPUScheduleRule):
             inner = [r_i, v_i]
         else:
             inner = [v_i]
-        sch.reorder(*outer, v_o, *r_loops, *inner)
-        par = sch.fuse(*outer, v_o) if outer else v_o
+        # weights larger than the activations (late conv layers, transformer matmuls): walk the
+        # output channels outermost so each weight slice is read from memory once, not once per row
+        first = [v_o, *outer] if self._weights_dominate(sch, main, row_axis) else [*outer, v_o]
+        sch.reorder(*first, *r_loops, *inner)
+        par = sch.fuse(*first) if outer else v_o
         sch.parallel(par)
         if epilogue is not None:
             sch.reverse_compute_at(epilogue, par)
@@ -201,6 +223,13 @@ class ConvMatmul(CPUScheduleRule):
             except Exception:  # noqa: BLE001
                 pass
         return sch
+
+
+def _bytes(buf) -> int:
+    n = DataType(str(buf.dtype)).bits // 8
+    for d in buf.shape:
+        n *= int(d) if isinstance(d, tirx.IntImm) else 1
+    return n
 
 
 def _has_root(sch) -> bool:
@@ -271,6 +300,19 @@ class Parallel(CPUScheduleRule):
 
 def rules() -> list:
     return [ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
+
+
+def default_schedule(func, target):
+    """The schedule the first applicable rule gives ``func`` (its trace can be stored as a
+    tuning record), or None."""
+    with target:
+        for rule in rules():
+            sch = rule.apply(func, target, False)
+            if isinstance(sch, list):
+                sch = sch[0] if sch else None
+            if sch is not None:
+                return sch
+    return None
 
 
 def apply_default_schedules(mod, target):

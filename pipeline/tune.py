@@ -154,6 +154,49 @@ def _records_for(db, task_mod) -> list[float]:
     return out
 
 
+def _record_defaults(tasks, database, builder, runner, target) -> int:
+    """Measure each task's default schedule (schedule_cpu) with the tuning builder and runner and
+    store it as a tuning record, unless one is stored: compile picks the fastest record, so a
+    kernel the search does not improve keeps its default."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .schedule_cpu import default_schedule
+
+    todo = []
+    for t in tasks:
+        mod = t.dispatched[0]
+        sch = default_schedule(mod["main"], target)
+        if sch is None:
+            continue
+        workload = database.commit_workload(mod)
+        if any(str(r.trace) == str(sch.trace) for r in database.get_top_k(workload, 10**6)):
+            continue
+        todo.append((sch, workload, mod))
+    if not todo:
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch, _, _ in todo])
+    runs = []
+    for (sch, _, _), b in zip(todo, built):
+        if b.error_msg:
+            runs.append(None)
+            continue
+        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        device = "cpu" if target.kind.name == "llvm" else target.kind.name
+        runs.append(runner.run([ms.runner.RunnerInput(b.artifact_path, device, args)])[0])
+    n = 0
+    for (sch, workload, mod), fut in zip(todo, runs):
+        res = fut.result() if fut is not None else None
+        if res is None or res.error_msg or not res.run_secs:
+            err = (res.error_msg if res is not None else "build failed") or "no run time"
+            log.warn(f"the default schedule of a kernel did not run: {err.strip().splitlines()[-1][:200]}")
+            continue
+        secs = [float(x) for x in res.run_secs]
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, workload, secs, target, ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+        n += 1
+    return n
+
+
 def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float], float | None]:
     """Best weighted seconds per task with records, and their sum in ms once every task has one."""
     best = {t.task_name: records[t.task_name][0] * t.weight for t in tasks if records[t.task_name]}
@@ -204,6 +247,10 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
             num_threads=os.cpu_count() or 1)
         progress = _Progress(todo, trials, args.time_budget, best_before, show)
         builder = ms.builder.LocalBuilder(f_build=fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
+        if preset.family == "cpu":
+            with step("measure default schedules"), log.tvm_quiet():
+                n = _record_defaults(todo, database, builder, runner, target)
+            log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
         with step("tune"), progress, log.tvm_quiet(), _stops_on(progress):
             ms.tune.tune_tasks(
                 tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,

@@ -156,3 +156,29 @@ def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, 
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["tuning"]["tuned_kernels"] >= 1 and _lines(tmp_path / "db")
     assert_matches_ort(pipeline.load(tmp_path / "a"), models / "cnn.onnx")
+
+
+def test_default_schedules_are_measured_and_recorded_as_baselines(tuned, models):
+    """Every CPU task's default schedule is stored as a measured record next to the searched
+    ones, so compile's pick of the fastest record can never be slower than the default."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from pipeline.compile import prepare_module
+    from pipeline.schedule_cpu import default_schedule
+    from pipeline.tune import light_tensor_intrinsics
+
+    db, _ = tuned
+    preset = get_preset("x86-64")
+    target = preset.tvm_target()
+    light_tensor_intrinsics("cpu")
+    tasks = ms.relax_integration.extract_tasks(prepare_module(models / "cnn.onnx", preset, {}, 3).mod, target)
+    database = tuning_db.for_target(preset, db).open()
+    found = 0
+    for t in tasks:
+        mod = t.dispatched[0]
+        sch = default_schedule(mod["main"], target)
+        records = database.get_top_k(database.commit_workload(mod), 10**6)
+        base = [r for r in records if str(r.trace) == str(sch.trace)]
+        assert len(base) == 1 and min(float(x) for x in base[0].run_secs) < tuning_db.FAILED_RUN, t.task_name
+        found += 1
+    assert found == len(tasks) >= 5
