@@ -121,15 +121,29 @@ def tune(
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker to measure on.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="Device key registered at the tracker.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary at the end.")] = False,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: tune the kernels of the calibrated int8 model.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Calibration samples, as for compile.")] = None,
+    calibrator: Annotated[str, typer.Option("--calibrator", help="minmax, percentile or entropy.")] = "minmax",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor")] = True,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float (repeatable).")] = None,
+    random_calibration: Annotated[bool, typer.Option("--random-calibration", help="Calibrate on random inputs (testing only).")] = False,
 ):
     """Tune MODEL's kernels for a target with MetaSchedule; records go to the tuning database."""
     from .cleanup import parse_shape
     from .tune import TuneArgs, parse_duration, summary_json, tune_model
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
+    hook = None
+    if quantize is not None:
+        if quantize != "int8":
+            raise DeployError(f"--quantize {quantize} is not supported", hint="use --quantize int8")
+        from .quantize import Int8Hook
+
+        hook = Int8Hook(calibration, calibrator, per_channel, exclude, None, random_calibration)
     summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, trials=trials,
                                   trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
-                                  opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key), show=not as_json)
+                                  opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, onnx_hook=hook),
+                         show=not as_json)
     if as_json:
         typer.echo(summary_json(summary))
 

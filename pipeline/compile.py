@@ -157,7 +157,8 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
             passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
         dump("int8", mod)
     target = preset.tvm_target()
-    for stage, make in pipeline_for(preset.family, target, opt_level, precision=precision):
+    for stage, make in pipeline_for(preset.family, target, opt_level, precision=precision,
+                                    int8=has_qdq(cleaned)):
         with step(f"optimize: {stage}"):
             stage_passes = make()
             passes[stage] = [str(p.info.name) for p in stage_passes]
@@ -203,35 +204,28 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     check_precision(args, preset)
     if show:
         args.display()
+    hook = None
+    if args.int8:
+        from .quantize import Int8Hook
+
+        hook = Int8Hook(args.calibration, args.calibrator, args.per_channel, args.exclude,
+                        args.max_accuracy_drop, args.random_calibration)
     if args.tune_budget:
         from .tune import TuneArgs, tune_model
 
-        if args.int8:
-            log.warn("--tune tunes the float model's kernels; int8 kernels are not tuned by it yet")
         tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
                             trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level,
-                            precision="fp16" if args.precision == "fp16" else "fp32"), show=show)
+                            precision="fp16" if args.precision == "fp16" else "fp32", onnx_hook=hook), show=show)
     step = _Steps()
-    quant: dict = {}
-    hook = None
-    if args.int8:
-        from .quantize import prepare_int8
-
-        def hook(cleaned):
-            specs = [s.to_dict() for s in graph_inputs(cleaned)]
-            quant["result"] = prepare_int8(cleaned, specs, args.calibration, args.calibrator, args.per_channel,
-                                           args.exclude, args.max_accuracy_drop, args.random_calibration)
-            return quant["result"].model
-
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
                           onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32")
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db)
-        log.info(f"  {tuned} of {total} kernels have tuned schedules, {total - tuned} use defaults"
-                 + ("" if tuned else " (run `deploy tune` first for speed)"))
+        log.info(f"  {tuned} of {total} kernels use tuning records, {total - tuned} use default schedules")
         prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
         tuning = {"database": str(path_for(preset, args.db)),
                   "tuned_kernels": tuned, "kernels": total}
+    quant = {"result": hook.result} if hook is not None else {}
     with atomic_dir(out, args.force) as tmp:
         with step("build"):
             lib = tmp / LIB_NAME

@@ -140,7 +140,7 @@ def _call_tir_guard():
 
 
 def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None,
-                 precision: str = "fp32") -> PassList:
+                 precision: str = "fp32", int8: bool = False) -> PassList:
     """The named stages for a target family; ``layout`` overrides the opt-level default."""
     stages: PassList = []
     if opt_level >= 1:
@@ -148,10 +148,20 @@ def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None
     use_layout = (opt_level >= 3 and family == "cpu") if layout is None else layout
     if use_layout and family == "cpu":
         stages.append(("layout", _layout_cpu))
+        from .quantize_vnni import supported, vnni_pass
+
+        if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
+            stages.append(("int8-vnni", lambda: [vnni_pass(), relax_fold()]))
     if precision == "fp16":
         stages.append(("fp16", _fp16))
     stages.append(("lower", lambda: _lower(family, target, opt_level)))
     return stages
+
+
+def relax_fold():
+    from tvm import relax
+
+    return relax.transform.FoldConstant()
 
 
 def run_stage(mod, passes: list, target):

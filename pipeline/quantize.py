@@ -393,3 +393,24 @@ def prepare_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibra
             "quantized_weight_bytes": weight_bytes(qm),
             "simulated_accuracy": acc}
     return Int8Result(qm, held, reference, info)
+
+
+class Int8Hook:
+    """The ONNX hook that quantizes a cleaned-up model (calibration and QDQ, once): compile and
+    tune run it on the same cleaned-up graph, so tuning sees the int8 kernels compile builds."""
+
+    def __init__(self, calibration, calibrator: str = "minmax", per_channel: bool = True,
+                 exclude: list[str] | None = None, max_accuracy_drop: float | None = None,
+                 random_calibration: bool = False):
+        self.kw = dict(calibration=calibration, calibrator=calibrator, per_channel=per_channel,
+                       exclude=list(exclude or []), max_accuracy_drop=max_accuracy_drop,
+                       random_calibration=random_calibration)
+        self.result: Int8Result | None = None
+
+    def __call__(self, cleaned: onnx.ModelProto) -> onnx.ModelProto:
+        from .modelinfo import graph_inputs
+
+        if self.result is None:
+            specs = [s.to_dict() for s in graph_inputs(cleaned)]
+            self.result = prepare_int8(cleaned, specs, **self.kw)
+        return self.result.model

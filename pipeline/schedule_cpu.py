@@ -240,6 +240,67 @@ def _has_root(sch) -> bool:
         return False
 
 
+class Int8Vnni(CPUScheduleRule):
+    """quantize_vnni's packed int8 conv: ConvMatmul's register blocking, with each 16 output
+    channels x 4 input channels step done by one ``vpdpbusd`` (TVM's dot_16x4_vnni intrinsic)."""
+
+    def __init__(self, max_rows: int = 8, max_accumulators: int = 16):
+        self.max_rows, self.max_acc = max_rows, max_accumulators
+
+    def apply(self, func, target, _):
+        from .quantize_vnni import BLOCK, register_intrinsic
+
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        if not _has_root(sch):
+            return None
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        names = [sch.get(b).name_hint for b in blocks]
+        if names.count(BLOCK) != 1 or len(_reduction_blocks(sch, blocks)) != 1:
+            return None
+        idx = names.index(BLOCK)
+        main, producers, consumers = blocks[idx], blocks[:idx], blocks[idx + 1:]
+        loops = sch.get_loops(main)
+        if len(loops) != 7:
+            return None
+        n, h, w, co, ry, rx, rc = loops
+        ext = [_extent(lp, sch) for lp in loops]
+        if any(e is None for e in ext) or ext[3] % 16 or ext[6] % 4:
+            return None
+        for c in consumers[:-1]:
+            try:
+                sch.compute_inline(c)
+            except Exception:  # noqa: BLE001
+                return None
+        epilogue = consumers[-1] if consumers else None
+        nvec = 2 if ext[3] % 32 == 0 else 1
+        rows = _pick(ext[2], list(range(max(1, min(self.max_rows, self.max_acc // nvec)), 0, -1)))
+        co_o, co_m, co_i = sch.split(co, factors=[None, nvec, 16])
+        rc_o, rc_i = sch.split(rc, factors=[None, 4])
+        w_o, w_i = sch.split(w, factors=[None, rows])
+        first = [co_o, n, h, w_o] if ConvMatmul._weights_dominate(sch, main, 2) else [n, h, w_o, co_o]
+        sch.reorder(*first, ry, rx, rc_o, w_i, co_m, co_i, rc_i)
+        par = sch.fuse(*first)
+        sch.parallel(par)
+        if epilogue is not None:
+            sch.reverse_compute_at(epilogue, par)
+            _vectorize_inner(sch, epilogue, vector_lanes(target, "float32"))
+        init = sch.decompose_reduction(main, ry)
+        sch.tensorize(co_i, register_intrinsic())
+        sch.unroll(w_i)
+        sch.unroll(co_m)
+        iloops = sch.get_loops(init)
+        sch.vectorize(iloops[-1])
+        for p in producers:
+            try:
+                _vectorize_inner(sch, p, 16)
+                _parallel_outer(sch, sch.get_loops(p)[:-1] or sch.get_loops(p))
+            except Exception:  # noqa: BLE001
+                pass
+        return sch
+
+
 class Injective(CPUScheduleRule):
     """Elementwise / layout ops: inline into the last block, parallel outside, vectors inside."""
 
@@ -299,7 +360,7 @@ class Parallel(CPUScheduleRule):
 
 
 def rules() -> list:
-    return [ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
+    return [Int8Vnni(), ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
 
 
 def default_schedule(func, target):

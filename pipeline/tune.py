@@ -43,11 +43,17 @@ class TuneArgs:
     rpc_key: str | None = None
     seed: int = 0
     precision: str = "fp32"           # fp16 tunes the mixed-precision kernels compile --precision fp16 builds
+    onnx_hook: object = None          # quantize.Int8Hook: tune the int8 kernels compile --quantize int8 builds
 
     def display(self) -> None:
         log.info("[bold]deploy tune[/bold]")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name == "onnx_hook":
+                v = "int8 (calibrated)" if v is not None else None
+                if v:
+                    log.info(f"  {'quantize':<16} {v}")
+                continue
             if v not in (None, {}, False):
                 log.info(f"  {f.name:<16} {v}")
 
@@ -217,7 +223,7 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
         args.display()
     step = _Steps()
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step,
-                          precision=args.precision)
+                          onnx_hook=args.onnx_hook, precision=args.precision)
     target = preset.tvm_target()
     tdb = tuning_db.for_target(preset, args.db)
     database = tdb.open()

@@ -276,3 +276,52 @@ def test_fp16_with_ops_imported_as_tir(tmp_path, cli, target):
         from conftest import assert_matches_ort
 
         assert_matches_ort(Artifact(tmp_path / "a"), tmp_path / "m.onnx", atol=2e-2, rtol=2e-2)
+
+
+def _int8_cnn() -> onnx.ModelProto:
+    """Convs with 16/32 output channels (VNNI tiles), an odd input channel count, stride 2, 1x1."""
+    rng = np.random.default_rng(1)
+
+    def w(*s):
+        return numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32))
+
+    inits = [w(16, 3, 3, 3), w(16), w(32, 16, 3, 3), w(32), w(32, 32, 1, 1), w(32)]
+    for t, n in zip(inits, ["W1", "B1", "W2", "B2", "W3", "B3"]):
+        t.name = n
+    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "W3", "B3"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 10, 10])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_int8_convs_run_on_vnni_and_match_the_int32_path(tmp_path):
+    """On a CPU with AVX-512 VNNI the int8 convs become vpdpbusd kernels (u8 activations shifted
+    by 128, packed weights, exact correction); their outputs equal the plain int32 build's."""
+    import subprocess
+
+    from pipeline.quantize_vnni import supported
+    from pipeline.runtime import Artifact, random_inputs
+    from pipeline.targets import get_preset
+
+    if not supported(get_preset("x86-64").tvm_target()):
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    onnx.save(_int8_cnn(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 1, 3, 20, 20)).astype(np.float32))
+    arts = {}
+    for target in ("x86-64", "x86-64-v3"):  # v3 (AVX2) has no AVX-512 VNNI: the int32 vector path
+        arts[target] = compile_model(CompileArgs(model=tmp_path / "m.onnx", target=target, output=tmp_path / target,
+                                                 quantize="int8", calibration=tmp_path / "cal.npz",
+                                                 dump_ir=tmp_path / f"ir-{target}"), show=False)
+    asm = {t: subprocess.run(["objdump", "-d", str(a.library)], capture_output=True, text=True).stdout
+           for t, a in arts.items()}
+    assert asm["x86-64"].count("vpdpbusd") >= 3 and "vpdpbusd" not in asm["x86-64-v3"]
+    assert "conv2d_nhwc_vnni" in next((tmp_path / "ir-x86-64").glob("*int8-vnni.py")).read_text()
+    for seed in range(3):
+        x = random_inputs(Artifact(tmp_path / "x86-64").inputs, seed=seed)
+        a, b = arts["x86-64"].run(x)["y"], arts["x86-64-v3"].run(x)["y"]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())

@@ -139,3 +139,15 @@ def test_default_schedules_cover_every_kernel():
     conv = next(f for n, f in funcs.items() if "conv2d" in n)
     text = tvm.IRModule({"main": conv}).script()
     assert "T.parallel(" in text and "T.vectorized(" in text and "T.unroll(" in text
+
+
+def test_tvm_uses_every_cpu_by_default():
+    """TVM's pool would start cpu_count/2 threads (1 on a 2-vCPU machine): deploy sets the default."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    code = "import pipeline, tvm; print(tvm.get_global_func('runtime.NumThreads')())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert int(out.strip().splitlines()[-1]) == len(os.sched_getaffinity(0))

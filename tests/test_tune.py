@@ -182,3 +182,20 @@ def test_default_schedules_are_measured_and_recorded_as_baselines(tuned, models)
         assert len(base) == 1 and min(float(x) for x in base[0].run_secs) < tuning_db.FAILED_RUN, t.task_name
         found += 1
     assert found == len(tasks) >= 5
+
+
+def test_tune_quantize_int8_tunes_the_kernels_compile_builds(models, tmp_path, cli):
+    """Quantization composes with tuning: `deploy tune --quantize int8` calibrates like compile
+    does and tunes the int8 kernels, so the int8 compile finds a record for every kernel."""
+    db = tmp_path / "db"
+    rc, out, err = cli("tune", models / "cnn.onnx", "--target", "x86-64", "--quantize", "int8", "--random-calibration",
+                       "--trials", "16", "--trials-per-task", "2", "--db", db, "--json")
+    assert rc == 0, err
+    assert json.loads(out[out.index("{"):])["tasks_tuned"] >= 3
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", db=db, quantize="int8",
+                           random_calibration=True)
+    assert art.manifest["precision"]["compute"] == "int8"
+    assert art.manifest["tuning"]["tuned_kernels"] == art.manifest["tuning"]["kernels"] >= 3
+    # the float model's kernels are different workloads: its compile finds none of them
+    fp32 = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "b", db=db)
+    assert fp32.manifest["tuning"]["tuned_kernels"] < fp32.manifest["tuning"]["kernels"]
