@@ -5,14 +5,16 @@ written through memory on every multiply-add. These rules, in the style of TVM's
 (``ApplyDefaultSchedule`` runs the first rule that applies to each unscheduled function),
 give every kernel a schedule that is parallel over cores and vectorized:
 
-- ``ConvMatmul``: one reduction block (conv2d in NHWC/HWIO, depthwise conv, matmul, dense)
-  with injective producers (padding) and an elementwise epilogue (bias, residual add, relu).
-  The output is tiled into a register block of ``rows x (1-2 vectors)``: vectors along the
-  output channel (contiguous in the output and in HWIO / [K, N] weights), rows along the
-  next spatial axis. The reduction runs inside the block, the accumulators stay in registers,
-  and the epilogue is applied to each block as it leaves registers.
-- ``Pool``: a reduction over a small window (max/avg pooling), vectorized over channels.
-- dlight's own CPU ``Reduction`` (softmax, layer norm) and ``GEMV``.
+- ``Int8Vnni``: quantize_vnni's packed int8 convolution, blocked like ConvMatmul, with each
+  16 output x 4 input channels step tensorized to one AVX-512 VNNI ``vpdpbusd``.
+- ``ConvMatmul``: one reduction block (conv2d in NHWC/HWIO, depthwise conv, matmul, dense,
+  pooling windows) with injective producers (padding) and an elementwise epilogue (bias,
+  residual add, relu). The output is tiled into a register block of ``rows x (1-2 vectors)``:
+  vectors along the output channel (contiguous in the output and in HWIO / [K, N] weights),
+  rows along the next spatial axis. The reduction runs inside the block, the accumulators stay
+  in registers, and the epilogue is applied to each block as it leaves registers. When the
+  weights outweigh the activations, output-channel blocks are the outer loop.
+- dlight's own CPU ``GEMV`` and ``Reduction`` (softmax, layer norm).
 - ``Injective``: elementwise, transpose, reshape, pad: inlined into one loop nest, parallel
   outer loop, vectorized inner loop.
 - ``Parallel``: anything else gets its outermost data-parallel loops run in parallel.
@@ -90,7 +92,7 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
         sch.vectorize(inner)
 
 
-def _parallel_outer(sch, loops: list, min_work: int = 1) -> None:
+def _parallel_outer(sch, loops: list) -> None:
     """Fuse the leading loops that have static extents and run them in parallel."""
     lead = []
     for lp in loops:
@@ -136,12 +138,8 @@ class ConvMatmul(CPUScheduleRule):
         return weights > data
 
     def apply(self, func, target, _):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
-        sch = s_tir.Schedule(func)
-        root = sch.get_sblock("root") if _has_root(sch) else None
-        blocks = sch.get_child_blocks(root) if root is not None else None
-        if not blocks:
+        sch, blocks = _start(self, func, target)
+        if sch is None:
             return None
         reds = _reduction_blocks(sch, blocks)
         if len(reds) != 1:
@@ -163,17 +161,9 @@ class ConvMatmul(CPUScheduleRule):
         ext = [_extent(lp, sch) for lp in loops]
         if any(e is None for e in ext):
             return None
-        # a windowed reduction with few reduction steps and no weights is pooling: Pool's job
-        red_size = 1
-        for e in ext[n_s:]:
-            red_size *= e
-        # the epilogue: inline the elementwise chain into its last block
-        for c in consumers[:-1]:
-            try:
-                sch.compute_inline(c)
-            except Exception:  # noqa: BLE001 - not inlinable: leave this function to other rules
-                return None
-        epilogue = consumers[-1] if consumers else None
+        ok, epilogue = _fuse_epilogue(sch, consumers)
+        if not ok:
+            return None
         # tiles: vectors along the last spatial axis, rows along the previous non-unit one
         s_ext = ext[:n_s]
         v_ext = s_ext[-1]
@@ -215,14 +205,40 @@ class ConvMatmul(CPUScheduleRule):
         iloops = sch.get_loops(init)
         if len(iloops) >= 1 and (v_ext % vec == 0 or vec == v_ext):
             sch.vectorize(iloops[-1])
-        for p in producers:
-            try:
-                ploops = sch.get_loops(p)
-                _vectorize_inner(sch, p, lanes)
-                _parallel_outer(sch, sch.get_loops(p)[:-1] or ploops)
-            except Exception:  # noqa: BLE001
-                pass
+        _schedule_producers(sch, producers, lanes)
         return sch
+
+
+def _start(rule, func, target):
+    """A schedule of ``func`` and its top-level blocks, or None when the rule cannot apply."""
+    if not isinstance(func, tirx.PrimFunc) or not rule.is_target_available(target):
+        return None, None
+    sch = s_tir.Schedule(func)
+    if not _has_root(sch):
+        return None, None
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    return (sch, blocks) if blocks else (None, None)
+
+
+def _fuse_epilogue(sch, consumers) -> tuple[bool, object]:
+    """Inline an elementwise chain into its last block; (ok, that block or None)."""
+    for c in consumers[:-1]:
+        try:
+            sch.compute_inline(c)
+        except Exception:  # noqa: BLE001 - not inlinable: leave this function to other rules
+            return False, None
+    return True, (consumers[-1] if consumers else None)
+
+
+def _schedule_producers(sch, producers, lanes: int) -> None:
+    """Padding and other stages before the main block: vectorized inside, parallel outside."""
+    for p in producers:
+        try:
+            _vectorize_inner(sch, p, lanes)
+            loops = sch.get_loops(p)
+            _parallel_outer(sch, loops[:-1] or loops)
+        except Exception:  # noqa: BLE001 - leave that stage as it is
+            pass
 
 
 def _bytes(buf) -> int:
@@ -250,12 +266,9 @@ class Int8Vnni(CPUScheduleRule):
     def apply(self, func, target, _):
         from .quantize_vnni import BLOCK, register_intrinsic
 
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        sch, blocks = _start(self, func, target)
+        if sch is None:
             return None
-        sch = s_tir.Schedule(func)
-        if not _has_root(sch):
-            return None
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
         names = [sch.get(b).name_hint for b in blocks]
         if names.count(BLOCK) != 1 or len(_reduction_blocks(sch, blocks)) != 1:
             return None
@@ -268,12 +281,9 @@ class Int8Vnni(CPUScheduleRule):
         ext = [_extent(lp, sch) for lp in loops]
         if any(e is None for e in ext) or ext[3] % 16 or ext[6] % 4:
             return None
-        for c in consumers[:-1]:
-            try:
-                sch.compute_inline(c)
-            except Exception:  # noqa: BLE001
-                return None
-        epilogue = consumers[-1] if consumers else None
+        ok, epilogue = _fuse_epilogue(sch, consumers)
+        if not ok:
+            return None
         nvec = 2 if ext[3] % 32 == 0 else 1
         rows = _pick(ext[2], list(range(max(1, min(self.max_rows, self.max_acc // nvec)), 0, -1)))
         co_o, co_m, co_i = sch.split(co, factors=[None, nvec, 16])
@@ -292,12 +302,7 @@ class Int8Vnni(CPUScheduleRule):
         sch.unroll(co_m)
         iloops = sch.get_loops(init)
         sch.vectorize(iloops[-1])
-        for p in producers:
-            try:
-                _vectorize_inner(sch, p, 16)
-                _parallel_outer(sch, sch.get_loops(p)[:-1] or sch.get_loops(p))
-            except Exception:  # noqa: BLE001
-                pass
+        _schedule_producers(sch, producers, 64)  # uint8 lanes
         return sch
 
 
@@ -305,13 +310,8 @@ class Injective(CPUScheduleRule):
     """Elementwise / layout ops: inline into the last block, parallel outside, vectors inside."""
 
     def apply(self, func, target, _):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
-        sch = s_tir.Schedule(func)
-        if not _has_root(sch):
-            return None
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        if not blocks or _reduction_blocks(sch, blocks):
+        sch, blocks = _start(self, func, target)
+        if sch is None or _reduction_blocks(sch, blocks):
             return None
         for b in blocks[:-1]:
             try:
@@ -337,13 +337,11 @@ class Parallel(CPUScheduleRule):
     """Last resort: run the outermost data-parallel loop of each top-level block in parallel."""
 
     def apply(self, func, target, _):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
-        sch = s_tir.Schedule(func)
-        if not _has_root(sch):
+        sch, blocks = _start(self, func, target)
+        if sch is None:
             return None
         changed = False
-        for b in sch.get_child_blocks(sch.get_sblock("root")):
+        for b in blocks:
             plain = _plain_block(sch, b)
             if plain is None:
                 continue

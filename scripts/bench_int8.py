@@ -61,10 +61,13 @@ def main() -> None:
     ap.add_argument("--budget", default="0", help="tuning time budget per model and precision (0: default schedules)")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--work", type=Path, default=Path("/tmp/deploy-bench-int8"))
+    ap.add_argument("--db", type=Path, default=None, help="tuning database root [WORK/db]; records in it are reused")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     budget = parse_duration(a.budget) if a.budget not in ("0", "") else None
-    db = a.work / ("db" if budget else "empty-db")
+    db = a.db or a.work / "db"
+    if not budget and a.db is None:
+        db = a.work / "empty-db"  # default schedules only
     print(f"# deploy {pipeline.__version__}, target {a.target}, {a.threads} threads, batch 1, "
           f"{platform.processor() or platform.machine()}, "
           + (f"tuned {a.budget} per model and precision" if budget else "default schedules (untuned)"), flush=True)
