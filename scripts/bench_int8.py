@@ -70,7 +70,9 @@ def main() -> None:
         db = a.work / "empty-db"  # default schedules only
     print(f"# deploy {pipeline.__version__}, target {a.target}, {a.threads} threads, batch 1, "
           f"{platform.processor() or platform.machine()}, "
-          + (f"tuned {a.budget} per model and precision" if budget else "default schedules (untuned)"), flush=True)
+          + (f"tuned {a.budget} per model and precision into {db}" if budget else
+             f"records from {db} where it has them, default schedules elsewhere" if a.db else
+             "default schedules (untuned)"), flush=True)
     for name in a.models:
         path = export(name, a.work)
         calib = a.work / f"{name}-calib.npz"
