@@ -150,7 +150,8 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         mod = import_model(cleaned)
     dump = _Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
-    if has_qdq(cleaned):
+    int8 = has_qdq(cleaned)
+    if int8:
         with step("quantize: int8 rewrite"):
             mod, stats = int8_rewrite(mod)
             log_stats(stats)
@@ -158,7 +159,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         dump("int8", mod)
     target = preset.tvm_target()
     for stage, make in pipeline_for(preset.family, target, opt_level, precision=precision,
-                                    int8=has_qdq(cleaned)):
+                                    int8=int8):
         with step(f"optimize: {stage}"):
             stage_passes = make()
             passes[stage] = [str(p.info.name) for p in stage_passes]
@@ -210,22 +211,23 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
 
         hook = Int8Hook(args.calibration, args.calibrator, args.per_channel, args.exclude,
                         args.max_accuracy_drop, args.random_calibration)
+    precision = "fp16" if args.precision == "fp16" else "fp32"  # int8 builds on a float32 graph
     if args.tune_budget:
         from .tune import TuneArgs, tune_model
 
         tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
                             trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level,
-                            precision="fp16" if args.precision == "fp16" else "fp32", onnx_hook=hook), show=show)
+                            precision=precision, onnx_hook=hook), show=show)
     step = _Steps()
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
-                          onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32")
+                          onnx_hook=hook, precision=precision)
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db)
         log.info(f"  {tuned} of {total} kernels use tuning records, {total - tuned} use default schedules")
         prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
         tuning = {"database": str(path_for(preset, args.db)),
                   "tuned_kernels": tuned, "kernels": total}
-    quant = {"result": hook.result} if hook is not None else {}
+    quantized = hook.result if hook is not None else None  # the calibration the build used
     with atomic_dir(out, args.force) as tmp:
         with step("build"):
             lib = tmp / LIB_NAME
@@ -238,16 +240,16 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
             manifest["tuning"] = tuning
             manifest["precision"] = {"compute": "int8" if args.int8 else args.precision}
-            if "result" in quant:
-                manifest["quantization"] = quant["result"].info
+            if quantized is not None:
+                manifest["quantization"] = quantized.info
             if device_info is not None:
                 manifest["device"] = device_info
             manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
             write_json(tmp / MANIFEST, manifest)
-        if "result" in quant:
+        if quantized is not None:
             # measured on the artifact before it is moved into place: a failed gate leaves nothing
             with step("quantize: accuracy"):
-                _int8_report(tmp, quant["result"], args.max_accuracy_drop)
+                _int8_report(tmp, quantized, args.max_accuracy_drop)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)

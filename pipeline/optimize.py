@@ -29,6 +29,14 @@ def _simplify(opt_level: int) -> list:
     return passes
 
 
+def _int8_vnni() -> list:
+    from tvm import relax
+
+    from .quantize_vnni import vnni_pass
+
+    return [vnni_pass(), relax.transform.FoldConstant()]
+
+
 def _layout_cpu() -> list:
     from tvm import relax
 
@@ -148,20 +156,14 @@ def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None
     use_layout = (opt_level >= 3 and family == "cpu") if layout is None else layout
     if use_layout and family == "cpu":
         stages.append(("layout", _layout_cpu))
-        from .quantize_vnni import supported, vnni_pass
+        from .quantize_vnni import supported
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
-            stages.append(("int8-vnni", lambda: [vnni_pass(), relax_fold()]))
+            stages.append(("int8-vnni", _int8_vnni))
     if precision == "fp16":
         stages.append(("fp16", _fp16))
     stages.append(("lower", lambda: _lower(family, target, opt_level)))
     return stages
-
-
-def relax_fold():
-    from tvm import relax
-
-    return relax.transform.FoldConstant()
 
 
 def run_stage(mod, passes: list, target):

@@ -197,13 +197,14 @@ class ConvMatmul(CPUScheduleRule):
             ep_loops = sch.get_loops(epilogue)[1:]
             if ep_loops:
                 _vectorize_inner(sch, epilogue, lanes)
+        whole = v_ext % vec == 0 or vec == v_ext  # no ragged vector block: safe to vectorize
         if len(inner) == 2:
             sch.unroll(inner[0])
-        if v_ext % vec == 0 or vec == v_ext:
+        if whole:
             sch.vectorize(inner[-1])
         init = sch.decompose_reduction(main, r_loops[0])
         iloops = sch.get_loops(init)
-        if len(iloops) >= 1 and (v_ext % vec == 0 or vec == v_ext):
+        if iloops and whole:
             sch.vectorize(iloops[-1])
         _schedule_producers(sch, producers, lanes)
         return sch

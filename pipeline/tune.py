@@ -177,28 +177,27 @@ def _record_defaults(tasks, database, builder, runner, target) -> int:
         workload = database.commit_workload(mod)
         if any(str(r.trace) == str(sch.trace) for r in database.get_top_k(workload, 10**6)):
             continue
-        todo.append((sch, workload, mod))
+        todo.append((sch, workload, ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
     if not todo:
         return 0
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch, _, _ in todo])
-    runs = []
-    for (sch, _, _), b in zip(todo, built):
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    ok = []
+    for item, b in zip(todo, built):
         if b.error_msg:
-            runs.append(None)
-            continue
-        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
-        device = "cpu" if target.kind.name == "llvm" else target.kind.name
-        runs.append(runner.run([ms.runner.RunnerInput(b.artifact_path, device, args)])[0])
+            log.warn(f"the default schedule of a kernel did not build: {b.error_msg.strip().splitlines()[-1][:200]}")
+        else:
+            ok.append((item, b))
+    futures = runner.run([ms.runner.RunnerInput(b.artifact_path, device, args) for (_, _, args), b in ok])
     n = 0
-    for (sch, workload, mod), fut in zip(todo, runs):
-        res = fut.result() if fut is not None else None
-        if res is None or res.error_msg or not res.run_secs:
-            err = (res.error_msg if res is not None else "build failed") or "no run time"
+    for ((sch, workload, args), _), fut in zip(ok, futures):
+        res = fut.result()
+        if res.error_msg or not res.run_secs:
+            err = res.error_msg or "no run time"
             log.warn(f"the default schedule of a kernel did not run: {err.strip().splitlines()[-1][:200]}")
             continue
         secs = [float(x) for x in res.run_secs]
-        database.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, workload, secs, target, ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs, target, args))
         n += 1
     return n
 

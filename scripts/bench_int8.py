@@ -30,15 +30,8 @@ from pipeline.bench import bench  # noqa: E402
 from pipeline.runtime import random_inputs  # noqa: E402
 from pipeline.tune import TuneArgs, parse_duration, tune_model  # noqa: E402
 
-
-def export(name: str, d: Path) -> Path:
-    import torch
-
-    from torch_models import export as onnx_export
-    from torch_models import mobilenet_v2, resnet18
-
-    make = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}[name]
-    return onnx_export(make(), torch.randn(1, 3, 224, 224), d / f"{name}.onnx")
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_speed import export  # noqa: E402  the same PyTorch exports as the speed benchmark
 
 
 def agreement(fp32, int8, samples: int) -> dict:
@@ -74,7 +67,7 @@ def main() -> None:
              f"records from {db} where it has them, default schedules elsewhere" if a.db else
              "default schedules (untuned)"), flush=True)
     for name in a.models:
-        path = export(name, a.work)
+        path, _ = export(name, a.work)
         calib = a.work / f"{name}-calib.npz"
         rng = np.random.default_rng(0)
         import onnx
