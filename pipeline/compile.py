@@ -134,6 +134,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     ``onnx_hook`` transforms the cleaned-up ONNX model before import (int8 calibration writes
     QDQ there); QDQ pairs around conv2d/matmul become int8 compute right after import.
     """
+    from . import qoperator
     from .quantize import has_qdq, int8_rewrite, log_stats
 
     step = step or (lambda name: contextlib.nullcontext())
@@ -143,6 +144,9 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         check_supported(loaded.model)
     with step("clean-up"):
         cleaned = cleanup(loaded.model, input_shapes)
+    if qoperator.present(cleaned):
+        with step("quantize: QOperator -> QDQ"):
+            cleaned = qoperator.to_qdq(cleaned)
     if onnx_hook is not None:
         with step("quantize: calibrate"):
             cleaned = onnx_hook(cleaned)

@@ -13,7 +13,7 @@ import contextlib
 
 import onnx
 
-from . import log
+from . import log, qoperator
 from .errors import DeployError
 from .modelinfo import graph_inputs, opset_of
 
@@ -36,8 +36,8 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
             label = node.name or f"{node.op_type}_{i}"
             op = node.op_type
             key = op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"
-            ok = node.domain in ("", "ai.onnx") and op in convert_map
-            if ok:
+            ok = node.domain in ("", "ai.onnx") and (op in convert_map or op in qoperator.OPS)
+            if ok and op not in qoperator.OPS:  # those are rewritten to QDQ before import
                 try:
                     convert_map[op].get_converter(opset)
                 except (NotImplementedError, IndexError):

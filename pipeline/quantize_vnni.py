@@ -2,7 +2,8 @@
 
 ``vpdpbusd`` multiplies unsigned 8-bit activations by signed 8-bit weights, four at a time, and
 adds them into 16 int32 lanes. The int8 rewrite (quantize.py) leaves symmetric int8 x int8
-convolutions; this stage (after the NHWC layout pass) turns each one into:
+convolutions (and ``conv2d(int16(x_q) - z, w)`` for activations with a zero point z); this stage
+(after the NHWC layout pass) turns each one into:
 
     x_u8 = uint8(x + 128), padded spatially with 128 (int8 zero) and its channels up to a
            multiple of 4 (their weights are 0)
@@ -11,8 +12,10 @@ convolutions; this stage (after the NHWC layout pass) turns each one into:
 with the weights packed at compile time to [CO/16, KH, KW, CI/4, 16, 4], the layout the
 instruction reads (one 64-byte load per 16 output channels x 4 input channels). The kernel is a
 TE compute named ``conv2d_nhwc_vnni``; schedule_cpu's ``Int8Vnni`` rule tiles it and
-tensorizes its inner 16x4 block with TVM's ``dot_16x4_vnni`` intrinsic. Grouped and depthwise
-convolutions and output channels that are not a multiple of 16 keep the int32 vector path.
+tensorizes its inner 16x4 block with TVM's ``dot_16x4_vnni`` intrinsic. Output channels are
+padded to a multiple of 16 (zero weights) and the extra outputs sliced off. With a zero point z
+the same holds with 128 replaced by z + 128 (int8) or z (uint8 activations, used as they are).
+Grouped and depthwise convolutions keep the int32 vector path.
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ def supported(target) -> bool:
 
 
 def pack_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HWIO int8 weights -> ([CO/16, KH, KW, CI4/4, 16, 4] int8, per-channel sum int32)."""
+    """HWIO int8 weights -> ([CO16/16, KH, KW, CI4/4, 16, 4] int8, per-channel sum int32).
+
+    CI is zero-padded to a multiple of 4 (CI4) and CO to a multiple of 16 (CO16)."""
     kh, kw, ci, co = w.shape
-    ci4 = -(-ci // 4) * 4
-    wp = np.zeros((kh, kw, ci4, co), np.int8)
-    wp[:, :, :ci, :] = w
-    packed = wp.reshape(kh, kw, ci4 // 4, 4, co // 16, 16).transpose(4, 0, 1, 2, 5, 3)
+    ci4, co16 = -(-ci // 4) * 4, -(-co // 16) * 16
+    wp = np.zeros((kh, kw, ci4, co16), np.int8)
+    wp[:, :, :ci, :co] = w
+    packed = wp.reshape(kh, kw, ci4 // 4, 4, co16 // 16, 16).transpose(4, 0, 1, 2, 5, 3)
     wsum = w.astype(np.int32).sum(axis=(0, 1, 2))
     return np.ascontiguousarray(packed), wsum
 
@@ -81,33 +86,54 @@ def vnni_rewrite(mod):
     from tvm.relax.dpl import is_const, is_op, wildcard
     from tvm.relax.dpl.rewrite import rewrite_call
 
-    x_pat, w_pat = wildcard(), is_const()
+    x_pat, w_pat, xq_pat, z_pat = wildcard(), is_const(), wildcard(), is_const()
     conv = is_op("relax.nn.conv2d")(x_pat, w_pat)
+    # int8_rewrite's form for activations with a zero point z: conv2d(int16(x_q) - z, w)
+    # (a model input in NCHW reaches the conv through the layout pass's transpose)
+    shifted = is_op("relax.subtract")(is_op("relax.astype")(xq_pat), z_pat)
+    perm = is_op("relax.permute_dims")(shifted)
+    conv_zp = is_op("relax.nn.conv2d")(shifted | perm, w_pat)
     funcs: dict[tuple, tvm.ir.GlobalVar] = {}
     bb = relax.BlockBuilder(mod)  # add_func gives the kernels GlobalVars typed as TIR callees
     count = [0]
 
-    def rewrite(orig, m):
+    def to_u8(x):  # int8 -> uint8 by +128
+        return relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8")
+
+    def rewrite(orig, m, zp_form=False):
         a = orig.attrs
-        x, w = m[x_pat], m[w_pat]
+        w = m[w_pat]
         if (str(a.data_layout) != "NHWC" or str(a.kernel_layout) != "HWIO" or int(a.groups) != 1
-                or str(a.out_dtype) != "int32" or str(x.ty.dtype) != "int8" or str(w.ty.dtype) != "int8"):
+                or str(a.out_dtype) != "int32" or str(w.ty.dtype) != "int8"):
             return orig
+        if not zp_form:
+            x = m[x_pat]
+            if str(x.ty.dtype) != "int8":
+                return orig
+            xu, zero = to_u8(x), 128  # the uint8 value that stands for 0
+        else:
+            x, z = m[xq_pat], m[z_pat].value.numpy()
+            if z.size != 1 or str(x.ty.dtype) not in ("int8", "uint8") or str(m[z_pat].ty.dtype) != "int16":
+                return orig
+            if str(x.ty.dtype) == "int8":
+                xu, zero = to_u8(x), int(z.reshape(())) + 128
+            else:
+                xu, zero = x, int(z.reshape(()))
+            if perm in m:
+                xu = relax.op.permute_dims(xu, m[perm].attrs.axes)
+                x = m[perm]
         wv = w.value.numpy()
         kh, kw, ci, co = wv.shape
-        if co % 16:
-            return orig
         packed, wsum = pack_weights(wv)
+        co16 = packed.shape[0] * 16
         top, left, bottom, right = (int(p) for p in a.padding)
         ci4 = packed.shape[3] * 4
-        xi = relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16"))
-        xu = relax.op.astype(xi, "uint8")
         pad = [0, 0, top, bottom, left, right, 0, ci4 - ci]
         if any(pad):
-            xu = relax.op.nn.pad(xu, pad, pad_value=128.0)
+            xu = relax.op.nn.pad(xu, pad, pad_value=float(zero))
         n, h, w_, _ = (int(v) for v in x.ty.shape)
         x_shape = (n, h + top + bottom, w_ + left + right, ci4)
-        out_shape = tuple(int(v) for v in orig.ty.shape)
+        out_shape = tuple(int(v) for v in list(orig.ty.shape)[:3]) + (co16,)
         strides = tuple(int(s) for s in a.strides)
         dilation = tuple(int(d) for d in a.dilation)
         key = (x_shape, packed.shape, out_shape, strides, dilation)
@@ -116,12 +142,16 @@ def vnni_rewrite(mod):
                                      f"{BLOCK}{len(funcs)}")
         call = relax.call_tir(funcs[key], [xu, relax.const(packed)],
                               out_ty=relax.TensorType(list(out_shape), "int32"))
+        if co16 != co:  # the padded channels' outputs are dropped
+            call = relax.op.strided_slice(call, axes=[3], begin=[0], end=[co])
         count[0] += 1
-        return relax.op.subtract(call, relax.const((128 * wsum).astype(np.int32).reshape(1, 1, 1, co)))
+        # sum((x + zero) w) = sum(x w) + zero * sum(w), so subtract zero * sum(w)
+        return relax.op.subtract(call, relax.const((zero * wsum).astype(np.int32).reshape(1, 1, 1, co)))
 
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
-            new = rewrite_call(conv, rewrite, func)
+            new = rewrite_call(conv_zp, lambda o, m: rewrite(o, m, zp_form=True), func)
+            new = rewrite_call(conv, rewrite, new)
             if not new.same_as(func):
                 bb.update_func(gv, new)
     return bb.get(), count[0]

@@ -121,11 +121,8 @@ def test_per_tensor_and_exclude(trained, tmp_path, cli):
     assert rc != 0 and "no_such_node" in err and "Traceback" not in err
 
 
-def test_ort_qdq_model_computes_in_int8(trained, tmp_path):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    path, cal, x, y, inp = trained["cnn"]
-    samples = np.load(cal)[inp]
+def _ort_reader(samples, inp):
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -134,19 +131,77 @@ def test_ort_qdq_model_computes_in_int8(trained, tmp_path):
         def get_next(self):
             return next(self.it, None)
 
-    qdq = tmp_path / "cnn_qdq.onnx"
-    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True})
-    art = compile_model(CompileArgs(model=qdq, target="x86-64", output=tmp_path / "a", dump_ir=tmp_path / "ir"),
+    return Reader()
+
+
+def _assert_int8_and_matches_ort(model, tmp_path, x, inp, min_int32_ops):
+    art = compile_model(CompileArgs(model=model, target="x86-64", output=tmp_path / "a", dump_ir=tmp_path / "ir"),
                         show=False)
     int8_ir = next((tmp_path / "ir").glob("*int8.py")).read_text()
-    assert int8_ir.count('out_dtype="int32"') >= 3  # 2 conv2d + the classifier
+    assert int8_ir.count('out_dtype="int32"') >= min_int32_ops
     for i in range(5):
         feed = {inp: x[i:i + 1]}
-        ours, ref = art(feed), reference_outputs(qdq, feed)
-        for k in ref:  # ORT runs the QDQ model with its own int8 kernels
+        ours, ref = art(feed), reference_outputs(model, feed)
+        for k in ref:  # ORT runs the quantized model with its own int8 kernels
             np.testing.assert_allclose(ours[k], ref[k], atol=0.05 * np.abs(ref[k]).max())
+    return art
+
+
+@pytest.mark.parametrize("scheme", ["int8-symmetric", "uint8-asymmetric", "int8-asymmetric"])
+def test_ort_qdq_model_computes_in_int8(trained, tmp_path, scheme):
+    """quantize_static's QDQ models, including its default uint8 activations with zero points."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    path, cal, x, y, inp = trained["cnn"]
+    qdq = tmp_path / "cnn_qdq.onnx"
+    quantize_static(str(path), str(qdq), _ort_reader(np.load(cal)[inp], inp), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8 if scheme.startswith("uint8") else QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": scheme.endswith("-symmetric")})
+    _assert_int8_and_matches_ort(qdq, tmp_path, x, inp, 3)  # 2 conv2d + the classifier
+    from pipeline.quantize_vnni import supported
+    from pipeline.targets import get_preset
+
+    if supported(get_preset("x86-64").tvm_target()):  # both convs (8 and 16 channels) on vpdpbusd
+        assert next((tmp_path / "ir").glob("*int8-vnni.py")).read_text().count("R.call_tir(cls.conv2d_nhwc_vnni") == 2
+
+
+def test_qoperator_models_compute_in_int8(trained, tmp_path):
+    """QLinearConv (CNN) and QLinearMatMul (MLP with its Gemms as MatMuls), as quantize_static's
+    QOperator format writes them: rewritten to QDQ, compiled to int8 kernels, equal to ORT's."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from pipeline.quantize import gemm_to_matmul
+
+    for name, op in (("cnn", "Conv"), ("mlp", "MatMul")):
+        path, cal, x, y, inp = trained[name]
+        src = tmp_path / f"{name}_mm.onnx"
+        onnx.save(gemm_to_matmul(onnx.load(path)), src)
+        q = tmp_path / f"{name}_qop.onnx"
+        quantize_static(str(src), str(q), _ort_reader(np.load(cal)[inp], inp), quant_format=QuantFormat.QOperator,
+                        op_types_to_quantize=[op], per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+        ops = {n.op_type for n in onnx.load(q).graph.node}
+        assert f"QLinear{op}" in ops, ops
+        _assert_int8_and_matches_ort(q, tmp_path / name, x, inp, 2)
+
+
+def test_integer_ops_from_dynamic_quantization(trained, tmp_path):
+    """quantize_dynamic: DynamicQuantizeLinear (scale and zero point computed at run time) feeding
+    ConvInteger / MatMulInteger; both become int8 kernels with an exact int32 result."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from pipeline.quantize import gemm_to_matmul
+
+    for name, op in (("cnn", "Conv"), ("mlp", "MatMul")):
+        path, cal, x, y, inp = trained[name]
+        src = tmp_path / f"{name}_mm.onnx"
+        onnx.save(gemm_to_matmul(onnx.load(path)), src)
+        q = tmp_path / f"{name}_dyn.onnx"
+        quantize_dynamic(str(src), str(q), op_types_to_quantize=[op], weight_type=QuantType.QInt8)
+        ops = {n.op_type for n in onnx.load(q).graph.node}
+        assert f"{op}Integer" in ops, ops
+        _assert_int8_and_matches_ort(q, tmp_path / name, x, inp, 2)
 
 
 def _fragile_model():
@@ -279,13 +334,14 @@ def test_fp16_with_ops_imported_as_tir(tmp_path, cli, target):
 
 
 def _int8_cnn() -> onnx.ModelProto:
-    """Convs with 16/32 output channels (VNNI tiles), an odd input channel count, stride 2, 1x1."""
+    """Convs with 16/32/24 output channels (VNNI tiles, 24 padded to 32), an odd input channel count,
+    stride 2, 1x1."""
     rng = np.random.default_rng(1)
 
     def w(*s):
         return numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32))
 
-    inits = [w(16, 3, 3, 3), w(16), w(32, 16, 3, 3), w(32), w(32, 32, 1, 1), w(32)]
+    inits = [w(16, 3, 3, 3), w(16), w(32, 16, 3, 3), w(32), w(24, 32, 1, 1), w(24)]
     for t, n in zip(inits, ["W1", "B1", "W2", "B2", "W3", "B3"]):
         t.name = n
     nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
@@ -294,7 +350,7 @@ def _int8_cnn() -> onnx.ModelProto:
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Conv", ["r2", "W3", "B3"], ["y"])]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 10, 10])], inits)
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 10, 10])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 

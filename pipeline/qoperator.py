@@ -1,0 +1,116 @@
+"""Stage 2b, QOperator -> QDQ: ONNX's integer operators in the form the int8 rewrite reads.
+
+Pre-quantized models come in two forms. ONNX Runtime's default, QDQ, marks float ops with
+QuantizeLinear/DequantizeLinear pairs; quantize.int8_rewrite turns those into int8 compute.
+The other form, QOperator, uses integer ops: QLinearConv and QLinearMatMul (quantize_static
+with QuantFormat.QOperator), ConvInteger and MatMulInteger (quantize_dynamic). TVM's importer
+has no QLinearConv, QLinearMatMul or ConvInteger, and computes MatMulInteger in int32.
+
+Each such node is rewritten here, before import, to the QDQ form it stands for:
+
+    QLinearConv(x, sx, zx, w, sw, zw, sy, zy, B) -> Q(Conv(DQ(x, sx, zx), DQ(w, sw, zw), B*sx*sw), sy, zy)
+    QLinearMatMul(a, sa, za, b, sb, zb, sy, zy)  -> Q(MatMul(DQ(a, sa, za), DQ(b, sb, zb)), sy, zy)
+    ConvInteger(x, w, zx, zw)                    -> Cast<int32>(Conv(DQ(x, 1, zx), DQ(w, 1, zw)))
+    MatMulInteger(a, b, za, zb)                  -> Cast<int32>(MatMul(DQ(a, 1, za), DQ(b, 1, zb)))
+
+so both forms take one road to int8 x int8 kernels with int32 accumulation. For the *Integer ops
+the rewrite keeps the int32 result exact (quantize._exact_integer_outputs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import DeployError
+
+OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
+
+
+def present(model: onnx.ModelProto) -> list[str]:
+    """The QOperator op types in the model's main graph."""
+    return sorted({n.op_type for n in model.graph.node if n.op_type in OPS and n.domain in ("", "ai.onnx")})
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.type.tensor_type.elem_type:
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    return types
+
+
+def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite every QOperator node (see the module docstring); other nodes are kept as they are."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    types = _elem_types(model)
+    nodes, new_inits = [], []
+    counter = [0]
+
+    def fresh(base: str) -> str:
+        counter[0] += 1
+        return f"{base}__qdq{counter[0]}"
+
+    def const(name: str, value) -> str:
+        n = fresh(name)
+        new_inits.append(numpy_helper.from_array(np.asarray(value), n))
+        return n
+
+    def arg(n: onnx.NodeProto, i: int) -> str | None:
+        return n.input[i] if len(n.input) > i and n.input[i] else None
+
+    def zero_point(n, value: str, zp: str | None) -> str:
+        if zp is not None:
+            return zp
+        dtype = types.get(value)
+        if dtype not in (TensorProto.INT8, TensorProto.UINT8):
+            raise DeployError(f"{n.op_type} node '{n.name or n.output[0]}': input '{value}' is not int8/uint8",
+                              hint="only 8-bit integer inputs are supported")
+        return const(value + "_zp", np.zeros((), helper.tensor_dtype_to_np_dtype(dtype)))
+
+    def dq(value: str, scale: str, zp: str, axis: int | None = None) -> str:
+        out = fresh(value + "_dq")
+        attrs = {"axis": axis} if axis is not None else {}
+        nodes.append(helper.make_node("DequantizeLinear", [value, scale, zp], [out], name=out, **attrs))
+        return out
+
+    for n in g.node:
+        if n.op_type not in OPS or n.domain not in ("", "ai.onnx"):
+            nodes.append(n)
+            continue
+        label = n.name or n.output[0]
+        conv_attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type in ("QLinearConv", "QLinearMatMul"):
+            x, sx, zx, w, sw, zw, sy, zy = (arg(n, i) for i in range(8))
+            xf = dq(x, sx, zx)
+            wf = dq(w, sw, zw, axis=0 if n.op_type == "QLinearConv" else 1)
+            ins = [xf, wf]
+            bias = arg(n, 8)
+            if bias is not None:
+                if not all(v in inits for v in (bias, sx, sw)):
+                    raise DeployError(f"QLinearConv '{label}': bias and scales must be constant initializers",
+                                      hint="export the model with constant folding on")
+                bscale = (numpy_helper.to_array(inits[sx]).astype(np.float32)
+                          * numpy_helper.to_array(inits[sw]).astype(np.float32))
+                ins.append(const(bias + "_f", (numpy_helper.to_array(inits[bias]) * bscale).astype(np.float32)))
+            yf = fresh(n.output[0] + "_f")
+            op = "Conv" if n.op_type == "QLinearConv" else "MatMul"
+            nodes.append(helper.make_node(op, ins, [yf], name=label, **(conv_attrs if op == "Conv" else {})))
+            nodes.append(helper.make_node("QuantizeLinear", [yf, sy, zy], [n.output[0]], name=label + "_q"))
+        else:  # ConvInteger / MatMulInteger
+            x, w, zx, zw = (arg(n, i) for i in range(4))
+            one = const(label + "_one", np.float32(1.0))
+            xf = dq(x, one, zero_point(n, x, zx))
+            wf = dq(w, one, zero_point(n, w, zw), axis=0 if n.op_type == "ConvInteger" else 1)
+            yf = fresh(n.output[0] + "_f")
+            op = "Conv" if n.op_type == "ConvInteger" else "MatMul"
+            nodes.append(helper.make_node(op, [xf, wf], [yf], name=label, **(conv_attrs if op == "Conv" else {})))
+            nodes.append(helper.make_node("Cast", [yf], [n.output[0]], name=label + "_i32", to=TensorProto.INT32))
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(new_inits)
+    return model
