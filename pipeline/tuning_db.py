@@ -81,6 +81,9 @@ class TargetDB:
     def open(self):
         from tvm.s_tir import meta_schedule as ms
 
+        from .quantize_vnni import register_intrinsic
+
+        register_intrinsic()  # int8 records name deploy's VNNI intrinsic; reading them needs it registered
         self.path.mkdir(parents=True, exist_ok=True)
         _repair(self.path / WORKLOADS)
         _repair(self.path / RECORDS)
