@@ -114,7 +114,7 @@ def tune(
     target: Annotated[str, typer.Option("--target", "-t", help="Target preset or .toml file.")],
     trials: Annotated[int, typer.Option(help="Measured candidates in all.")] = 1280,
     trials_per_task: Annotated[int, typer.Option(help="At most this many per kernel; kernels with this many records are skipped.")] = 64,
-    time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="Stop after this long: 90s, 20m, 1h.")] = None,
+    time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="Stop after this long, counted from the start of the command: 90s, 20m, 1h.")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224 (repeatable).")] = None,
     opt_level: Annotated[int, typer.Option("--opt-level", "-O")] = 3,

@@ -1,4 +1,4 @@
-"""int8 convolutions on x86 CPUs with AVX-512 VNNI: one instruction, 64 multiply-adds.
+"""int8 convolutions and matmuls on x86 CPUs with AVX-512 VNNI: one instruction, 64 multiply-adds.
 
 ``vpdpbusd`` multiplies unsigned 8-bit activations by signed 8-bit weights, four at a time, and
 adds them into 16 int32 lanes. The int8 rewrite (quantize.py) leaves symmetric int8 x int8
@@ -15,7 +15,9 @@ TE compute named ``conv2d_nhwc_vnni``; schedule_cpu's ``Int8Vnni`` rule tiles it
 tensorizes its inner 16x4 block with TVM's ``dot_16x4_vnni`` intrinsic. Output channels are
 padded to a multiple of 16 (zero weights) and the extra outputs sliced off. With a zero point z
 the same holds with 128 replaced by z + 128 (int8) or z (uint8 activations, used as they are).
-Grouped and depthwise convolutions keep the int32 vector path.
+An int8 matmul with constant [K, N] weights is a 1x1 convolution over the rows of its input:
+it is reshaped to one and takes the same kernel. Grouped and depthwise convolutions keep the
+int32 vector path.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def conv_vnni_func(x_shape, w_shape, out_shape, strides, dilation):
 
 
 def vnni_rewrite(mod):
-    """Rewrite int8 NHWC/HWIO conv2d with int32 output to the VNNI form; returns (mod, count)."""
+    """Rewrite int8 NHWC/HWIO conv2d and int8 matmul (constant [K, N] weights) with int32 output
+    to the VNNI form; returns (mod, count)."""
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
@@ -93,6 +96,7 @@ def vnni_rewrite(mod):
     shifted = is_op("relax.subtract")(is_op("relax.astype")(xq_pat), z_pat)
     perm = is_op("relax.permute_dims")(shifted)
     conv_zp = is_op("relax.nn.conv2d")(shifted | perm, w_pat)
+    matmul = is_op("relax.matmul")(x_pat, w_pat)
     funcs: dict[tuple, tvm.ir.GlobalVar] = {}
     bb = relax.BlockBuilder(mod)  # add_func gives the kernels GlobalVars typed as TIR callees
     count = [0]
@@ -123,19 +127,23 @@ def vnni_rewrite(mod):
                 xu = relax.op.permute_dims(xu, m[perm].attrs.axes)
                 x = m[perm]
         wv = w.value.numpy()
+        n, h, w_, _ = (int(v) for v in x.ty.shape)
+        return vnni_conv(xu, zero, wv, (n, h, w_), tuple(int(p) for p in a.padding),
+                         tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation),
+                         tuple(int(v) for v in list(orig.ty.shape)[:3]))
+
+    def vnni_conv(xu, zero, wv, in_nhw, padding, strides, dilation, out_nhw):
+        """uint8 NHWC xu (``zero`` stands for 0) x HWIO int8 weights -> the exact int32 NHWC conv."""
         kh, kw, ci, co = wv.shape
         packed, wsum = pack_weights(wv)
-        co16 = packed.shape[0] * 16
-        top, left, bottom, right = (int(p) for p in a.padding)
-        ci4 = packed.shape[3] * 4
+        co16, ci4 = packed.shape[0] * 16, packed.shape[3] * 4
+        top, left, bottom, right = padding
         pad = [0, 0, top, bottom, left, right, 0, ci4 - ci]
         if any(pad):
             xu = relax.op.nn.pad(xu, pad, pad_value=float(zero))
-        n, h, w_, _ = (int(v) for v in x.ty.shape)
+        n, h, w_ = in_nhw
         x_shape = (n, h + top + bottom, w_ + left + right, ci4)
-        out_shape = tuple(int(v) for v in list(orig.ty.shape)[:3]) + (co16,)
-        strides = tuple(int(s) for s in a.strides)
-        dilation = tuple(int(d) for d in a.dilation)
+        out_shape = tuple(out_nhw) + (co16,)
         key = (x_shape, packed.shape, out_shape, strides, dilation)
         if key not in funcs:
             funcs[key] = bb.add_func(conv_vnni_func(x_shape, packed.shape, out_shape, strides, dilation),
@@ -148,10 +156,25 @@ def vnni_rewrite(mod):
         # sum((x + zero) w) = sum(x w) + zero * sum(w), so subtract zero * sum(w)
         return relax.op.subtract(call, relax.const((zero * wsum).astype(np.int32).reshape(1, 1, 1, co)))
 
+    def rewrite_matmul(orig, m):
+        """x[..., K] @ w[K, N] is a 1x1 conv over the rows of x: the same kernel."""
+        x, w = m[x_pat], m[w_pat]
+        if (str(orig.attrs.out_dtype) != "int32" or str(x.ty.dtype) != "int8" or str(w.ty.dtype) != "int8"
+                or len(w.ty.shape) != 2):
+            return orig
+        lead = [int(d) for d in x.ty.shape][:-1]
+        k, n_out = (int(d) for d in w.ty.shape)
+        rows = int(np.prod(lead)) if lead else 1
+        xu = to_u8(relax.op.reshape(x, (1, 1, rows, k)))
+        out = vnni_conv(xu, 128, w.value.numpy().reshape(1, 1, k, n_out), (1, 1, rows), (0, 0, 0, 0),
+                        (1, 1), (1, 1), (1, 1, rows))
+        return relax.op.reshape(out, lead + [n_out])
+
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             new = rewrite_call(conv_zp, lambda o, m: rewrite(o, m, zp_form=True), func)
             new = rewrite_call(conv, rewrite, new)
+            new = rewrite_call(matmul, rewrite_matmul, new)
             if not new.same_as(func):
                 bb.update_func(gv, new)
     return bb.get(), count[0]

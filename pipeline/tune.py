@@ -250,7 +250,7 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
             todo, work_dir=str(work), seed=args.seed,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
             num_threads=os.cpu_count() or 1)
-        progress = _Progress(todo, trials, args.time_budget, best_before, show)
+        progress = _Progress(todo, trials, args.time_budget, best_before, show, t0)
         builder = ms.builder.LocalBuilder(f_build=fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
         if preset.family == "cpu":
             with step("measure default schedules"), log.tvm_quiet():
@@ -280,7 +280,9 @@ class OutOfTime(Exception):
 class _Progress:
     """Progress on the terminal from a MetaSchedule measure callback, and the time budget."""
 
-    def __init__(self, tasks, total: int, budget: float | None, best: dict, show: bool):
+    def __init__(self, tasks, total: int, budget: float | None, best: dict, show: bool, t0: float):
+        """``budget`` counts from ``t0``, the start of the command: import, task extraction and the
+        default schedules' measurements are part of it."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.tasks, self.total, self.budget = tasks, total, budget
@@ -288,7 +290,7 @@ class _Progress:
         self.weights = {t.task_name: t.weight for t in tasks}
         self.trials = 0
         self.out_of_time = False
-        self.t0 = time.perf_counter()
+        self.t0 = t0
         self.bar = Progress(TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=log.console,
                             disable=not show, transient=False)

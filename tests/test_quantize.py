@@ -1,6 +1,7 @@
 """int8 quantization and fp16: models trained here on learnable synthetic tasks, so accuracy means something."""
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -100,8 +101,8 @@ def test_int8_keeps_accuracy(trained, tmp_path, name, calibrator):
     assert q["quantized_weight_bytes"]["int8"] < q["quantized_weight_bytes"]["float32"] / 3.5
     assert art.manifest["precision"]["compute"] == "int8"
     lowered = next(dump.glob("*lower.py")).read_text()
-    # real int8 compute: int8 operands widened to int32 inside the reduction, int32 accumulators
-    assert 'T.Cast("int32", ' in lowered and 'dtype="int8"' in lowered
+    # real int8 compute: int8 buffers (kernel parameters) widened to int32 inside the reduction
+    assert 'T.Cast("int32", ' in lowered and re.search(r'T\.Buffer\([^"]*"int8"\)', lowered)
     op = "conv2d" if name == "cnn" else "matmul"
     assert f'R.{"nn." if op == "conv2d" else ""}{op}(' in next(dump.glob("*int8.py")).read_text()
     assert 'out_dtype="int32"' in next(dump.glob("*int8.py")).read_text()
@@ -162,8 +163,8 @@ def test_ort_qdq_model_computes_in_int8(trained, tmp_path, scheme):
     from pipeline.quantize_vnni import supported
     from pipeline.targets import get_preset
 
-    if supported(get_preset("x86-64").tvm_target()):  # both convs (8 and 16 channels) on vpdpbusd
-        assert next((tmp_path / "ir").glob("*int8-vnni.py")).read_text().count("R.call_tir(cls.conv2d_nhwc_vnni") == 2
+    if supported(get_preset("x86-64").tvm_target()):  # both convs (8 and 16 channels), classifier: vpdpbusd
+        assert next((tmp_path / "ir").glob("*int8-vnni.py")).read_text().count("R.call_tir(cls.conv2d_nhwc_vnni") == 3
 
 
 def test_qoperator_models_compute_in_int8(trained, tmp_path):
@@ -354,9 +355,22 @@ def _int8_cnn() -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_int8_convs_run_on_vnni_and_match_the_int32_path(tmp_path):
-    """On a CPU with AVX-512 VNNI the int8 convs become vpdpbusd kernels (u8 activations shifted
-    by 128, packed weights, exact correction); their outputs equal the plain int32 build's."""
+def _int8_mlp() -> onnx.ModelProto:
+    """3-D activations through two MatMuls: K = 40 and 20 (not multiples of 16), N = 20 (ragged)."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+             for s, n in (((40, 20), "W1"), ((20,), "B1"), ((20, 16), "W2"))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["m1"]), helper.make_node("Add", ["m1", "B1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r1"]), helper.make_node("MatMul", ["r1", "W2"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 40])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
+    """On a CPU with AVX-512 VNNI the int8 convs and matmuls become vpdpbusd kernels (u8 activations
+    shifted by 128, packed weights, exact correction); their outputs equal the plain int32 build's."""
     import subprocess
 
     from pipeline.quantize_vnni import supported
@@ -365,9 +379,10 @@ def test_int8_convs_run_on_vnni_and_match_the_int32_path(tmp_path):
 
     if not supported(get_preset("x86-64").tvm_target()):
         pytest.skip("this CPU has no AVX-512 VNNI")
-    onnx.save(_int8_cnn(), tmp_path / "m.onnx")
+    model, shape = (_int8_cnn(), (3, 20, 20)) if name == "cnn" else (_int8_mlp(), (6, 40))
+    onnx.save(model, tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 1, 3, 20, 20)).astype(np.float32))
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 1, *shape)).astype(np.float32))
     arts = {}
     for target in ("x86-64", "x86-64-v3"):  # v3 (AVX2) has no AVX-512 VNNI: the int32 vector path
         arts[target] = compile_model(CompileArgs(model=tmp_path / "m.onnx", target=target, output=tmp_path / target,
@@ -375,8 +390,9 @@ def test_int8_convs_run_on_vnni_and_match_the_int32_path(tmp_path):
                                                  dump_ir=tmp_path / f"ir-{target}"), show=False)
     asm = {t: subprocess.run(["objdump", "-d", str(a.library)], capture_output=True, text=True).stdout
            for t, a in arts.items()}
-    assert asm["x86-64"].count("vpdpbusd") >= 3 and "vpdpbusd" not in asm["x86-64-v3"]
-    assert "conv2d_nhwc_vnni" in next((tmp_path / "ir-x86-64").glob("*int8-vnni.py")).read_text()
+    assert asm["x86-64"].count("vpdpbusd") >= 2 and "vpdpbusd" not in asm["x86-64-v3"]
+    ir = next((tmp_path / "ir-x86-64").glob("*int8-vnni.py")).read_text()
+    assert ir.count("R.call_tir(cls.conv2d_nhwc_vnni") == (3 if name == "cnn" else 2)
     for seed in range(3):
         x = random_inputs(Artifact(tmp_path / "x86-64").inputs, seed=seed)
         a, b = arts["x86-64"].run(x)["y"], arts["x86-64-v3"].run(x)["y"]

@@ -199,3 +199,12 @@ def test_tune_quantize_int8_tunes_the_kernels_compile_builds(models, tmp_path, c
     # the float model's kernels are different workloads: its compile finds none of them
     fp32 = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "b", db=db)
     assert fp32.manifest["tuning"]["tuned_kernels"] < fp32.manifest["tuning"]["kernels"]
+
+
+def test_time_budget_counts_the_whole_command(models, tmp_path):
+    """--time-budget includes import, task extraction and the default schedules' measurements:
+    a budget those alone use up stops the search at its first measured batch."""
+    s = tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=512, trials_per_task=64,
+                            time_budget=1.0, db=tmp_path / "db"), show=False)
+    assert s.stopped_by == "time budget"
+    assert 0 < s.trials < 512
