@@ -23,11 +23,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import log
 from .errors import DeployError
 from .targets import Preset
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+REJECTED = "rejected_records.json"  # records set aside because they no longer load
 META = "target.json"
 FAILED_RUN = 1e9  # MetaSchedule records failed runs with 1e10 s
 
@@ -72,6 +74,37 @@ def _repair(path: Path) -> int:
     return dropped
 
 
+def _drop_unreplayable(path: Path) -> int:
+    """Move records whose schedule trace does not replay on their workload to REJECTED.
+
+    MetaSchedule files a record under the first stored workload that is structurally equal to
+    the tuned kernel, and structural equality ignores block names, which traces refer to: a
+    kernel of another model (an int8 build's mean, say) can leave records that no longer load
+    for the stored workload, and one such record makes the whole database unreadable.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    workloads = [ms.database.Workload.from_json(json.loads(ln))
+                 for ln in (path / WORKLOADS).read_text().splitlines() if ln.strip()]
+    good, bad = [], []
+    for ln in (path / RECORDS).read_text().splitlines():
+        if not ln.strip():
+            continue
+        try:
+            idx, rec = json.loads(ln)
+            ms.database.TuningRecord.from_json(rec, workloads[idx])
+            good.append(ln)
+        except Exception:  # noqa: BLE001 - any record that does not load is set aside
+            bad.append(ln)
+    if bad:
+        with open(path / REJECTED, "a") as f:
+            f.write("".join(ln + "\n" for ln in bad))
+        tmp = path / (RECORDS + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in good))
+        os.replace(tmp, path / RECORDS)
+    return len(bad)
+
+
 @dataclass
 class TargetDB:
     """The records of one target."""
@@ -82,11 +115,22 @@ class TargetDB:
         from tvm.s_tir import meta_schedule as ms
 
         from .quantize_vnni import register_intrinsic
+        from .tune import light_tensor_intrinsics
 
-        register_intrinsic()  # int8 records name deploy's VNNI intrinsic; reading them needs it registered
+        # Records of tensorized kernels name their intrinsic (deploy's VNNI one, or TVM's x86/ARM
+        # ones the search used): reading them needs those registered, in any process.
+        register_intrinsic()
+        light_tensor_intrinsics("cpu")
         self.path.mkdir(parents=True, exist_ok=True)
         _repair(self.path / WORKLOADS)
         _repair(self.path / RECORDS)
+        try:
+            return ms.database.JSONDatabase(work_dir=str(self.path), module_equality="structural")
+        except Exception:  # noqa: BLE001 - set aside the records that do not load, then retry
+            n = _drop_unreplayable(self.path)
+            if n:
+                log.warn(f"set aside {n} tuning record(s) whose schedule no longer applies to their kernel "
+                         f"({self.path / REJECTED})")
         try:
             return ms.database.JSONDatabase(work_dir=str(self.path), module_equality="structural")
         except Exception as e:

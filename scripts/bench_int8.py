@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budget", default="0", help="tuning time budget per model and precision (0: default schedules)")
     ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--tune", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"],
+                    help="precisions to tune with --budget (fp32 already tuned in --db: --tune int8)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/deploy-bench-int8"))
     ap.add_argument("--db", type=Path, default=None, help="tuning database root [WORK/db]; records in it are reused")
     a = ap.parse_args()
@@ -79,6 +81,8 @@ def main() -> None:
             from pipeline.quantize import Int8Hook
 
             for prec, hook in (("fp32", None), ("int8", Int8Hook(calib))):
+                if prec not in a.tune:
+                    continue
                 t0 = time.perf_counter()
                 tune_model(TuneArgs(model=path, target=a.target, trials=10**6, time_budget=budget, db=db,
                                     onnx_hook=hook), show=False)

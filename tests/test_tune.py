@@ -208,3 +208,24 @@ def test_time_budget_counts_the_whole_command(models, tmp_path):
                             time_budget=1.0, db=tmp_path / "db"), show=False)
     assert s.stopped_by == "time budget"
     assert 0 < s.trials < 512
+
+
+def test_records_that_no_longer_load_are_set_aside(tuned, models, tmp_path):
+    """A record whose trace names a block its workload lacks (MetaSchedule files records under a
+    structurally equal workload, and block names are not part of that equality) made the whole
+    database unreadable. It is moved to rejected_records.json; the rest still applies."""
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    path = tuning_db.for_target(get_preset("x86-64"), db).path
+    lines = _lines(db)
+    idx, rec = json.loads(lines[0])
+    bad = json.dumps([idx, json.loads(json.dumps(rec).replace('["GetSBlock", [], ["', '["GetSBlock", [], ["no_such_block_'))])
+    assert bad != lines[0]
+    (path / tuning_db.RECORDS).write_text("\n".join(lines + [bad]) + "\n")
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", db=db)
+    assert art.manifest["tuning"]["tuned_kernels"] >= 1
+    assert (path / tuning_db.REJECTED).read_text().splitlines() == [bad]
+    assert len(_lines(db)) == len(lines)
+    assert_matches_ort(art, models / "cnn.onnx")
