@@ -81,30 +81,6 @@ def fast_build(mod, target, _params):
     return tvm_build(mod, target=target)
 
 
-def light_tensor_intrinsics(family: str) -> None:
-    """Register only the CPU tensor intrinsics before MetaSchedule imports them all.
-
-    TuneContext imports tvm.s_tir.tensor_intrin, whose package registers every backend's
-    intrinsics (CUDA's alone take ~12 s, all ~30 s of CPU on these machines). CPU schedule
-    rules only use the x86 and ARM ones, so for CPU targets the package is pre-registered with
-    just those. GPU targets get the full import.
-    """
-    import importlib
-    import sys
-    import types
-
-    name = "tvm.s_tir.tensor_intrin"
-    if family != "cpu" or name in sys.modules:
-        return
-    import tvm.s_tir
-
-    pkg = types.ModuleType(name)
-    pkg.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
-    sys.modules[name] = pkg
-    for sub in ("x86", "arm_cpu"):
-        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
-
-
 def parse_duration(text: str | None) -> float | None:
     """'20m' -> 1200.0; '90s', '1h', '45' (seconds)."""
     if text is None:
@@ -226,7 +202,6 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     target = preset.tvm_target()
     tdb = tuning_db.for_target(preset, args.db)
     database = tdb.open()
-    light_tensor_intrinsics(preset.family)
     with step("extract tasks"), log.tvm_quiet():
         tasks = ms.relax_integration.extract_tasks(prep.mod, target)
     tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]

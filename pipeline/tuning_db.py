@@ -68,10 +68,15 @@ def _repair(path: Path) -> int:
             pass
     dropped = len([ln for ln in lines if ln.strip()]) - len(good)
     if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in good))
-        os.replace(tmp, path)
+        _write_lines(path, good)
     return dropped
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    """Replace ``path`` with ``lines`` atomically (a temp file beside it, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in lines))
+    os.replace(tmp, path)
 
 
 def _drop_unreplayable(path: Path) -> int:
@@ -99,10 +104,32 @@ def _drop_unreplayable(path: Path) -> int:
     if bad:
         with open(path / REJECTED, "a") as f:
             f.write("".join(ln + "\n" for ln in bad))
-        tmp = path / (RECORDS + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in good))
-        os.replace(tmp, path / RECORDS)
+        _write_lines(path / RECORDS, good)
     return len(bad)
+
+
+def light_tensor_intrinsics(family: str) -> None:
+    """Register only the CPU tensor intrinsics before MetaSchedule imports them all.
+
+    TuneContext imports tvm.s_tir.tensor_intrin, whose package registers every backend's
+    intrinsics (CUDA's alone take ~12 s, all ~30 s of CPU on these machines). CPU schedule
+    rules only use the x86 and ARM ones, so for CPU targets the package is pre-registered with
+    just those. GPU targets get the full import.
+    """
+    import importlib
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if family != "cpu" or name in sys.modules:
+        return
+    import tvm.s_tir
+
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+    sys.modules[name] = pkg
+    for sub in ("x86", "arm_cpu"):
+        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
 
 
 @dataclass
@@ -111,16 +138,24 @@ class TargetDB:
 
     path: Path
 
+    @property
+    def family(self) -> str:
+        """"cuda" or "cpu", from the target in target.json (cpu when there is none)."""
+        meta = self.path / META
+        kind = json.loads(meta.read_text()).get("target", {}).get("kind") if meta.exists() else None
+        return "cuda" if kind == "cuda" else "cpu"
+
     def open(self):
         from tvm.s_tir import meta_schedule as ms
 
-        from .quantize_vnni import register_intrinsic
-        from .tune import light_tensor_intrinsics
-
         # Records of tensorized kernels name their intrinsic (deploy's VNNI one, or TVM's x86/ARM
         # ones the search used): reading them needs those registered, in any process.
-        register_intrinsic()
-        light_tensor_intrinsics("cpu")
+        family = self.family
+        light_tensor_intrinsics(family)
+        if family == "cpu":
+            from .quantize_vnni import register_intrinsic
+
+            register_intrinsic()
         self.path.mkdir(parents=True, exist_ok=True)
         _repair(self.path / WORKLOADS)
         _repair(self.path / RECORDS)

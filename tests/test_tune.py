@@ -165,7 +165,7 @@ def test_default_schedules_are_measured_and_recorded_as_baselines(tuned, models)
 
     from pipeline.compile import prepare_module
     from pipeline.schedule_cpu import default_schedule
-    from pipeline.tune import light_tensor_intrinsics
+    from pipeline.tuning_db import light_tensor_intrinsics
 
     db, _ = tuned
     preset = get_preset("x86-64")
