@@ -5,6 +5,8 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
   fold constants, drop dead code and common subexpressions, merge parallel matmuls (opt 3).
 - layout (opt >= 3, where it pays): CPU convolutions to NHWC, the layout TVM's x86 and ARM
   schedules vectorize best.
+- winograd (with layout, float32): 3x3 stride-1 convolutions with many output tiles as
+  Winograd F(4x4, 3x3), 4x fewer multiply-adds (winograd.py).
 - lower: dispatch to libraries, legalize to TensorIR, fuse (opt >= 2), and for GPUs apply
   dlight's default schedules. The backend's own pass lists are reused (relax/backend/*).
 """
@@ -35,6 +37,14 @@ def _int8_vnni() -> list:
     from .quantize_vnni import vnni_pass
 
     return [vnni_pass(), relax.transform.FoldConstant()]
+
+
+def _winograd() -> list:
+    from tvm import relax
+
+    from .winograd import winograd_pass
+
+    return [winograd_pass(), relax.transform.FoldConstant()]
 
 
 def _layout_cpu() -> list:
@@ -148,7 +158,7 @@ def _call_tir_guard():
 
 
 def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None,
-                 precision: str = "fp32", int8: bool = False) -> PassList:
+                 precision: str = "fp32", int8: bool = False, winograd: bool = True) -> PassList:
     """The named stages for a target family; ``layout`` overrides the opt-level default."""
     stages: PassList = []
     if opt_level >= 1:
@@ -160,6 +170,8 @@ def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
             stages.append(("int8-vnni", _int8_vnni))
+        if precision == "fp32" and winograd:  # float32 3x3 convs -> Winograd F(4x4, 3x3)
+            stages.append(("winograd", _winograd))
     if precision == "fp16":
         stages.append(("fp16", _fp16))
     stages.append(("lower", lambda: _lower(family, target, opt_level)))

@@ -307,6 +307,23 @@ class Int8Vnni(CPUScheduleRule):
         return sch
 
 
+class Winograd(CPUScheduleRule):
+    """winograd.py's tile transforms: its own schedule (also MetaSchedule's custom rule)."""
+
+    def apply(self, func, target, _):
+        from . import winograd
+
+        sch, blocks = _start(self, func, target)
+        if sch is None or not winograd.schedule(sch, target):
+            return None
+        for b in sch.get_child_blocks(sch.get_sblock("root")):  # consumers left un-inlined
+            if not sch.get(b).annotations.get("schedule_rule"):
+                plain = _plain_block(sch, b)
+                if plain is not None and plain[1] and plain[1][0] == SPATIAL:
+                    _parallel_outer(sch, plain[0][:1])
+        return sch
+
+
 class Injective(CPUScheduleRule):
     """Elementwise / layout ops: inline into the last block, parallel outside, vectors inside."""
 
@@ -359,7 +376,7 @@ class Parallel(CPUScheduleRule):
 
 
 def rules() -> list:
-    return [Int8Vnni(), ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
+    return [Winograd(), Int8Vnni(), ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
 
 
 def default_schedule(func, target):

@@ -221,6 +221,10 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
         logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
         log.set_verbose(log.verbose())
         os.environ.setdefault("TMPDIR", str(work))
+        if preset.family == "cpu":
+            from .winograd import register_rules
+
+            register_rules()  # the Winograd transforms' schedules, as MetaSchedule custom rules
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work), seed=args.seed,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
