@@ -55,14 +55,33 @@ def bench_ort(model_path: Path, inputs: dict[str, np.ndarray], threads: int, rep
 
 def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat: int = 20,
           min_seconds: float = 2.0) -> dict:
+    """deploy's latency and, given the model, ONNX Runtime's: measured in turns (a deploy sample,
+    then an ORT sample, ``repeat`` times), so both see the same machine, and the ratio is the
+    median of the per-turn ratios. On a shared, noisy machine that holds where two separate
+    stretches of timing would not."""
     set_threads(threads)
     inputs = random_inputs(artifact.inputs)
-    result = {"threads": threads, "deploy": bench_artifact(artifact, inputs, repeat, min_seconds).__dict__}
-    if model_path is not None:
-        ort = bench_ort(Path(model_path), inputs, threads, repeat, min_seconds)
-        result["onnxruntime"] = ort.__dict__
-        result["ratio"] = result["deploy"]["median_ms"] / ort.median_ms
-    return result
+    if model_path is None:
+        return {"threads": threads, "deploy": bench_artifact(artifact, inputs, repeat, min_seconds).__dict__}
+    sess = ort_session(Path(model_path), threads)
+    sess.run(None, inputs)
+
+    def ort_once(number: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            sess.run(None, inputs)
+        return (time.perf_counter() - t0) / number
+
+    share = min_seconds / repeat  # seconds per sample, each side
+    d_number = max(1, int(share / max(min(artifact.time(inputs, number=1, repeat=3)), 1e-6)))
+    o_number = max(1, int(share / max(min(ort_once(1) for _ in range(3)), 1e-6)))
+    ours, theirs = [], []
+    for _ in range(repeat):
+        ours.append(artifact.time(inputs, number=d_number, repeat=1)[0])
+        theirs.append(ort_once(o_number))
+    ratios = [round(float(a / b), 4) for a, b in zip(ours, theirs)]
+    return {"threads": threads, "deploy": Latency.of(ours).__dict__, "onnxruntime": Latency.of(theirs).__dict__,
+            "ratio": float(np.median(ratios)), "turn_ratios": ratios}
 
 
 EMULATED_NOTE = ("emulated timings are not board timings: qemu-user translates every instruction, so this says "
