@@ -31,26 +31,14 @@ def set_threads(threads: int) -> None:
     os.environ["TVM_NUM_THREADS"] = str(threads)
 
 
+def _runs_per_sample(once, seconds: float) -> int:
+    """How many runs make a sample of about ``seconds``, from the fastest of 3 single runs."""
+    return max(1, int(seconds / max(min(once() for _ in range(3)), 1e-6)))
+
+
 def bench_artifact(artifact: Artifact, inputs: dict[str, np.ndarray], repeat: int, min_seconds: float) -> Latency:
-    single = min(artifact.time(inputs, number=1, repeat=1))
-    number = max(1, int(min_seconds / repeat / max(single, 1e-6)))
+    number = _runs_per_sample(lambda: artifact.time(inputs, number=1, repeat=1)[0], min_seconds / repeat)
     return Latency.of(artifact.time(inputs, number=number, repeat=repeat))
-
-
-def bench_ort(model_path: Path, inputs: dict[str, np.ndarray], threads: int, repeat: int, min_seconds: float) -> Latency:
-    sess = ort_session(model_path, threads)
-    sess.run(None, inputs)
-    t0 = time.perf_counter()
-    sess.run(None, inputs)
-    single = time.perf_counter() - t0
-    number = max(1, int(min_seconds / repeat / max(single, 1e-6)))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            sess.run(None, inputs)
-        samples.append((time.perf_counter() - t0) / number)
-    return Latency.of(samples)
 
 
 def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat: int = 20,
@@ -66,21 +54,24 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     sess = ort_session(Path(model_path), threads)
     sess.run(None, inputs)
 
-    def ort_once(number: int) -> float:
+    def ort(number: int) -> float:
         t0 = time.perf_counter()
         for _ in range(number):
             sess.run(None, inputs)
         return (time.perf_counter() - t0) / number
 
+    def ours(number: int) -> float:
+        return artifact.time(inputs, number=number, repeat=1)[0]
+
     share = min_seconds / repeat  # seconds per sample, each side
-    d_number = max(1, int(share / max(min(artifact.time(inputs, number=1, repeat=3)), 1e-6)))
-    o_number = max(1, int(share / max(min(ort_once(1) for _ in range(3)), 1e-6)))
-    ours, theirs = [], []
+    d_number = _runs_per_sample(lambda: ours(1), share)
+    o_number = _runs_per_sample(lambda: ort(1), share)
+    d, o = [], []
     for _ in range(repeat):
-        ours.append(artifact.time(inputs, number=d_number, repeat=1)[0])
-        theirs.append(ort_once(o_number))
-    ratios = [round(float(a / b), 4) for a, b in zip(ours, theirs)]
-    return {"threads": threads, "deploy": Latency.of(ours).__dict__, "onnxruntime": Latency.of(theirs).__dict__,
+        d.append(ours(d_number))
+        o.append(ort(o_number))
+    ratios = [round(float(a / b), 4) for a, b in zip(d, o)]
+    return {"threads": threads, "deploy": Latency.of(d).__dict__, "onnxruntime": Latency.of(o).__dict__,
             "ratio": float(np.median(ratios)), "turn_ratios": ratios}
 
 

@@ -31,20 +31,31 @@ def _simplify(opt_level: int) -> list:
     return passes
 
 
+def _rewrite_pass(name: str, rewrite):
+    """A module pass of ``rewrite(mod) -> (mod, count)`` (quantize_vnni's, winograd's)."""
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        return rewrite(mod)[0]
+
+    return _pass
+
+
 def _int8_vnni() -> list:
     from tvm import relax
 
-    from .quantize_vnni import vnni_pass
+    from .quantize_vnni import vnni_rewrite
 
-    return [vnni_pass(), relax.transform.FoldConstant()]
+    return [_rewrite_pass("Int8VnniConv2d", vnni_rewrite), relax.transform.FoldConstant()]
 
 
 def _winograd() -> list:
     from tvm import relax
 
-    from .winograd import winograd_pass
+    from .winograd import winograd_rewrite
 
-    return [winograd_pass(), relax.transform.FoldConstant()]
+    return [_rewrite_pass("Conv2dWinogradF43", winograd_rewrite), relax.transform.FoldConstant()]
 
 
 def _layout_cpu() -> list:
@@ -158,7 +169,7 @@ def _call_tir_guard():
 
 
 def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None,
-                 precision: str = "fp32", int8: bool = False, winograd: bool = True) -> PassList:
+                 precision: str = "fp32", int8: bool = False) -> PassList:
     """The named stages for a target family; ``layout`` overrides the opt-level default."""
     stages: PassList = []
     if opt_level >= 1:
@@ -170,7 +181,7 @@ def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
             stages.append(("int8-vnni", _int8_vnni))
-        if precision == "fp32" and winograd:  # float32 3x3 convs -> Winograd F(4x4, 3x3)
+        if precision == "fp32":  # float32 3x3 convs -> Winograd F(4x4, 3x3)
             stages.append(("winograd", _winograd))
     if precision == "fp16":
         stages.append(("fp16", _fp16))

@@ -180,17 +180,6 @@ def vnni_rewrite(mod):
     return bb.get(), count[0]
 
 
-def vnni_pass():
-    """vnni_rewrite as a module pass, for optimize's stage list."""
-    import tvm
-
-    @tvm.transform.module_pass(opt_level=0, name="Int8VnniConv2d")
-    def _pass(mod, _ctx):
-        return vnni_rewrite(mod)[0]
-
-    return _pass
-
-
 def register_intrinsic() -> str:
     """TVM's own dot_16x4_vnni calls vpdpbusd with <16 x i32> operands; the LLVM in TVM 0.27's
     wheel declares it with <64 x i8> ones and rejects the call. Same description, fixed call."""

@@ -315,7 +315,7 @@ class Winograd(CPUScheduleRule):
     def apply(self, func, target, _):
         from . import winograd
 
-        sch, blocks = _start(self, func, target)
+        sch, _ = _start(self, func, target)
         if sch is None or not winograd.schedule(sch, target):
             return None
         for b in sch.get_child_blocks(sch.get_sblock("root")):  # consumers left un-inlined

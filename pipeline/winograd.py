@@ -141,13 +141,12 @@ def eligible(call) -> bool:
         return False
     if str(a.out_dtype) not in ("", "void", "None", "float32"):
         return False
+    kh, kw, ci, co = (int(v) for v in w.ty.shape)  # a constant: static
     try:
-        kh, kw, _, _ = (int(v) for v in w.ty.shape)
         _, oh, ow, _ = (int(v) for v in call.ty.shape)
         _ = [int(v) for v in call.args[0].ty.shape]
-    except (TypeError, ValueError):  # symbolic shapes
+    except (TypeError, ValueError):  # symbolic input or output shapes
         return False
-    ci, co = (int(v) for v in list(w.ty.shape)[2:])
     return ((kh, kw) == (3, 3) and -(-oh // M) * -(-ow // M) >= MIN_TILES
             and ALPHA * ALPHA * ci * co * 4 <= MAX_WEIGHT_BYTES)
 
@@ -196,17 +195,6 @@ def winograd_rewrite(mod):
             if not new.same_as(f):
                 bb.update_func(gv, new)
     return bb.get(), count[0]
-
-
-def winograd_pass():
-    """winograd_rewrite as a module pass, for optimize's stage list."""
-    import tvm
-
-    @tvm.transform.module_pass(opt_level=0, name="Conv2dWinogradF43")
-    def _pass(mod, _ctx):
-        return winograd_rewrite(mod)[0]
-
-    return _pass
 
 
 def _find(sch, rule: str):
