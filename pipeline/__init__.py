@@ -1,37 +1,50 @@
 """deploy: compile ONNX models into verified, deployable libraries with Apache TVM.
 
-Data flow, one module per stage:
-load -> cleanup -> importer -> optimize (quantize) -> tune / schedule_cpu -> build -> package -> verify
+The package, in the order data flows:
+- ``frontend/``: load, clean-up, QOperator -> QDQ, import to Relax; model specs and `inspect`;
+- ``prepare``: the front half compile and tune share (frontend, int8 rewrite, ``optimize``);
+- ``quantize/``: precision options, calibration, the QDQ writer, int8 rewrite, accuracy;
+- ``tune/``: MetaSchedule tuning and its database; ``schedule``: records or default schedules;
+- ``build``, ``manifest``, ``package``: the library, what it is, written atomically;
+- ``runtime``, ``verify``, ``reference``, ``bench``: run an artifact, check it against ONNX Runtime;
+- ``backends/``: everything per target family (``cpu/``, ``cuda/``), chosen in ``backends.for_preset``;
+- ``ci/``: `deploy build`, a models x targets matrix with a content-keyed cache;
+- ``compile``: the steps in order; ``cli``: the `deploy` command over this API.
 """
 
-__version__ = "0.1.0"
+import os as _os
 
-from . import cuda as _cuda
 from . import log as _log
+from .backends.cuda import toolkit as _cuda_toolkit
+from .version import __version__
 
 _log.set_verbose(False)  # quiet by default; the CLI's -v turns TVM's logs back on
 
 # TVM's thread pool assumes two hardware threads per core and starts cpu_count/2 workers: one on
 # a 2-vCPU machine, which halves every run, every benchmark and every tuning measurement. Use
 # every CPU this process may run on unless TVM_NUM_THREADS says otherwise (read at pool start).
-import os as _os  # noqa: E402
-
 _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity")
                                               else (_os.cpu_count() or 1)))
 
 # Must run before TVM loads: lets TVM's CUDA code generator load on machines without a GPU.
-_cuda.prepare_driver()
+_cuda_toolkit.prepare_driver()
 
 from .compile import CompileArgs, compile_model  # noqa: E402
 from .errors import DeployError  # noqa: E402
+from .quantize.options import QuantOptions, split_kwargs  # noqa: E402
 from .runtime import Artifact, load  # noqa: E402
 
 
 def compile(model, target: str, output=None, **kwargs) -> Artifact:  # noqa: A001
-    """Compile ``model`` (an .onnx path) for ``target`` (a preset name); returns the artifact."""
+    """Compile ``model`` (an .onnx path) for ``target`` (a preset name); returns the artifact.
+
+    Keyword arguments are CompileArgs' fields; the int8 options (calibration, calibrator, ...)
+    may be given flat, and ``quantize="int8"`` is the same as ``precision="int8"``."""
     from pathlib import Path
 
-    return compile_model(CompileArgs(model=Path(model), target=target, output=output, **kwargs), show=False)
+    return compile_model(CompileArgs(model=Path(model), target=target, output=output, **split_kwargs(kwargs)),
+                         show=False)
 
 
-__all__ = ["Artifact", "CompileArgs", "DeployError", "compile", "compile_model", "load"]
+__all__ = ["Artifact", "CompileArgs", "DeployError", "QuantOptions", "__version__", "compile", "compile_model",
+           "load"]

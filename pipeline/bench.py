@@ -11,7 +11,7 @@ import numpy as np
 
 from .remote import connect, parse_tracker
 from .runtime import Artifact, random_inputs
-from .verify import ort_session
+from .reference import ort_session
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Stage 6, build: compile the optimized IRModule and export one shared library.
+"""Build: compile the optimized IRModule and export one shared library.
 
 CPU targets use LLVM; cross targets link with the Debian cross toolchain named in the preset;
-CUDA targets compile their kernels with nvcc into an embedded fatbin (see cuda.py).
+CUDA targets compile their kernels with nvcc into an embedded fatbin (backends/cuda). What differs
+per family (toolchain checks, the VM build passes, the library check) comes from its backend.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import shutil
 import struct
 from pathlib import Path
 
-from . import cuda, log
+from . import log
+from .backends import for_preset
 from .errors import DeployError
 from .optimize import build_pipeline
 from .targets import Preset
@@ -35,8 +37,7 @@ def check_toolchain(preset: Preset) -> None:
             f"cross compiler {preset.cross_compiler} for target '{preset.name}' is not installed",
             hint=f"apt-get install {preset.cross_package or preset.cross_compiler}",
         )
-    if preset.family == "cuda":
-        cuda.find_nvcc()
+    for_preset(preset).check_toolchain(preset)
 
 
 def build_library(mod, preset: Preset, out: Path) -> None:
@@ -44,13 +45,12 @@ def build_library(mod, preset: Preset, out: Path) -> None:
     from tvm.support import cc
 
     check_toolchain(preset)
+    backend = for_preset(preset)
     target = preset.tvm_target()
-    if preset.family == "cuda":
-        cuda.setup_cuda_compile()
-        import tvm.support.nvcc  # noqa: F401  registers tvm_callback_cuda_compile
+    backend.before_build(preset)
     try:
         with log.tvm_quiet(), target:
-            exe = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(preset.family, target))
+            exe = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(backend, target))
     except Exception as e:
         lines = str(e).strip().splitlines()
         raise DeployError(f"TVM failed to compile the model for '{preset.name}': {lines[-1] if lines else e}"[:800],
@@ -63,9 +63,4 @@ def build_library(mod, preset: Preset, out: Path) -> None:
         lines = str(e).strip().splitlines()
         raise DeployError(f"linking the library failed: {lines[-1] if lines else e}"[:800],
                           hint="run with -v for the linker's output") from e
-    if preset.family == "cuda":
-        code = cuda.gpu_code(out.read_bytes())
-        want = preset.target["arch"]
-        if not any(c["kind"] == "cubin" and c["arch"] == want for c in code):
-            raise DeployError(f"the CUDA library holds no compiled {want} code (found {code or 'CUDA source only'})",
-                              hint="check that nvcc works: nvcc --version; run with -v")
+    backend.check_library(preset, out)

@@ -11,6 +11,7 @@ import typer
 
 from . import log
 from .errors import DeployError, VerificationError
+from .quantize.calibrate import CALIBRATORS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile ONNX models into verified, deployable libraries (Apache TVM).")
@@ -45,8 +46,8 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
     """Opset, inputs/outputs, op histogram, parameters, and every op that cannot be imported."""
     from rich.table import Table
 
-    from .load import load_model
-    from .modelinfo import model_info
+    from .frontend.inspect import model_info
+    from .frontend.load import load_model
 
     info = model_info(load_model(model).model)
     if as_json:
@@ -73,6 +74,26 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
         raise typer.Exit(1)
 
 
+# The precision and int8 options compile and tune share (quantize.options.QuantOptions).
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, fp16 (mixed: softmax/norms/reductions stay fp32) or int8 (calibrated post-training quantization).")]
+QuantizeOpt = Annotated[Optional[str], typer.Option("--quantize", help="int8: the same as --precision int8.")]
+CalibrationOpt = Annotated[Optional[Path], typer.Option("--calibration", help="int8 calibration samples: .npz or a directory of .npy/.npz keyed by input name.")]
+CalibratorOpt = Annotated[str, typer.Option("--calibrator", help="int8 calibrator: " + ", ".join(CALIBRATORS) + ".")]
+PerChannelOpt = Annotated[bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel or per tensor.")]
+ExcludeOpt = Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float under int8 (repeatable).")]
+AccuracyDropOpt = Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="int8 gate: largest allowed drop (1 - top-1 agreement, or 1 - cosine) on held-out samples; sensitive layers fall back to float.")]
+RandomCalibrationOpt = Annotated[bool, typer.Option("--random-calibration", help="Calibrate int8 on random inputs (testing only: accuracy is meaningless).")]
+
+
+def _precision(precision: str, quantize: str | None, calibration, calibrator, per_channel, exclude,
+               max_accuracy_drop, random_calibration):
+    from .quantize.options import QuantOptions, resolve_precision
+
+    return resolve_precision(precision, quantize), QuantOptions(
+        calibration=calibration, calibrator=calibrator, per_channel=per_channel, exclude=list(exclude or []),
+        max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration)
+
+
 @app.command()
 def compile(
     model: Path,
@@ -85,27 +106,26 @@ def compile(
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     runner: Annotated[Optional[bool], typer.Option("--runner/--no-runner", help="Add the C++ runner and TVM's runtime libraries (default: on for ARM CPU targets).")] = None,
     tune_budget: Annotated[Optional[str], typer.Option("--tune", help="Tune for this long first (e.g. 10m), then build with the records.")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 (mixed: softmax/norms/reductions stay fp32) or int8.")] = "fp32",
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: calibrated post-training quantization.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Calibration samples: .npz or a directory of .npy/.npz keyed by input name.")] = None,
-    calibrator: Annotated[str, typer.Option("--calibrator", help="minmax, percentile or entropy.")] = "minmax",
-    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")] = True,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float (repeatable).")] = None,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="Gate: largest allowed drop (1 - top-1 agreement, or 1 - cosine) on held-out samples; sensitive layers fall back to float.")] = None,
-    random_calibration: Annotated[bool, typer.Option("--random-calibration", help="Calibrate on random inputs (testing only: accuracy is meaningless).")] = False,
+    precision: PrecisionOpt = "fp32",
+    quantize: QuantizeOpt = None,
+    calibration: CalibrationOpt = None,
+    calibrator: CalibratorOpt = "minmax",
+    per_channel: PerChannelOpt = True,
+    exclude: ExcludeOpt = None,
+    max_accuracy_drop: AccuracyDropOpt = None,
+    random_calibration: RandomCalibrationOpt = False,
 ):
     """Compile MODEL for a target into an artifact directory (library + manifest.json; ARM: + runner, lib/)."""
-    from .cleanup import parse_shape
     from .compile import CompileArgs, compile_model
+    from .frontend.cleanup import parse_shape
     from .tune import parse_duration
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
+    prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, max_accuracy_drop,
+                             random_calibration)
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
-                              tune_budget=parse_duration(tune_budget),
-                              precision=precision, quantize=quantize, calibration=calibration, calibrator=calibrator,
-                              per_channel=per_channel, exclude=list(exclude or []),
-                              max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration))
+                              tune_budget=parse_duration(tune_budget), precision=prec, quant=quant))
 
 
 @app.command()
@@ -121,28 +141,25 @@ def tune(
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker to measure on.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="Device key registered at the tracker.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary at the end.")] = False,
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: tune the kernels of the calibrated int8 model.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Calibration samples, as for compile.")] = None,
-    calibrator: Annotated[str, typer.Option("--calibrator", help="minmax, percentile or entropy.")] = "minmax",
-    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor")] = True,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float (repeatable).")] = None,
-    random_calibration: Annotated[bool, typer.Option("--random-calibration", help="Calibrate on random inputs (testing only).")] = False,
+    precision: PrecisionOpt = "fp32",
+    quantize: QuantizeOpt = None,
+    calibration: CalibrationOpt = None,
+    calibrator: CalibratorOpt = "minmax",
+    per_channel: PerChannelOpt = True,
+    exclude: ExcludeOpt = None,
+    random_calibration: RandomCalibrationOpt = False,
 ):
     """Tune MODEL's kernels for a target with MetaSchedule; records go to the tuning database."""
-    from .cleanup import parse_shape
+    from .frontend.cleanup import parse_shape
     from .tune import TuneArgs, parse_duration, summary_json, tune_model
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
-    hook = None
-    if quantize is not None:
-        if quantize != "int8":
-            raise DeployError(f"--quantize {quantize} is not supported", hint="use --quantize int8")
-        from .quantize import Int8Hook
-
-        hook = Int8Hook(calibration, calibrator, per_channel, exclude, None, random_calibration)
+    prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, None,
+                             random_calibration)
     summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, trials=trials,
                                   trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
-                                  opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, onnx_hook=hook),
+                                  opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, precision=prec,
+                                  quant=quant),
                          show=not as_json)
     if as_json:
         typer.echo(summary_json(summary))
@@ -156,7 +173,7 @@ DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Tuning database roo
 @db_app.command("stats")
 def db_stats(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False):
     """Workloads and records per target."""
-    from . import tuning_db
+    from .tune import database as tuning_db
 
     rows = [d.stats() for d in tuning_db.list_dbs(db)]
     if as_json:
@@ -171,7 +188,7 @@ def db_stats(db: DbOpt = None, as_json: Annotated[bool, typer.Option("--json")] 
 @db_app.command("merge")
 def db_merge(sources: list[Path], into: Annotated[Path, typer.Option("--into", help="Database root to merge into.")]):
     """Merge the records of other database roots into one."""
-    from . import tuning_db
+    from .tune import database as tuning_db
 
     for src in sources:
         if not tuning_db.list_dbs(src):
@@ -183,7 +200,7 @@ def db_merge(sources: list[Path], into: Annotated[Path, typer.Option("--into", h
 @db_app.command("export")
 def db_export(output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write (.tar.gz).")], db: DbOpt = None):
     """Pack a database root into one archive (for CI caches and shipping)."""
-    from . import tuning_db
+    from .tune import database as tuning_db
 
     typer.echo(str(tuning_db.export_archive(db or tuning_db.default_root(), output)))
 
@@ -191,7 +208,7 @@ def db_export(output: Annotated[Path, typer.Option("--output", "-o", help="Archi
 @db_app.command("import")
 def db_import(archive: Path, db: DbOpt = None):
     """Merge an archive made by `deploy db export` into a database root."""
-    from . import tuning_db
+    from .tune import database as tuning_db
 
     for name, n in tuning_db.import_archive(archive, db or tuning_db.default_root()).items():
         typer.echo(f"{name}: {n} records added")
@@ -206,16 +223,17 @@ def run(
     """Run an artifact on this machine and save its outputs (ARM artifacts: their runner under qemu-user)."""
     import numpy as np
 
+    from .files import output_file
     from .runtime import Artifact
 
     outs = Artifact(artifact).run(_load_inputs(input or []))
     if output:
         output.mkdir(parents=True, exist_ok=True)
     for name, arr in outs.items():
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         if output:
-            np.save(output / f"{safe}.npy", arr)
-        typer.echo(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(np.mean(arr)):.6g}" + (f"  -> {output / safe}.npy" if output else ""))
+            np.save(output / output_file(name), arr)
+        typer.echo(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(np.mean(arr)):.6g}"
+                   + (f"  -> {output / output_file(name)}" if output else ""))
 
 
 @app.command()
@@ -294,9 +312,10 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild every selected entry, cached or not.")] = False,
 ):
     """Build a matrix of models x targets x precisions from CONFIG; unchanged entries come from the cache."""
-    from . import matrix
+    from .ci import matrix, report
+    from .ci.config import load_config
 
-    cfg = matrix.load_config(config)
+    cfg = load_config(config)
     if jobs is not None and jobs < 1:
         raise DeployError("--jobs must be at least 1")
 
@@ -315,15 +334,15 @@ def build(
     if junit:
         try:
             junit.parent.mkdir(parents=True, exist_ok=True)
-            junit.write_text(matrix.junit_xml(results))
+            junit.write_text(report.junit_xml(results))
         except OSError as e:
             raise DeployError(f"cannot write the JUnit report {junit}: {e.strerror}", hint="choose a writable --junit path")
     if as_json:
-        typer.echo(json.dumps(matrix.summary_json(results, out), indent=2, default=str))
+        typer.echo(json.dumps(report.summary_json(results, out), indent=2, default=str))
     console = log.Console(highlight=False, stderr=as_json)  # with --json, stdout is only JSON
     if not console.is_terminal:
         console.width = 160  # CI logs: room for the error column
-    matrix.print_table(results, console)
+    report.print_table(results, console)
     if any(r["status"] == "failed" for r in results):
         raise typer.Exit(1)
 

@@ -1,21 +1,18 @@
-"""Stage 4, graph optimization: named pass pipelines per target family and opt level.
+"""Graph optimization: named pass pipelines per backend and opt level.
 
 A pipeline is a list of (name, pass factory) stages; each stage can be dumped as IR.
 - simplify (opt >= 1): fold batch norm into conv weights, decompose the rest for inference,
   fold constants, drop dead code and common subexpressions, merge parallel matmuls (opt 3).
-- layout (opt >= 3, where it pays): CPU convolutions to NHWC, the layout TVM's x86 and ARM
-  schedules vectorize best.
-- winograd (with layout, float32): 3x3 stride-1 convolutions with many output tiles as
-  Winograd F(4x4, 3x3), 4x fewer multiply-adds (winograd.py).
+- the backend's own stages (``Backend.graph_stages``): for CPUs ``layout`` (NHWC convolutions),
+  ``int8-vnni`` and ``winograd`` (backends/cpu).
+- fp16 (``--precision fp16``): mixed precision with float32 accumulation.
 - lower: dispatch to libraries, legalize to TensorIR, fuse (opt >= 2), and for GPUs apply
-  dlight's default schedules. The backend's own pass lists are reused (relax/backend/*).
+  dlight's default schedules. TVM's own pass lists per backend are reused (relax/backend/*).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-PassList = list[tuple[str, Callable[[], list]]]
+from .backends import PassList
 
 
 def _simplify(opt_level: int) -> list:
@@ -31,70 +28,13 @@ def _simplify(opt_level: int) -> list:
     return passes
 
 
-def _rewrite_pass(name: str, rewrite):
-    """A module pass of ``rewrite(mod) -> (mod, count)`` (quantize_vnni's, winograd's)."""
-    import tvm
-
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    def _pass(mod, _ctx):
-        return rewrite(mod)[0]
-
-    return _pass
-
-
-def _int8_vnni() -> list:
-    from tvm import relax
-
-    from .quantize_vnni import vnni_rewrite
-
-    return [_rewrite_pass("Int8VnniConv2d", vnni_rewrite), relax.transform.FoldConstant()]
-
-
-def _winograd() -> list:
-    from tvm import relax
-
-    from .winograd import winograd_rewrite
-
-    return [_rewrite_pass("Conv2dWinogradF43", winograd_rewrite), relax.transform.FoldConstant()]
-
-
-def _layout_cpu() -> list:
-    from tvm import relax
-
-    t = relax.transform
-    return [t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}), t.FoldConstant(), t.DeadCodeElimination()]
-
-
-def _lower(family: str, target, opt_level: int) -> list:
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as cuda
-
-    backend = cuda if family == "cuda" else cpu
-    passes = backend.library_dispatch_passes(target) + backend.legalize_passes(target)
+def _lower(backend, target, opt_level: int) -> list:
+    tvm_backend = backend.tvm_pipeline()
+    passes = tvm_backend.library_dispatch_passes(target) + tvm_backend.legalize_passes(target)
     if opt_level < 2:
         names = ("FuseOps", "FuseTIR")
         passes = [p for p in passes if not any(n in str(p.info.name) for n in names)]
-    if family == "cpu" and prepack_weights(target):
-        # lets tuned schedules pick the weight layout; the rewrite is folded into the constants
-        passes.append(tvm.relax.transform.AttachAttrLayoutFreeBuffers())
-    return passes
-
-
-def prepack_weights(target) -> bool:
-    """Weight layout rewriting is folded at compile time by running TIR on this host: x86 only."""
-    from .cpu import arch_of_triple, host_arch
-
-    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch()) == host_arch() == "x86_64"
-
-
-def post_tuning_passes(family: str, target) -> list:
-    """After tuned schedules are applied: split out weight layout rewrites and fold them."""
-    from tvm import relax
-
-    if family == "cpu" and prepack_weights(target):
-        return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
-    return []
+    return passes + backend.extra_lower_passes(target)
 
 
 def _fp16() -> list:
@@ -168,24 +108,15 @@ def _call_tir_guard():
     return as_pass(Hide, "HideCallTIRFromMixedPrecision"), as_pass(Unhide, "RestoreCallTIR")
 
 
-def pipeline_for(family: str, target, opt_level: int, layout: bool | None = None,
-                 precision: str = "fp32", int8: bool = False) -> PassList:
-    """The named stages for a target family; ``layout`` overrides the opt-level default."""
+def pipeline_for(backend, target, opt_level: int, precision: str = "fp32", int8: bool = False) -> PassList:
+    """The named stages for a backend (``backends.for_preset``) at an opt level."""
     stages: PassList = []
     if opt_level >= 1:
         stages.append(("simplify", lambda: _simplify(opt_level)))
-    use_layout = (opt_level >= 3 and family == "cpu") if layout is None else layout
-    if use_layout and family == "cpu":
-        stages.append(("layout", _layout_cpu))
-        from .quantize_vnni import supported
-
-        if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
-            stages.append(("int8-vnni", _int8_vnni))
-        if precision == "fp32":  # float32 3x3 convs -> Winograd F(4x4, 3x3)
-            stages.append(("winograd", _winograd))
+    stages += backend.graph_stages(target, opt_level, precision, int8)
     if precision == "fp16":
         stages.append(("fp16", _fp16))
-    stages.append(("lower", lambda: _lower(family, target, opt_level)))
+    stages.append(("lower", lambda: _lower(backend, target, opt_level)))
     return stages
 
 
@@ -196,11 +127,9 @@ def run_stage(mod, passes: list, target):
         return tvm.transform.Sequential(passes)(mod)
 
 
-def build_pipeline(family: str, target):
+def build_pipeline(backend, target):
     """Relax passes after graph optimization: lower dataflow, plan memory, finalize for the VM."""
     import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as cuda
 
-    backend = cuda if family == "cuda" else cpu
-    return tvm.transform.Sequential(backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
+    tvm_backend = backend.tvm_pipeline()
+    return tvm.transform.Sequential(tvm_backend.dataflow_lower_passes(target) + tvm_backend.finalize_passes(target))

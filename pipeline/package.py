@@ -1,4 +1,4 @@
-"""Stage 7, package: one artifact directory (library + manifest.json), written atomically.
+"""Package: one artifact directory (library + manifest.json), written atomically.
 
 Everything is written into a hidden sibling directory and renamed into place at the end, so an
 interrupted or failed compile never leaves a half-written artifact at the output path.
@@ -7,16 +7,14 @@ interrupted or failed compile never leaves a half-written artifact at the output
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import DeployError
-
-LIB_NAME = "model.so"
-MANIFEST = "manifest.json"
+from .files import sha256_file
+from .manifest import LIB_NAME, MANIFEST
 
 
 def check_output(out: Path, force: bool) -> None:
@@ -58,22 +56,6 @@ def atomic_dir(out: Path, force: bool = False):
         raise
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_manifest(artifact: Path) -> dict:
-    path = Path(artifact) / MANIFEST
-    if not path.is_file():
-        raise DeployError(f"{artifact} is not an artifact (no {MANIFEST})", hint="pass a directory made by `deploy compile`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DeployError(f"{path} is corrupt: {e}", hint="recompile the artifact")
-
-
 def make_bundle(artifact, out: Path, force: bool = False) -> Path:
     """A .tar.gz of the artifact (library, manifest, runner, runtime) with a README for the board.
 
@@ -83,8 +65,7 @@ def make_bundle(artifact, out: Path, force: bool = False) -> Path:
     import io
     import tarfile
 
-    from .device import board_readme
-    from .load import sha256_file
+    from .backends.cpu.board.readme import board_readme
 
     out = Path(out)
     if not out.name.endswith((".tar.gz", ".tgz")):

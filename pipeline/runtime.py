@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cpu, log
+from . import log
+from .backends import for_family
+from .backends.cpu.board import runner as board_runner
+from .backends.cpu.features import host_arch, missing_features
 from .errors import DeployError
-from .load import sha256_file
-from .package import read_manifest
+from .files import sha256_file
+from .manifest import read_manifest
 
 
 def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
@@ -84,7 +87,7 @@ class Artifact:
     @property
     def emulated(self) -> bool:
         """True when this machine runs the artifact through its runner under qemu-user."""
-        return self.device is not None and self.manifest["target"]["arch"] != cpu.host_arch()
+        return self.device is not None and self.manifest["target"]["arch"] != host_arch()
 
     @property
     def inputs(self) -> list[dict]:
@@ -102,14 +105,12 @@ class Artifact:
             raise DeployError(f"{lib} does not match the sha256 in its manifest: the artifact was modified",
                               hint="recompile it, or restore the original files")
         if self.device is not None:
-            from . import device
-
-            device.check_files(self.path, self.device)
+            board_runner.check_files(self.path, self.device)
 
     def check_host(self) -> None:
         """Refuse to load an artifact this machine cannot run, saying why."""
         t = self.manifest["target"]
-        arch = cpu.host_arch()
+        arch = host_arch()
         if t["arch"] != arch:
             if self.device is None and t["cross_compiler"]:
                 raise DeployError(
@@ -121,7 +122,7 @@ class Artifact:
                 f"artifact {self.path} was built for {t['arch']} (target '{t['preset']}'); this machine is {arch}",
                 hint="run it on a matching board (see `deploy package`), or build for this host with --target x86-64",
             )
-        missing = cpu.missing_features(t.get("cpu_features", []))
+        missing = missing_features(t.get("cpu_features", []))
         if missing:
             raise DeployError(
                 f"this CPU lacks features the artifact's code uses: {', '.join(missing)} "
@@ -134,19 +135,13 @@ class Artifact:
             return self
         self.check_integrity()
         self.check_host()
-        from . import cuda
+        from .backends.cuda import toolkit
 
-        cuda.prepare_driver()
+        toolkit.prepare_driver()
         import tvm
         from tvm import relax
 
-        if self.manifest["target"]["family"] == "cuda":
-            dev = tvm.cuda(0)
-            if not dev.exist:
-                raise DeployError(f"artifact {self.path} needs an NVIDIA GPU and none is visible here",
-                                  hint="run it on a machine with a GPU and the NVIDIA driver")
-        else:
-            dev = tvm.cpu(0)
+        dev = for_family(self.manifest["target"]["family"]).device(self.path)
         try:
             with log.tvm_quiet():
                 lib = tvm.runtime.load_module(_dlopen_path(self.library, self.manifest["library"]["sha256"]))
@@ -175,15 +170,13 @@ class Artifact:
     def run_runner(self, inputs: dict[str, np.ndarray] | None = None, repeat: int = 1, warmup: int = 0,
                    threads: int | None = None):
         """Run through the artifact's C++ runner (under qemu-user for another architecture)."""
-        from . import device
-
         if self.device is None:
             raise DeployError(f"artifact {self.path} holds no runner",
                               hint="recompile it with a cross target, or with runner=True")
         self.check_integrity()
         if inputs is not None:
             inputs = dict(zip([s["name"] for s in self.inputs], check_inputs(self.inputs, inputs)))
-        return device.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
+        return board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
                                  threads=threads)
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:

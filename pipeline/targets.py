@@ -22,7 +22,7 @@ TARGETS_DIR = Path(os.environ.get("DEPLOY_TARGETS_DIR", Path(__file__).resolve()
 class Preset:
     name: str
     description: str
-    family: str                      # "cpu" or "cuda"
+    family: str                      # a backend: "cpu" or "cuda" (backends.families())
     arch: str                        # architecture the host code runs on: x86_64, aarch64, armv7l
     target: dict
     host: dict | None = None
@@ -60,7 +60,7 @@ class Preset:
         import tvm
 
         tgt = self.tvm_target()
-        return tgt if self.family == "cpu" else tvm.target.Target(tgt.host)
+        return tgt if str(tgt.kind.name) == "llvm" else tvm.target.Target(tgt.host)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if v is not None and k != "path"}
@@ -80,6 +80,11 @@ def _parse(path: Path) -> Preset:
             + (f"unknown keys {sorted(unknown)}" if unknown else "no [target] table"),
             hint=f"valid keys: {sorted(known)}",
         )
+    from .backends import families
+
+    if data.get("family") not in families():
+        raise DeployError(f"target preset {path} has family {data.get('family')!r}",
+                          hint=f"use one of: {', '.join(families())}")
     return Preset(name=path.stem, path=path, **data)
 
 

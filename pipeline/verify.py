@@ -1,4 +1,4 @@
-"""Stage 8, verify: run the artifact and ONNX Runtime on the same inputs and compare."""
+"""Verify: run the artifact and ONNX Runtime on the same inputs and compare."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import log
 from .errors import DeployError
+from .files import sha256_file
+from .reference import reference_outputs
 from .runtime import Artifact, random_inputs
 
 
@@ -17,26 +20,6 @@ class OutputError:
     max_abs: float
     max_rel: float  # max |ours - ref| / max |ref|
     ok: bool
-
-
-def ort_session(model_path: str | Path, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise DeployError(f"ONNX Runtime cannot load {model_path}: {str(e)[:300]}",
-                          hint="pass the .onnx file the artifact was compiled from")
-
-
-def reference_outputs(model_path: str | Path, inputs: dict[str, np.ndarray], threads: int = 0) -> dict[str, np.ndarray]:
-    sess = ort_session(model_path, threads)
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, inputs)))
 
 
 def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], atol: float, rtol: float) -> list[OutputError]:
@@ -61,12 +44,8 @@ def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], atol: float
 
 
 def check_model_matches(artifact: Artifact, model_path: str | Path) -> None:
-    from .load import sha256_file
-
     recorded = artifact.manifest["model"]["sha256"]
     if sha256_file(Path(model_path)) != recorded:
-        from . import log
-
         log.warn(f"{model_path} is not the file this artifact was compiled from (sha256 differs)")
 
 

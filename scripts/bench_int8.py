@@ -78,14 +78,14 @@ def main() -> None:
         np.savez(calib, **{in_name: rng.standard_normal((32, 1, 3, 224, 224)).astype(np.float32)})
         tune_s = {}
         if budget:
-            from pipeline.quantize import Int8Hook
+            from pipeline import QuantOptions
 
-            for prec, hook in (("fp32", None), ("int8", Int8Hook(calib))):
+            for prec in ("fp32", "int8"):
                 if prec not in a.tune:
                     continue
                 t0 = time.perf_counter()
                 tune_model(TuneArgs(model=path, target=a.target, trials=10**6, time_budget=budget, db=db,
-                                    onnx_hook=hook), show=False)
+                                    precision=prec, quant=QuantOptions(calibration=calib)), show=False)
                 tune_s[prec] = round(time.perf_counter() - t0)
         fp32 = pipeline.compile(path, a.target, output=a.work / f"{name}-fp32", force=True, db=db)
         int8 = pipeline.compile(path, a.target, output=a.work / f"{name}-int8", force=True, db=db,

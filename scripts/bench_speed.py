@@ -25,7 +25,7 @@ import onnx  # noqa: E402
 
 import pipeline  # noqa: E402
 from pipeline.bench import bench  # noqa: E402
-from pipeline.modelinfo import flops  # noqa: E402
+from pipeline.frontend.inspect import flops  # noqa: E402
 from pipeline.tune import TuneArgs, parse_duration, tune_model  # noqa: E402
 from pipeline.verify import verify  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 
 import pipeline
 from conftest import assert_matches_ort
-from pipeline.package import MANIFEST
+from pipeline.manifest import MANIFEST
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_compile_matches_onnxruntime(cnn_artifact, models):
 
 def test_manifest_says_what_the_artifact_is(cnn_artifact, models):
     m = json.loads((cnn_artifact.path / MANIFEST).read_text())
-    from pipeline.load import sha256_file
+    from pipeline.files import sha256_file
 
     assert m["model"]["sha256"] == sha256_file(models / "cnn.onnx")
     assert m["model"]["inputs"] == [{"name": "image", "dtype": "float32", "shape": [1, 3, 32, 32]}]

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 import pipeline
-from pipeline import cuda
+from pipeline.backends.cuda import toolkit as cuda
 from pipeline.build import elf_machine
 
 

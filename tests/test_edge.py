@@ -12,7 +12,7 @@ import pytest
 
 import pipeline
 from conftest import ort_run
-from pipeline import device
+from pipeline.backends.cpu.board import runner as device
 from pipeline.build import elf_machine
 from pipeline.runtime import random_inputs
 

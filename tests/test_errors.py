@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import pipeline
-from pipeline import DeployError, cpu
+from pipeline import DeployError
+from pipeline.backends.cpu import features as cpu
 
 
 def _err(cli, *args):
@@ -96,7 +97,7 @@ def test_missing_cross_compiler_names_the_package(cli, models, tmp_path):
 def test_missing_nvcc(cli, models, tmp_path, monkeypatch):
     import shutil
 
-    from pipeline import cuda
+    from pipeline.backends.cuda import toolkit as cuda
 
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     monkeypatch.setattr(cuda, "CUDA_ROOTS", [])

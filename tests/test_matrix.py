@@ -16,8 +16,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pipeline import examples, matrix
-from pipeline.load import sha256_file
+from pipeline import examples
+from pipeline.ci import entry as matrix
+from pipeline.files import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

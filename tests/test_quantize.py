@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from pipeline.compile import CompileArgs, compile_model
+from pipeline.quantize.options import QuantOptions
 from pipeline.verify import reference_outputs
 from torch_models import export
 
@@ -89,8 +90,9 @@ def _float_top1(path, x, inp):
 def test_int8_keeps_accuracy(trained, tmp_path, name, calibrator):
     path, cal, x, y, inp = trained[name]
     dump = tmp_path / "ir"
-    art = compile_model(CompileArgs(model=path, target="x86-64", output=tmp_path / "a", quantize="int8",
-                                    calibration=cal, calibrator=calibrator, dump_ir=dump), show=False)
+    art = compile_model(CompileArgs(model=path, target="x86-64", output=tmp_path / "a", precision="int8",
+                                    quant=QuantOptions(calibration=cal, calibrator=calibrator), dump_ir=dump),
+                        show=False)
     f32 = (_float_top1(path, x, inp) == y).mean()
     i8 = (_top1(art, x, inp) == y).mean()
     assert f32 > 0.7, f"the float model did not learn the task ({f32}; chance is 0.25)"
@@ -160,7 +162,7 @@ def test_ort_qdq_model_computes_in_int8(trained, tmp_path, scheme):
                     activation_type=QuantType.QUInt8 if scheme.startswith("uint8") else QuantType.QInt8,
                     extra_options={"ActivationSymmetric": scheme.endswith("-symmetric")})
     _assert_int8_and_matches_ort(qdq, tmp_path, x, inp, 3)  # 2 conv2d + the classifier
-    from pipeline.quantize_vnni import supported
+    from pipeline.backends.cpu.vnni import supported
     from pipeline.targets import get_preset
 
     if supported(get_preset("x86-64").tvm_target()):  # both convs (8 and 16 channels), classifier: vpdpbusd
@@ -172,7 +174,7 @@ def test_qoperator_models_compute_in_int8(trained, tmp_path):
     QOperator format writes them: rewritten to QDQ, compiled to int8 kernels, equal to ORT's."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from pipeline.quantize import gemm_to_matmul
+    from pipeline.quantize.qdq import gemm_to_matmul
 
     for name, op in (("cnn", "Conv"), ("mlp", "MatMul")):
         path, cal, x, y, inp = trained[name]
@@ -192,7 +194,7 @@ def test_integer_ops_from_dynamic_quantization(trained, tmp_path):
     ConvInteger / MatMulInteger; both become int8 kernels with an exact int32 result."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from pipeline.quantize import gemm_to_matmul
+    from pipeline.quantize.qdq import gemm_to_matmul
 
     for name, op in (("cnn", "Conv"), ("mlp", "MatMul")):
         path, cal, x, y, inp = trained[name]
@@ -373,7 +375,7 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     shifted by 128, packed weights, exact correction); their outputs equal the plain int32 build's."""
     import subprocess
 
-    from pipeline.quantize_vnni import supported
+    from pipeline.backends.cpu.vnni import supported
     from pipeline.runtime import Artifact, random_inputs
     from pipeline.targets import get_preset
 
@@ -386,7 +388,8 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     arts = {}
     for target in ("x86-64", "x86-64-v3"):  # v3 (AVX2) has no AVX-512 VNNI: the int32 vector path
         arts[target] = compile_model(CompileArgs(model=tmp_path / "m.onnx", target=target, output=tmp_path / target,
-                                                 quantize="int8", calibration=tmp_path / "cal.npz",
+                                                 precision="int8",
+                                                 quant=QuantOptions(calibration=tmp_path / "cal.npz"),
                                                  dump_ir=tmp_path / f"ir-{target}"), show=False)
     asm = {t: subprocess.run(["objdump", "-d", str(a.library)], capture_output=True, text=True).stdout
            for t, a in arts.items()}

@@ -116,8 +116,8 @@ def test_default_schedules_cover_every_kernel():
     import tvm
     from tvm import tirx
 
-    from pipeline.compile import prepare_module
-    from pipeline.schedule_cpu import apply_default_schedules
+    from pipeline.prepare import prepare_module
+    from pipeline.backends.cpu.rules import apply_default_schedules
     from pipeline.targets import get_preset
 
     preset = get_preset("x86-64")

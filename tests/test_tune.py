@@ -14,7 +14,8 @@ import pytest
 
 import pipeline
 from conftest import assert_matches_ort
-from pipeline import DeployError, examples, tuning_db
+from pipeline import DeployError, examples
+from pipeline.tune import database as tuning_db
 from pipeline.targets import get_preset
 from pipeline.tune import TuneArgs, tune_model
 
@@ -163,14 +164,14 @@ def test_default_schedules_are_measured_and_recorded_as_baselines(tuned, models)
     ones, so compile's pick of the fastest record can never be slower than the default."""
     from tvm.s_tir import meta_schedule as ms
 
-    from pipeline.compile import prepare_module
-    from pipeline.schedule_cpu import default_schedule
-    from pipeline.tuning_db import light_tensor_intrinsics
+    from pipeline.prepare import prepare_module
+    from pipeline.backends.cpu.rules import default_schedule
+    from pipeline.backends.cpu.intrinsics import light_tensor_intrinsics
 
     db, _ = tuned
     preset = get_preset("x86-64")
     target = preset.tvm_target()
-    light_tensor_intrinsics("cpu")
+    light_tensor_intrinsics()
     tasks = ms.relax_integration.extract_tasks(prepare_module(models / "cnn.onnx", preset, {}, 3).mod, target)
     database = tuning_db.for_target(preset, db).open()
     found = 0

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
 from conftest import assert_matches_ort
-from pipeline import winograd
+from pipeline.backends.cpu import winograd
 from pipeline.tune import TuneArgs, tune_model
 
 RNG = np.random.default_rng(3)

@@ -1,4 +1,4 @@
-"""Stage 2b, QOperator -> QDQ: ONNX's integer operators in the form the int8 rewrite reads.
+"""QOperator -> QDQ: ONNX's integer operators in the form the int8 rewrite reads.
 
 Pre-quantized models come in two forms. ONNX Runtime's default, QDQ, marks float ops with
 QuantizeLinear/DequantizeLinear pairs; quantize.int8_rewrite turns those into int8 compute.
@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import DeployError
+from ..errors import DeployError
 
 OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
 

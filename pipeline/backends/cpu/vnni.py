@@ -11,7 +11,7 @@ convolutions (and ``conv2d(int16(x_q) - z, w)`` for activations with a zero poin
 
 with the weights packed at compile time to [CO/16, KH, KW, CI/4, 16, 4], the layout the
 instruction reads (one 64-byte load per 16 output channels x 4 input channels). The kernel is a
-TE compute named ``conv2d_nhwc_vnni``; schedule_cpu's ``Int8Vnni`` rule tiles it and
+TE compute named ``conv2d_nhwc_vnni``; the default rules' ``Int8Vnni`` (rules/int8_vnni.py) tiles it and
 tensorizes its inner 16x4 block with TVM's ``dot_16x4_vnni`` intrinsic. Output channels are
 padded to a multiple of 16 (zero weights) and the extra outputs sliced off. With a zero point z
 the same holds with 128 replaced by z + 128 (int8) or z (uint8 activations, used as they are).

@@ -23,9 +23,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import log
-from .errors import DeployError
-from .targets import Preset
+from .. import log
+from ..backends import for_tvm_kind
+from ..errors import DeployError
+from ..files import cache_root, write_lines, write_text
+from ..targets import Preset
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -38,7 +40,7 @@ def default_root() -> Path:
     env = os.environ.get("DEPLOY_TUNING_DB")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploy" / "tuning"
+    return cache_root() / "tuning"
 
 
 def target_identity(preset: Preset) -> dict:
@@ -68,15 +70,8 @@ def _repair(path: Path) -> int:
             pass
     dropped = len([ln for ln in lines if ln.strip()]) - len(good)
     if dropped:
-        _write_lines(path, good)
+        write_lines(path, good)
     return dropped
-
-
-def _write_lines(path: Path, lines: list[str]) -> None:
-    """Replace ``path`` with ``lines`` atomically (a temp file beside it, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in lines))
-    os.replace(tmp, path)
 
 
 def _drop_unreplayable(path: Path) -> int:
@@ -104,32 +99,8 @@ def _drop_unreplayable(path: Path) -> int:
     if bad:
         with open(path / REJECTED, "a") as f:
             f.write("".join(ln + "\n" for ln in bad))
-        _write_lines(path / RECORDS, good)
+        write_lines(path / RECORDS, good)
     return len(bad)
-
-
-def light_tensor_intrinsics(family: str) -> None:
-    """Register only the CPU tensor intrinsics before MetaSchedule imports them all.
-
-    TuneContext imports tvm.s_tir.tensor_intrin, whose package registers every backend's
-    intrinsics (CUDA's alone take ~12 s, all ~30 s of CPU on these machines). CPU schedule
-    rules only use the x86 and ARM ones, so for CPU targets the package is pre-registered with
-    just those. GPU targets get the full import.
-    """
-    import importlib
-    import sys
-    import types
-
-    name = "tvm.s_tir.tensor_intrin"
-    if family != "cpu" or name in sys.modules:
-        return
-    import tvm.s_tir
-
-    pkg = types.ModuleType(name)
-    pkg.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
-    sys.modules[name] = pkg
-    for sub in ("x86", "arm_cpu"):
-        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
 
 
 @dataclass
@@ -139,23 +110,18 @@ class TargetDB:
     path: Path
 
     @property
-    def family(self) -> str:
-        """"cuda" or "cpu", from the target in target.json (cpu when there is none)."""
+    def backend(self):
+        """The backend of the target in target.json (CPU when there is none)."""
         meta = self.path / META
         kind = json.loads(meta.read_text()).get("target", {}).get("kind") if meta.exists() else None
-        return "cuda" if kind == "cuda" else "cpu"
+        return for_tvm_kind(kind)
 
     def open(self):
         from tvm.s_tir import meta_schedule as ms
 
         # Records of tensorized kernels name their intrinsic (deploy's VNNI one, or TVM's x86/ARM
         # ones the search used): reading them needs those registered, in any process.
-        family = self.family
-        light_tensor_intrinsics(family)
-        if family == "cpu":
-            from .quantize_vnni import register_intrinsic
-
-            register_intrinsic()
+        self.backend.load_tensor_intrinsics()
         self.path.mkdir(parents=True, exist_ok=True)
         _repair(self.path / WORKLOADS)
         _repair(self.path / RECORDS)
@@ -206,9 +172,8 @@ def for_target(preset: Preset, root: Path | None = None) -> TargetDB:
         raise DeployError(f"cannot create tuning database {path}: {e.strerror}", hint="pass a writable --db DIR")
     meta = path / META
     if not meta.exists():
-        tmp = meta.with_name(META + ".tmp")
-        tmp.write_text(json.dumps({"preset": preset.name, **target_identity(preset)}, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, meta)
+        write_text(meta, json.dumps({"preset": preset.name, **target_identity(preset)}, indent=2, sort_keys=True,
+                                    default=str))
     return TargetDB(path)
 
 

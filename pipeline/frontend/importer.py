@@ -1,4 +1,4 @@
-"""Stage 3, import: ONNX graph -> Relax IRModule with every input shape bound.
+"""Import: ONNX graph -> Relax IRModule with every input shape bound.
 
 One converter is replaced while importing: TVM imports Clip as an opaque TIR kernel
 (``emit_te(topi.maximum)``), which the layout pass cannot see through. Every ReLU6 of an NHWC
@@ -13,9 +13,10 @@ import contextlib
 
 import onnx
 
-from . import log, qoperator
-from .errors import DeployError
-from .modelinfo import graph_inputs, opset_of
+from .. import log
+from . import qoperator
+from ..errors import DeployError
+from .specs import graph_inputs, opset_of
 
 # Ops TVM lists in its converter map but imports wrongly or not at all (shared/TVM_NOTES.md and
 # the onnx backend conformance suite): opset-23 Attention has a different meaning than the

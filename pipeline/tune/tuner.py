@@ -1,4 +1,4 @@
-"""Stage 5, tune: MetaSchedule (evolutionary search + XGBoost cost model) per target.
+"""Tune: MetaSchedule (evolutionary search + XGBoost cost model) per target.
 
 The model goes through the same front half as ``compile`` (so the tasks are exactly the fused
 TIR functions the compile will look up), its tasks are extracted, tasks whose workload already
@@ -12,7 +12,6 @@ re-import tensor intrinsics in every builder batch, population 128, short measur
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -21,12 +20,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log, tuning_db
-from .cpu import host_arch, missing_features, required_features
-from .errors import DeployError
-from .optimize import post_tuning_passes
-from .remote import connect, parse_tracker
-from .targets import Preset, get_preset
+from .. import log
+from ..backends import for_preset
+from ..errors import DeployError
+from ..prepare import Steps, prepare_module
+from ..quantize import options as quant_options
+from ..quantize.options import QuantOptions
+from ..remote import connect, parse_tracker
+from ..targets import Preset, get_preset
+from . import database as tuning_db
+from .progress import Progress, stops_on
 
 
 @dataclass
@@ -42,17 +45,17 @@ class TuneArgs:
     rpc_tracker: str | None = None    # HOST:PORT
     rpc_key: str | None = None
     seed: int = 0
-    precision: str = "fp32"           # fp16 tunes the mixed-precision kernels compile --precision fp16 builds
-    onnx_hook: object = None          # quantize.Int8Hook: tune the int8 kernels compile --quantize int8 builds
+    precision: str = "fp32"           # the kernels compile --precision fp16 / int8 builds
+    quant: QuantOptions = field(default_factory=QuantOptions)  # int8: how to calibrate, as for compile
 
     def display(self) -> None:
         log.info("[bold]deploy tune[/bold]")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name == "onnx_hook":
-                v = "int8 (calibrated)" if v is not None else None
-                if v:
-                    log.info(f"  {'quantize':<16} {v}")
+            if f.name == "quant":
+                if self.precision == "int8":
+                    for k, q in v.display().items():
+                        log.info(f"  {k:<16} {q}")
                 continue
             if v not in (None, {}, False):
                 log.info(f"  {f.name:<16} {v}")
@@ -105,21 +108,7 @@ def _runner(args: TuneArgs, preset: Preset):
         cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=args.rpc_key,
                                   session_timeout_sec=120)
         return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator, max_workers=1)
-    if preset.family == "cuda":
-        import tvm
-
-        if not tvm.cuda(0).exist:
-            raise DeployError(f"tuning '{preset.name}' needs an NVIDIA GPU to measure on, and none is visible here",
-                              hint="run `deploy tune` on a machine with the GPU, or measure remotely with "
-                                   "--rpc-tracker HOST:PORT --rpc-key KEY")
-    elif preset.arch != host_arch() or preset.is_cross:
-        raise DeployError(f"tuning '{preset.name}' needs its board to measure on (emulated timings mean nothing)",
-                          hint="register the board with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
-    else:
-        missing = missing_features(required_features(preset.cpu_target()))
-        if missing:
-            raise DeployError(f"this CPU lacks {', '.join(missing)}, which '{preset.name}' code uses: it cannot measure it",
-                              hint="tune on a machine with that CPU, or measure remotely with --rpc-tracker")
+    for_preset(preset).check_measurable(preset)
     return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=30)
 
 
@@ -136,18 +125,16 @@ def _records_for(db, task_mod) -> list[float]:
     return out
 
 
-def _record_defaults(tasks, database, builder, runner, target) -> int:
-    """Measure each task's default schedule (schedule_cpu) with the tuning builder and runner and
+def _record_defaults(tasks, database, builder, runner, target, backend) -> int:
+    """Measure each task's default schedule (the backend's) with the tuning builder and runner and
     store it as a tuning record, unless one is stored: compile picks the fastest record, so a
     kernel the search does not improve keeps its default."""
     from tvm.s_tir import meta_schedule as ms
 
-    from .schedule_cpu import default_schedule
-
     todo = []
     for t in tasks:
         mod = t.dispatched[0]
-        sch = default_schedule(mod["main"], target)
+        sch = backend.default_schedule(mod["main"], target)
         if sch is None:
             continue
         workload = database.commit_workload(mod)
@@ -187,18 +174,19 @@ def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float],
 def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     from tvm.s_tir import meta_schedule as ms
 
-    from .compile import _Steps, prepare_module
-
     t0 = time.perf_counter()
     preset = get_preset(args.target)
+    backend = for_preset(preset)
     if args.trials < 1 or args.trials_per_task < 1:
         raise DeployError("--trials must be at least 1", hint="e.g. --trials 1000")
+    quant_options.check(args.precision, args.quant)
     runner = _runner(args, preset)
     if show:
         args.display()
-    step = _Steps()
+    step = Steps()
+    hook = args.quant.hook() if args.precision == "int8" else None
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step,
-                          onnx_hook=args.onnx_hook, precision=args.precision)
+                          onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32")
     target = preset.tvm_target()
     tdb = tuning_db.for_target(preset, args.db)
     database = tdb.open()
@@ -221,21 +209,18 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
         logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
         log.set_verbose(log.verbose())
         os.environ.setdefault("TMPDIR", str(work))
-        if preset.family == "cpu":
-            from .winograd import register_rules
-
-            register_rules()  # the Winograd transforms' schedules, as MetaSchedule custom rules
+        backend.register_tuning_rules()
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work), seed=args.seed,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
             num_threads=os.cpu_count() or 1)
-        progress = _Progress(todo, trials, args.time_budget, best_before, show, t0)
+        progress = Progress(todo, trials, args.time_budget, best_before, show, t0)
         builder = ms.builder.LocalBuilder(f_build=fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
-        if preset.family == "cpu":
+        if backend.has_default_schedules:
             with step("measure default schedules"), log.tvm_quiet():
-                n = _record_defaults(todo, database, builder, runner, target)
+                n = _record_defaults(todo, database, builder, runner, target, backend)
             log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
-        with step("tune"), progress, log.tvm_quiet(), _stops_on(progress):
+        with step("tune"), progress, log.tvm_quiet(), stops_on(progress):
             ms.tune.tune_tasks(
                 tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,
                 max_trials_per_task=args.trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder, runner=runner,
@@ -252,109 +237,8 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     return summary
 
 
-class OutOfTime(Exception):
-    """Raised from the measure callback when the time budget is spent."""
-
-
-class _Progress:
-    """Progress on the terminal from a MetaSchedule measure callback, and the time budget."""
-
-    def __init__(self, tasks, total: int, budget: float | None, best: dict, show: bool, t0: float):
-        """``budget`` counts from ``t0``, the start of the command: import, task extraction and the
-        default schedules' measurements are part of it."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.tasks, self.total, self.budget = tasks, total, budget
-        self.best = dict(best)
-        self.weights = {t.task_name: t.weight for t in tasks}
-        self.trials = 0
-        self.out_of_time = False
-        self.t0 = t0
-        self.bar = Progress(TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=log.console,
-                            disable=not show, transient=False)
-        self.tid = None
-
-    def __enter__(self):
-        self.bar.__enter__()
-        self.tid = self.bar.add_task("tune", total=self.total, info="")
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def update(self, scheduler, task_id: int, results) -> None:
-        self.trials += len(results)
-        name = self.tasks[task_id].task_name
-        good = [sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in results
-                if r.run_secs and r.error_msg is None]
-        if good:
-            cand = min(good) * self.weights[name]
-            self.best[name] = min(self.best.get(name, cand), cand)
-        done = sum(1 for r in scheduler.tasks_ if r.is_terminated)
-        elapsed = time.perf_counter() - self.t0
-        est = sum(self.best.values()) * 1e3
-        info = f"tasks done {done}/{len(self.tasks)}  est. {est:.2f} ms"
-        if self.budget:
-            info += f"  left {max(0, self.budget - elapsed) / 60:.1f} min"
-        self.bar.update(self.tid, completed=min(self.trials, self.total), info=info)
-        if self.budget and elapsed > self.budget:
-            # MetaSchedule has no time limit and asserts if tasks are terminated behind its back:
-            # stop it by raising from the callback, after this batch's records were committed
-            self.out_of_time = True
-            raise OutOfTime()
-
-    def callback(self):
-        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-        from tvm.ir.utils import derived_object
-
-        progress = self
-
-        @derived_object
-        class ProgressCallback(PyMeasureCallback):
-            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-                progress.update(task_scheduler, task_id, runner_results)
-
-        return ProgressCallback()
-
-
-def apply_database(mod, preset: Preset, root: Path | None):
-    """Replace every fused TIR function the target's database has a record for with its best
-    schedule; returns (module, tuned count, total count). On CPU targets the functions without a
-    record get the default schedules of ``schedule_cpu``."""
-    import tvm
-    from tvm import relax, tirx
-
-    tdb_path = tuning_db.path_for(preset, root)
-    funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
-    target = preset.tvm_target()
-    tuned = 0
-    with target, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
-        if (tdb_path / tuning_db.RECORDS).exists():
-            with tuning_db.TargetDB(tdb_path).open():
-                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-            tuned = sum(1 for gv, f in mod.functions.items()
-                        if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
-        if preset.family == "cpu":
-            from .schedule_cpu import apply_default_schedules  # imports tvm: only once it is needed
-
-            mod = apply_default_schedules(mod, target)
-        mod = tvm.transform.Sequential(post_tuning_passes(preset.family, target))(mod)
-    return mod, tuned, len(funcs)
-
-
 def summary_json(s: TuneSummary) -> str:
     return json.dumps(dataclasses.asdict(s), indent=2)
-
-
-@contextlib.contextmanager
-def _stops_on(progress: "_Progress"):
-    """Swallow the error that OutOfTime becomes on its way through TVM's C++ scheduler."""
-    try:
-        yield
-    except Exception:
-        if not progress.out_of_time:
-            raise
 
 
 def _per_iter(trials: int, tasks: int) -> int:

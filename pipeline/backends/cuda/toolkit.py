@@ -18,7 +18,8 @@ import struct
 import subprocess
 from pathlib import Path
 
-from .errors import DeployError
+from ...errors import DeployError
+from ...files import cache_root
 
 _FALLBACK_SYMBOLS = [
     "cuDeviceGetName", "cuFuncSetAttribute", "cuGetErrorName", "cuGetErrorString", "cuLaunchKernelEx",
@@ -26,10 +27,6 @@ _FALLBACK_SYMBOLS = [
 ]
 FATBIN_MAGIC = 0xBA55ED50
 _state: dict[str, str] = {}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploy"
 
 
 def _tvm_lib_dir() -> Path | None:
@@ -67,7 +64,7 @@ def prepare_driver() -> str:
         return "none"
     st = cuda_rt.stat()
     key = hashlib.sha256(f"{cuda_rt}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    stub_dir = cache_dir() / f"cuda-stub-{key}"
+    stub_dir = cache_root() / f"cuda-stub-{key}"
     stub = stub_dir / "libcuda.so.1"
     if not stub.exists():
         # 100 = CUDA_ERROR_NO_DEVICE

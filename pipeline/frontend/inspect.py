@@ -1,4 +1,5 @@
-"""What a model is: opset, inputs and outputs (symbolic dims named), ops, parameters."""
+"""The `deploy inspect` report: opset, inputs/outputs, op histogram, parameters, compute, and every
+op the importer cannot take; and the FLOP count benchmarks divide by."""
 
 from __future__ import annotations
 
@@ -9,19 +10,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: list  # ints, or strings for symbolic dims, or None for unknown
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": self.shape}
-
-    @property
-    def symbolic(self) -> list[tuple[int, str]]:
-        return [(i, d if isinstance(d, str) else "?") for i, d in enumerate(self.shape) if not isinstance(d, int)]
+from .importer import unsupported_ops
+from .specs import TensorSpec, graph_inputs, opset_of, value_spec
 
 
 @dataclass
@@ -35,34 +25,6 @@ class ModelInfo:
     param_bytes: int
     unsupported: dict[str, list[str]] = field(default_factory=dict)
     gflop: float | None = None  # conv/matmul work per run; None while input shapes are dynamic
-
-
-def _dtype(elem_type: int) -> str:
-    return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))) if elem_type else "unknown"
-
-
-def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
-    t = vi.type.tensor_type
-    shape: list = []
-    if t.HasField("shape"):
-        for d in t.shape.dim:
-            if d.HasField("dim_value") and d.dim_value > 0:
-                shape.append(int(d.dim_value))
-            else:
-                shape.append(d.dim_param or None)
-    return TensorSpec(vi.name, _dtype(t.elem_type), shape)
-
-
-def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
-    inits = {i.name for i in model.graph.initializer}
-    return [value_spec(v) for v in model.graph.input if v.name not in inits]
-
-
-def opset_of(model: onnx.ModelProto) -> int:
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return int(o.version)
-    return 1
 
 
 def flops(model: onnx.ModelProto) -> int:
@@ -91,8 +53,6 @@ def flops(model: onnx.ModelProto) -> int:
 
 
 def model_info(model: onnx.ModelProto) -> ModelInfo:
-    from .importer import unsupported_ops
-
     ops = Counter()
 
     def walk(graph):

@@ -1,14 +1,14 @@
-"""Stage 1, load: read an ONNX file (external data included) and run onnx's checker."""
+"""Load: read an ONNX file (external data included) and run onnx's checker."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from .errors import DeployError
+from ..errors import DeployError
+from ..files import sha256_file
 
 
 @dataclass
@@ -20,14 +20,6 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.path.stem
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_model(path: str | Path, check: bool = True) -> LoadedModel:

@@ -1,4 +1,4 @@
-"""Stage 2, clean-up: bind input shapes, then fold shape subgraphs and constants.
+"""Clean-up: bind input shapes, then fold shape subgraphs and constants.
 
 Models exported from PyTorch compute shapes at run time (Shape -> Gather -> Concat -> Reshape);
 TVM's importer rejects many of them. Once every input dim is known, onnxslim (a maintained
@@ -11,9 +11,9 @@ import copy
 
 import onnx
 
-from . import log
-from .errors import DeployError
-from .modelinfo import graph_inputs
+from .. import log
+from ..errors import DeployError
+from .specs import graph_inputs
 
 
 def parse_shape(text: str) -> tuple[str, list[int]]:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .cachekey import sha256_tree
-from .errors import DeployError
+from ..errors import DeployError
+from ..files import sha256_tree
+from ..reference import ort_session
 
-CALIBRATORS = ("minmax", "percentile", "entropy")
 _SAMPLE_CAP = 1 << 20  # values kept per tensor for the histogram calibrators
 
 
@@ -101,7 +101,7 @@ def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.n
 
 
 def random_calibration(specs: list[dict], n: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    from .runtime import random_inputs
+    from ..runtime import random_inputs
 
     return [random_inputs(specs, seed + i) for i in range(n)]
 
@@ -115,6 +115,20 @@ def split(samples: list, held_out: float = 0.25) -> tuple[list, list]:
 
 
 # ---------------------------------------------------------------- calibrators
+
+CALIBRATORS: dict[str, type] = {}  # name -> class; the CLI's help and validation read it
+
+
+def register(cls):
+    """Add a calibrator class (with a ``name``) to the registry."""
+    CALIBRATORS[cls.name] = cls
+    return cls
+
+
+def check_calibrator(name: str) -> None:
+    if name not in CALIBRATORS:
+        raise DeployError(f"unknown calibrator '{name}'", hint=f"use one of {', '.join(CALIBRATORS)}")
+
 
 class Calibrator:
     name = ""
@@ -130,6 +144,7 @@ class Calibrator:
         return self.lo, self.hi
 
 
+@register
 class MinMax(Calibrator):
     name = "minmax"
 
@@ -166,6 +181,7 @@ class _Sampled(Calibrator):
         return max(self.lo, -t), min(self.hi, t)
 
 
+@register
 class Percentile(_Sampled):
     name = "percentile"
     percentile = 99.999
@@ -174,6 +190,7 @@ class Percentile(_Sampled):
         return np.percentile(v, self.percentile)
 
 
+@register
 class Entropy(_Sampled):
     name = "entropy"
     bins, levels = 2048, 128
@@ -212,10 +229,8 @@ class Entropy(_Sampled):
 
 
 def make_calibrator(name: str) -> Calibrator:
-    table = {"minmax": MinMax, "percentile": Percentile, "entropy": Entropy}
-    if name not in table:
-        raise DeployError(f"unknown calibrator '{name}'", hint=f"use one of {', '.join(CALIBRATORS)}")
-    return table[name]()
+    check_calibrator(name)
+    return CALIBRATORS[name]()
 
 
 # ---------------------------------------------------------------- running the float model
@@ -230,12 +245,7 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 
 def session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model, optimize=False)
 
 
 def run_onnx(model: onnx.ModelProto, samples: list[dict], outputs: list[str] | None = None) -> list[dict]:

@@ -17,34 +17,33 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
-from .load import sha256_file
+from ..backends import for_preset
+from ..files import sha256_file, sha256_tree
+from ..manifest import versions as compile_versions
 
-# Modules that do not change what a compile produces; every other pipeline/*.py file is hashed,
-# so a module added later (tuning, quantization) is covered without anyone remembering to.
-_NOT_IN_COMPILE_PATH = {"cli.py", "matrix.py", "cachekey.py", "bench.py", "verify.py", "runtime.py", "log.py",
-                        "errors.py", "examples.py"}
+PACKAGE = Path(__file__).resolve().parent.parent
+# Files of the package that do not change what a compile produces (paths relative to it); every
+# other .py file under pipeline/, in every subpackage, is hashed: a module added or moved later
+# is covered without anyone remembering to.
+_NOT_IN_COMPILE_PATH = {"cli.py", "bench.py", "verify.py", "log.py", "errors.py", "examples.py"}
+_NOT_IN_COMPILE_PATH_DIRS = {"ci"}  # `deploy build` itself
 
 
 def canonical(data) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def sha256_tree(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        rel = p.relative_to(path).as_posix()
-        if any(part.startswith(".") for part in p.relative_to(path).parts):
-            continue  # lock files, editor droppings
-        h.update(f"{rel}\0{sha256_file(p)}\n".encode())
-    return h.hexdigest()
+def compile_path_sources() -> list[Path]:
+    """The package's source files that the key hashes, sorted by relative path."""
+    out = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        rel = p.relative_to(PACKAGE)
+        if rel.as_posix() in _NOT_IN_COMPILE_PATH or rel.parts[0] in _NOT_IN_COMPILE_PATH_DIRS:
+            continue
+        out.append(p)
+    return out
 
 
 def model_hash(path: Path) -> str:
@@ -72,41 +71,14 @@ def model_hash(path: Path) -> str:
 
 @functools.lru_cache(maxsize=1)
 def pipeline_source_hash() -> str:
-    root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for p in sorted(root.glob("*.py")):
-        if p.name not in _NOT_IN_COMPILE_PATH:
-            h.update(f"{p.name}\0{sha256_file(p)}\n".encode())
+    for p in compile_path_sources():
+        h.update(f"{p.relative_to(PACKAGE).as_posix()}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def tool_version(tool: str) -> str:
-    """First line of ``tool --version`` (last line for nvcc, which puts the release there)."""
-    exe = shutil.which(tool)
-    if exe is None:
-        if tool == "nvcc":
-            from . import cuda
-
-            try:
-                exe = cuda.find_nvcc()
-            except Exception:
-                return "missing"
-        else:
-            return "missing"
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if not out:
-        return "unknown"
-    return out[-1] if tool == "nvcc" else out[0]
 
 
 @functools.lru_cache(maxsize=1)
 def versions() -> dict:
-    from .compile import versions as compile_versions  # `pipeline.compile` the attribute is a function
-
     v = dict(compile_versions())
     try:
         import onnxslim
@@ -120,10 +92,7 @@ def versions() -> dict:
 
 def toolchain(preset) -> dict:
     """The compilers that link (and for CUDA compile) the library."""
-    tools = {"linker": tool_version(preset.cross_compiler or "g++")}
-    if preset.family == "cuda":
-        tools["nvcc"] = tool_version("nvcc")
-    return tools
+    return for_preset(preset).toolchain_versions(preset)
 
 
 def key_inputs(*, model: Path, preset, options: dict, calibration: Path | None = None,

@@ -14,7 +14,7 @@ On these 2 cores the direct 3x3 convolutions of ResNet-18 already run near the F
 does ONNX Runtime's): only fewer multiplies make them faster. The matmuls are ordinary kernels
 (tuned like any other); ``pack`` and ``unpack`` are TE computes whose 6x6 (4x4) tile loops are
 unrolled by ``schedule`` so that every transform coefficient is a constant. The same schedule
-serves as the default (schedule_cpu's ``Winograd`` rule) and as MetaSchedule's custom rule
+serves as the default (the default rules' ``Winograd`` (rules/winograd.py)) and as MetaSchedule's custom rule
 (the ``schedule_rule`` block annotation), which also samples its vector and chunk sizes.
 
 Only convolutions with enough output tiles are rewritten: the transformed weights are 4x larger
@@ -300,7 +300,7 @@ def schedule_unpack(sch, block, lanes: int, vectors: int = 1) -> None:
 def schedule(sch, target, vectors: int = 1) -> bool:
     """Schedule the unpack and pack blocks of a (fused) function; False when it has neither.
     (FuseOps may put one conv's unpack and the next conv's pack in one function.)"""
-    from .schedule_cpu import vector_lanes
+    from .vector import vector_lanes
 
     lanes = vector_lanes(target, "float32")
     found = False
@@ -320,9 +320,12 @@ def register_rules() -> None:
     import tvm
     from tvm.target import Target
 
+    from .vector import vector_lanes
+
     def make(fn):
         def rule(sch, block):
-            lanes = max(1, (_vector_bits() or 512) // 32)
+            t = Target.current(allow_none=True)
+            lanes = vector_lanes(t, "float32") if t is not None and str(t.kind.name) == "llvm" else 16
             out = []
             for vectors in (1, 2):
                 s = sch.copy()
@@ -330,12 +333,6 @@ def register_rules() -> None:
                 out.append(s)
             return out
         return rule
-
-    def _vector_bits():
-        from tvm.target.codegen import llvm_get_vector_width
-
-        t = Target.current(allow_none=True)
-        return llvm_get_vector_width(t) if t is not None and str(t.kind.name) == "llvm" else None
 
     for name, fn in ((PACK, schedule_pack), (UNPACK, schedule_unpack)):
         key = f"s_tir.meta_schedule.cpu.{name}"

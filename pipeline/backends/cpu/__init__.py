@@ -1,0 +1,143 @@
+"""The CPU backend: x86-64 and ARM (aarch64, armv7) through LLVM, this host's CPU or a board's.
+
+- graph stages: NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI (``vnni``),
+  float32 3x3 convs as Winograd F(4x4, 3x3) (``winograd``);
+- default schedules for kernels without tuning records (``rules/``, one rule per file);
+- tuning: Winograd's MetaSchedule rules, the light x86/ARM tensor-intrinsic import
+  (``intrinsics``), weights pre-packed for the tuned layout (x86 hosts);
+- CPU features an artifact needs (``features``), and for boards the C++ runner with TVM's
+  runtime for their architecture, run here under qemu-user (``board/``).
+"""
+
+from __future__ import annotations
+
+from .. import Backend, PassList
+from ... import log
+from ...errors import DeployError
+from .features import arch_of_triple, host_arch, missing_features, required_features
+
+
+def _rewrite_pass(name: str, rewrite):
+    """A module pass of ``rewrite(mod) -> (mod, count)`` (vnni's, winograd's)."""
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        return rewrite(mod)[0]
+
+    return _pass
+
+
+def _layout() -> list:
+    from tvm import relax
+
+    t = relax.transform
+    return [t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}), t.FoldConstant(), t.DeadCodeElimination()]
+
+
+def _int8_vnni() -> list:
+    from tvm import relax
+
+    from .vnni import vnni_rewrite
+
+    return [_rewrite_pass("Int8VnniConv2d", vnni_rewrite), relax.transform.FoldConstant()]
+
+
+def _winograd() -> list:
+    from tvm import relax
+
+    from .winograd import winograd_rewrite
+
+    return [_rewrite_pass("Conv2dWinogradF43", winograd_rewrite), relax.transform.FoldConstant()]
+
+
+def prepack_weights(target) -> bool:
+    """Weight layout rewriting is folded at compile time by running TIR on this host: x86 only."""
+    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch()) == host_arch() == "x86_64"
+
+
+class CpuBackend(Backend):
+    family = "cpu"
+    tvm_kinds = ("llvm", "c")
+    supports_runner = True
+    has_default_schedules = True
+
+    def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
+        if opt_level < 3:
+            return []
+        stages: PassList = [("layout", _layout)]
+        from .vnni import supported
+
+        if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
+            stages.append(("int8-vnni", _int8_vnni))
+        if precision == "fp32":  # float32 3x3 convs -> Winograd F(4x4, 3x3)
+            stages.append(("winograd", _winograd))
+        return stages
+
+    def tvm_pipeline(self):
+        from tvm.relax.backend.cpu_generic import pipeline
+
+        return pipeline
+
+    def extra_lower_passes(self, target) -> list:
+        import tvm
+
+        if prepack_weights(target):
+            # lets tuned schedules pick the weight layout; the rewrite is folded into the constants
+            return [tvm.relax.transform.AttachAttrLayoutFreeBuffers()]
+        return []
+
+    def apply_default_schedules(self, mod, target):
+        from .rules import apply_default_schedules  # imports tvm: only once it is needed
+
+        return apply_default_schedules(mod, target)
+
+    def default_schedule(self, func, target):
+        from .rules import default_schedule
+
+        return default_schedule(func, target)
+
+    def post_tuning_passes(self, target) -> list:
+        """After tuned schedules are applied: split out weight layout rewrites and fold them."""
+        from tvm import relax
+
+        if prepack_weights(target):
+            return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+        return []
+
+    def check_measurable(self, preset) -> None:
+        if preset.arch != host_arch() or preset.is_cross:
+            raise DeployError(f"tuning '{preset.name}' needs its board to measure on (emulated timings mean nothing)",
+                              hint="register the board with a TVM RPC tracker and pass --rpc-tracker HOST:PORT "
+                                   "--rpc-key KEY")
+        missing = missing_features(required_features(preset.cpu_target()))
+        if missing:
+            raise DeployError(f"this CPU lacks {', '.join(missing)}, which '{preset.name}' code uses: it cannot "
+                              "measure it", hint="tune on a machine with that CPU, or measure remotely with --rpc-tracker")
+
+    def register_tuning_rules(self) -> None:
+        from .winograd import register_rules
+
+        register_rules()  # the Winograd transforms' schedules, as MetaSchedule custom rules
+
+    def load_tensor_intrinsics(self) -> None:
+        from .intrinsics import light_tensor_intrinsics
+        from .vnni import register_intrinsic
+
+        light_tensor_intrinsics()
+        register_intrinsic()
+
+    def check_precision(self, preset, precision: str) -> None:
+        if precision == "fp16" and preset.arch == "x86_64":
+            log.warn("fp16 on x86 CPUs: no native float16 arithmetic, every op converts; expect it slower than fp32")
+
+    def device(self, artifact_path):
+        import tvm
+
+        return tvm.cpu(0)
+
+    def runs_here(self, target_manifest: dict) -> bool:
+        return target_manifest["arch"] == host_arch()
+
+
+BACKEND = CpuBackend()

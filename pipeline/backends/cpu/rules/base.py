@@ -1,0 +1,142 @@
+"""What the default CPU rules share: loop and block queries, the rule's start, epilogue fusion."""
+
+from __future__ import annotations
+
+from tvm import DataType, s_tir, tirx
+
+SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
+
+
+def extent(loop_sref_or_rv, sch) -> int | None:
+    ext = sch.get(loop_sref_or_rv).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def plain_block(sch, block) -> tuple[list, list[int]] | None:
+    """The block's loops and iter kinds, when each loop binds exactly one iter var, in order."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        return None
+    want = sch.get(block)
+    for info in infos:
+        if sch.get(info.block_rv).same_as(want):
+            loops = sch.get_loops(block)
+            if len(loops) != len(info.iters):
+                return None
+            kinds = {"S": SPATIAL, "R": REDUCE}
+            if any(it.kind not in kinds for it in info.iters):
+                return None
+            return loops, [kinds[it.kind] for it in info.iters]
+    return None
+
+
+def reduction_blocks(sch, blocks) -> list:
+    return [b for b in blocks if any(int(iv.iter_type) == REDUCE for iv in sch.get(b).iter_vars)]
+
+
+def pick(extent: int, choices: list[int]) -> int:
+    for c in choices:
+        if c <= extent and extent % c == 0:
+            return c
+    return 1
+
+
+def vectorize_inner(sch, block, lanes: int) -> None:
+    """Vectorize the innermost loop of an elementwise block when it divides into vectors."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    ext = extent(loops[-1], sch)
+    if ext is None or ext <= 1:
+        return
+    if ext <= lanes * 4 and (ext % lanes == 0 or ext < lanes):
+        sch.vectorize(loops[-1])
+    elif ext % lanes == 0:
+        _, inner = sch.split(loops[-1], factors=[None, lanes])
+        sch.vectorize(inner)
+
+
+def parallel_outer(sch, loops: list) -> None:
+    """Fuse the leading loops that have static extents and run them in parallel."""
+    lead = []
+    for lp in loops:
+        if extent(lp, sch) is None:
+            break
+        lead.append(lp)
+        total = 1
+        for l2 in lead:
+            total *= extent(l2, sch)
+        if total >= 64:
+            break
+    if not lead:
+        return
+    fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    if (extent(fused, sch) or 1) > 1:
+        sch.parallel(fused)
+
+
+def start(rule, func, target):
+    """A schedule of ``func`` and its top-level blocks, or None when the rule cannot apply."""
+    if not isinstance(func, tirx.PrimFunc) or not rule.is_target_available(target):
+        return None, None
+    sch = s_tir.Schedule(func)
+    if not has_root(sch):
+        return None, None
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    return (sch, blocks) if blocks else (None, None)
+
+
+def fuse_epilogue(sch, consumers) -> tuple[bool, object]:
+    """Inline an elementwise chain into its last block; (ok, that block or None)."""
+    for c in consumers[:-1]:
+        try:
+            sch.compute_inline(c)
+        except Exception:  # noqa: BLE001 - not inlinable: leave this function to other rules
+            return False, None
+    return True, (consumers[-1] if consumers else None)
+
+
+def schedule_producers(sch, producers, lanes: int) -> None:
+    """Padding and other stages before the main block: vectorized inside, parallel outside."""
+    for p in producers:
+        try:
+            vectorize_inner(sch, p, lanes)
+            loops = sch.get_loops(p)
+            parallel_outer(sch, loops[:-1] or loops)
+        except Exception:  # noqa: BLE001 - leave that stage as it is
+            pass
+
+
+def bytes(buf) -> int:
+    n = DataType(str(buf.dtype)).bits // 8
+    for d in buf.shape:
+        n *= int(d) if isinstance(d, tirx.IntImm) else 1
+    return n
+
+
+def has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def weights_dominate(sch, block, row_axis) -> bool:
+    """Whether the inputs not indexed by the row axis (weights) outweigh those that are."""
+    from tvm.tirx.analysis import undefined_vars
+
+    if row_axis is None:
+        return False
+    b = sch.get(block)
+    row_var = b.iter_vars[row_axis].var
+    weights = data = 0
+    for region in b.reads:
+        used = {v.same_as(row_var) for r in region.region for v in undefined_vars(r.min)}
+        if True in used:
+            data += bytes(region.source)
+        else:
+            weights += bytes(region.source)
+    return weights > data

@@ -1,0 +1,89 @@
+"""Register-blocked conv2d / matmul with the epilogue fused into each output block."""
+
+from __future__ import annotations
+
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+from ..vector import vector_lanes
+from .base import REDUCE, SPATIAL, extent, fuse_epilogue, pick, plain_block, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
+
+
+class ConvMatmul(CPUScheduleRule):
+    """Register-blocked conv2d / matmul with the epilogue fused into each output block."""
+
+    def __init__(self, max_rows: int = 8, max_accumulators: int = 16, max_vectors: int = 2):
+        self.max_rows = max_rows
+        self.max_vectors = max_vectors
+        self.max_acc = max_accumulators
+
+    def apply(self, func, target, _):
+        sch, blocks = start(self, func, target)
+        if sch is None:
+            return None
+        reds = reduction_blocks(sch, blocks)
+        if len(reds) != 1:
+            return None
+        main = reds[0]
+        idx = [i for i, b in enumerate(blocks) if sch.get(b).same_as(sch.get(main))][0]
+        producers, consumers = blocks[:idx], blocks[idx + 1:]
+        plain = plain_block(sch, main)
+        if plain is None:
+            return None
+        loops, kinds = plain
+        # spatial loops first, then reductions (as legalized)
+        n_s = kinds.index(REDUCE) if REDUCE in kinds else len(kinds)
+        if n_s == 0 or any(k != REDUCE for k in kinds[n_s:]) or any(k != SPATIAL for k in kinds[:n_s]):
+            return None
+        out = sch.get(main).writes[0].source
+        dtype = str(out.dtype)
+        lanes = vector_lanes(target, dtype)
+        ext = [extent(lp, sch) for lp in loops]
+        if any(e is None for e in ext):
+            return None
+        ok, epilogue = fuse_epilogue(sch, consumers)
+        if not ok:
+            return None
+        # tiles: vectors along the last spatial axis, rows along the previous non-unit one
+        s_ext = ext[:n_s]
+        v_ext = s_ext[-1]
+        vec = pick(v_ext, [k * lanes for k in range(self.max_vectors, 0, -1)]) if v_ext >= lanes else v_ext
+        if v_ext >= lanes and v_ext % lanes:
+            vec = lanes
+        row_axis = next((i for i in range(n_s - 2, -1, -1) if s_ext[i] > 1), None)
+        nvec = max(1, vec // lanes)
+        max_rows = max(1, min(self.max_rows, self.max_acc // nvec))
+        rows = pick(s_ext[row_axis], list(range(max_rows, 0, -1))) if row_axis is not None else 1
+        if row_axis is not None and rows < 3 and s_ext[row_axis] > max_rows:
+            rows = max_rows  # a ragged last block beats a 1-row block
+        s_loops = list(loops[:n_s])
+        r_loops = list(loops[n_s:])
+        v_o, v_i = sch.split(s_loops[-1], factors=[None, vec])
+        outer = s_loops[:-1]
+        if row_axis is not None and rows > 1:
+            r_o, r_i = sch.split(s_loops[row_axis], factors=[None, rows])
+            outer = s_loops[:row_axis] + [r_o] + s_loops[row_axis + 1:-1]
+            inner = [r_i, v_i]
+        else:
+            inner = [v_i]
+        # weights larger than the activations (late conv layers, transformer matmuls): walk the
+        # output channels outermost so each weight slice is read from memory once, not once per row
+        first = [v_o, *outer] if weights_dominate(sch, main, row_axis) else [*outer, v_o]
+        sch.reorder(*first, *r_loops, *inner)
+        par = sch.fuse(*first) if outer else v_o
+        sch.parallel(par)
+        if epilogue is not None:
+            sch.reverse_compute_at(epilogue, par)
+            ep_loops = sch.get_loops(epilogue)[1:]
+            if ep_loops:
+                vectorize_inner(sch, epilogue, lanes)
+        whole = v_ext % vec == 0 or vec == v_ext  # no ragged vector block: safe to vectorize
+        if len(inner) == 2:
+            sch.unroll(inner[0])
+        if whole:
+            sch.vectorize(inner[-1])
+        init = sch.decompose_reduction(main, r_loops[0])
+        iloops = sch.get_loops(init)
+        if iloops and whole:
+            sch.vectorize(iloops[-1])
+        schedule_producers(sch, producers, lanes)
+        return sch

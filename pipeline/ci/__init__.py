@@ -1,0 +1,6 @@
+"""CI builds (`deploy build`): a models x targets x precisions matrix from one config.
+
+``config`` reads deploy.toml into entries; ``entry`` builds one (lock, ``cachekey``, compile into
+place, verification); ``matrix`` runs them all (a process pool) and keeps index.json and
+SHA256SUMS; ``report`` prints the table, the JSON summary and JUnit XML.
+"""

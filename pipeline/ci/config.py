@@ -1,0 +1,146 @@
+"""The `deploy build` config (deploy.toml): models x targets x precisions, as a list of entries."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DeployError
+from ..quantize.options import PRECISIONS
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_BUILD_KEYS = {"output", "jobs", "verify"}
+_TARGET_KEYS = {"preset", "db"}
+_MODEL_KEYS = {"path", "input_shapes", "targets", "precisions", "calibration", "atol", "rtol", "opt_level"}
+
+
+@dataclass
+class Entry:
+    name: str
+    model_name: str
+    model: Path
+    target: str
+    preset: str
+    precision: str = "fp32"
+    input_shapes: dict = field(default_factory=dict)
+    opt_level: int = 3
+    calibration: Path | None = None
+    db: Path | None = None
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+@dataclass
+class Config:
+    path: Path
+    output: Path
+    jobs: int
+    verify: bool
+    entries: list[Entry]
+
+
+def _bad(path: Path, what: str, hint: str | None = None) -> DeployError:
+    return DeployError(f"{path}: {what}", hint=hint)
+
+
+def _check_keys(path: Path, table: str, data, known: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise _bad(path, f"'{table}' must be a table")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise _bad(path, f"unknown key(s) {unknown} in table '{table}'", hint=f"valid keys: {sorted(known)}")
+
+
+def _shapes(path: Path, model: str, value) -> dict[str, list[int]]:
+    if not isinstance(value, dict) or not all(
+            isinstance(v, list) and all(isinstance(d, int) and d > 0 for d in v) for v in value.values()):
+        raise _bad(path, f"models.{model}.input_shapes must map input names to lists of positive ints",
+                   hint='e.g. input_shapes = { image = [1, 3, 224, 224] }')
+    return {str(k): list(v) for k, v in value.items()}
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"build config not found: {path}", hint="pass a deploy.toml (see README, 'CI builds')")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeployError(f"cannot read {path}: {e}")
+    except tomllib.TOMLDecodeError as e:
+        raise DeployError(f"{path} is not valid TOML: {e}")
+    base = path.resolve().parent
+    unknown = sorted(set(data) - {"build", "targets", "models"})
+    if unknown:
+        raise _bad(path, f"unknown table(s) {unknown}", hint="a build config has the tables build, targets.NAME and models.NAME")
+    build = data.get("build", {})
+    _check_keys(path, "build", build, _BUILD_KEYS)
+    jobs = build.get("jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise _bad(path, "build.jobs must be a positive integer")
+    targets = data.get("targets", {})
+    models = data.get("models", {})
+    if not models:
+        raise _bad(path, "no models.NAME tables", hint='add a table models.net with path = "net.onnx"')
+    if not targets:
+        raise _bad(path, "no targets.NAME tables", hint="add a table, e.g. targets.x86-64 (see `deploy targets`)")
+    tinfo: dict[str, tuple[str, Path | None]] = {}
+    for tname, t in targets.items():
+        _check_keys(path, f"targets.{tname}", t, _TARGET_KEYS)
+        if not _NAME.match(tname):
+            raise _bad(path, f"target name '{tname}' may only use letters, digits, '.', '_', '+', '-'")
+        preset = t.get("preset", tname)
+        if preset.endswith(".toml"):
+            preset = str((base / preset).resolve())
+        tinfo[tname] = (preset, (base / t["db"]).resolve() if t.get("db") else None)
+    entries: list[Entry] = []
+    for mname, m in models.items():
+        _check_keys(path, f"models.{mname}", m, _MODEL_KEYS)
+        if not _NAME.match(mname):
+            raise _bad(path, f"model name '{mname}' may only use letters, digits, '.', '_', '+', '-'")
+        if "path" not in m:
+            raise _bad(path, f"models.{mname} has no path", hint=f'add path = "{mname}.onnx"')
+        mtargets = m.get("targets", list(targets))
+        missing = [t for t in mtargets if t not in tinfo]
+        if missing:
+            raise _bad(path, f"models.{mname} names target(s) {missing} with no targets.NAME table",
+                       hint=f"define them or use one of {list(tinfo)}")
+        precisions = m.get("precisions", ["fp32"])
+        bad = [p for p in precisions if p not in PRECISIONS]
+        if bad:
+            raise _bad(path, f"models.{mname}.precisions: unknown {bad}", hint=f"use {list(PRECISIONS)}")
+        for tname in mtargets:
+            for prec in precisions:
+                entries.append(Entry(
+                    name=f"{mname}-{tname}" + ("" if prec == "fp32" else f"-{prec}"),
+                    model_name=mname, model=(base / m["path"]).resolve(), target=tname,
+                    preset=tinfo[tname][0], precision=prec,
+                    input_shapes=_shapes(path, mname, m.get("input_shapes", {})),
+                    opt_level=int(m.get("opt_level", 3)),
+                    calibration=(base / m["calibration"]).resolve() if m.get("calibration") else None,
+                    db=tinfo[tname][1], atol=float(m.get("atol", 1e-4)), rtol=float(m.get("rtol", 1e-3))))
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        if e.name in seen:
+            raise _bad(path, f"two entries are both named '{e.name}'", hint="rename a model or a target")
+        seen[e.name] = e
+    output = (base / build.get("output", "artifacts")).resolve()
+    return Config(path=path, output=output, jobs=jobs, verify=bool(build.get("verify", True)), entries=entries)
+
+
+def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
+    """Entries whose name, model or target matches one of the (glob) patterns."""
+    if not only:
+        return entries
+    patterns = [p for item in only for p in item.split(",") if p]
+    chosen = [e for e in entries if any(fnmatch.fnmatchcase(x, p) for p in patterns
+                                        for x in (e.name, e.model_name, e.target))]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(x, p) for e in entries
+                                                for x in (e.name, e.model_name, e.target))]
+    if unmatched:
+        raise DeployError(f"--only {', '.join(unmatched)} matches no entry",
+                          hint="entries: " + ", ".join(e.name for e in entries))
+    return chosen

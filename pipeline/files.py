@@ -1,0 +1,86 @@
+"""Files, written the one safe way: content hashes, atomic writes, the cache root, output names.
+
+Every write that must never be seen half-done goes through here: a temp file or directory beside
+the destination, renamed over it in one step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """deploy's per-user cache (``$XDG_CACHE_HOME/deploy``): tuning records, board runtimes, runners."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploy"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        rel = p.relative_to(path).as_posix()
+        if any(part.startswith(".") for part in p.relative_to(path).parts):
+            continue  # lock files, editor droppings
+        h.update(f"{rel}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: a temp file beside it (named per process), then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+class atomic_cache_dir:
+    """A temp dir beside ``out`` renamed into place on success (another process may win the race)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def __enter__(self) -> Path:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                os.rename(self.tmp, self.out)
+            except OSError:  # another process filled the cache first
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+
+def output_file(name: str) -> str:
+    """The .npy file name an output is written to (by `deploy run` and the C++ runner alike)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".npy"

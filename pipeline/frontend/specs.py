@@ -1,0 +1,51 @@
+"""Tensor specs of a model's inputs and outputs (symbolic dims named), and its opset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list  # ints, or strings for symbolic dims, or None for unknown
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": self.shape}
+
+    @property
+    def symbolic(self) -> list[tuple[int, str]]:
+        return [(i, d if isinstance(d, str) else "?") for i, d in enumerate(self.shape) if not isinstance(d, int)]
+
+
+def _dtype(elem_type: int) -> str:
+    return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))) if elem_type else "unknown"
+
+
+def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    t = vi.type.tensor_type
+    shape: list = []
+    if t.HasField("shape"):
+        for d in t.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(int(d.dim_value))
+            else:
+                shape.append(d.dim_param or None)
+    return TensorSpec(vi.name, _dtype(t.elem_type), shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    inits = {i.name for i in model.graph.initializer}
+    return [value_spec(v) for v in model.graph.input if v.name not in inits]
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 1

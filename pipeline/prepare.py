@@ -1,0 +1,104 @@
+"""The front half that compile and tune share: load -> clean-up -> import -> int8 rewrite -> optimize.
+
+Both must see the same module: tuning extracts its tasks from it, and compile looks the same
+fused TIR functions up in the tuning database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import log
+from .backends import for_preset
+from .frontend import qoperator
+from .frontend.cleanup import cleanup
+from .frontend.importer import check_supported, import_model
+from .frontend.load import load_model
+from .optimize import pipeline_for, run_stage
+from .quantize.qdq import has_qdq
+from .quantize.rewrite import int8_rewrite, log_stats
+from .targets import Preset
+
+
+class Steps:
+    """Prints each named step as it starts and records how long it took."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        log.info(f"[cyan]>[/cyan] {name}")
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+
+
+class Dumper:
+    """Writes the IR after each stage into a directory (``--dump-ir``), numbered in order."""
+
+    def __init__(self, root: Path | None):
+        self.root, self.n = root, 0
+        if root:
+            root.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, stage: str, mod) -> None:
+        if self.root:
+            (self.root / f"{self.n:02d}-{stage}.py").write_text(mod.script(show_meta=False))
+            self.n += 1
+
+
+@dataclass
+class Prepared:
+    """A model loaded, cleaned up, imported and optimized."""
+
+    loaded: object          # frontend.load.LoadedModel
+    model: object           # the cleaned-up onnx.ModelProto
+    mod: object             # the optimized Relax IRModule
+    passes: dict[str, list[str]]
+
+
+def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
+                   dump_ir: Path | None = None, step=None, onnx_hook=None, precision: str = "fp32") -> Prepared:
+    """load -> clean-up -> import -> optimize, shared by compile and tune.
+
+    ``onnx_hook`` transforms the cleaned-up ONNX model before import (int8 calibration writes
+    QDQ there); QDQ pairs around conv2d/matmul become int8 compute right after import.
+    ``precision`` is the float precision the graph is optimized for (fp32 under int8).
+    """
+    step = step or (lambda name: contextlib.nullcontext())
+    passes: dict[str, list[str]] = {}
+    with step("load"):
+        loaded = load_model(model)
+        check_supported(loaded.model)
+    with step("clean-up"):
+        cleaned = cleanup(loaded.model, input_shapes)
+    if qoperator.present(cleaned):
+        with step("quantize: QOperator -> QDQ"):
+            cleaned = qoperator.to_qdq(cleaned)
+    if onnx_hook is not None:
+        with step("quantize: calibrate"):
+            cleaned = onnx_hook(cleaned)
+    with step("import"):
+        mod = import_model(cleaned)
+    dump = Dumper(Path(dump_ir) if dump_ir else None)
+    dump("imported", mod)
+    int8 = has_qdq(cleaned)
+    if int8:
+        with step("quantize: int8 rewrite"):
+            mod, stats = int8_rewrite(mod)
+            log_stats(stats)
+            passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
+        dump("int8", mod)
+    target = preset.tvm_target()
+    for stage, make in pipeline_for(for_preset(preset), target, opt_level, precision=precision, int8=int8):
+        with step(f"optimize: {stage}"):
+            stage_passes = make()
+            passes[stage] = [str(p.info.name) for p in stage_passes]
+            with log.tvm_quiet():
+                mod = run_stage(mod, stage_passes, target)
+        dump(stage, mod)
+    return Prepared(loaded, cleaned, mod, passes)

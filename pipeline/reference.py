@@ -1,0 +1,40 @@
+"""ONNX Runtime, the reference: one way to open a session, run a model and get its outputs.
+
+Used to verify artifacts (``verify``), to time the baseline (``bench``) and to run the float
+model during int8 calibration (``quantize.calibrate``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeployError
+
+
+def ort_session(model, threads: int = 0, optimize: bool = True):
+    """An ONNX Runtime CPU session of ``model`` (a path, or an onnx.ModelProto); ``threads=0`` is ORT's
+    default. ``optimize=False`` turns off ORT's graph optimizations (calibration observes tensors by name)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model if isinstance(model, (str, Path)) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(str(source) if isinstance(source, Path) else source, opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:
+        what = model if isinstance(model, (str, Path)) else "the model"
+        raise DeployError(f"ONNX Runtime cannot load {what}: {str(e)[:300]}",
+                          hint="pass the .onnx file the artifact was compiled from")
+
+
+def reference_outputs(model_path: str | Path, inputs: dict[str, np.ndarray], threads: int = 0) -> dict[str, np.ndarray]:
+    sess = ort_session(model_path, threads)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, inputs)))

@@ -1,0 +1,38 @@
+"""Schedules: tuning records where the database has them, the backend's defaults elsewhere.
+
+Runs after optimization, before the build: every fused TIR function the target's database has
+a record for gets its best recorded schedule; the backend then schedules the rest (for CPUs the
+rules in backends/cpu/rules) and folds what the tuned layouts need (pre-packed weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import log
+from .backends import for_preset
+from .targets import Preset
+from .tune import database as tuning_db
+
+
+def apply_database(mod, preset: Preset, root: Path | None):
+    """Replace every fused TIR function the target's database has a record for with its best
+    schedule; returns (module, tuned count, total count). Functions without a record get the
+    backend's default schedules."""
+    import tvm
+    from tvm import relax, tirx
+
+    backend = for_preset(preset)
+    tdb_path = tuning_db.path_for(preset, root)
+    funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
+    target = preset.tvm_target()
+    tuned = 0
+    with target, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
+        if (tdb_path / tuning_db.RECORDS).exists():
+            with tuning_db.TargetDB(tdb_path).open():
+                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+            tuned = sum(1 for gv, f in mod.functions.items()
+                        if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+        mod = backend.apply_default_schedules(mod, target)
+        mod = tvm.transform.Sequential(backend.post_tuning_passes(target))(mod)
+    return mod, tuned, len(funcs)
