@@ -32,7 +32,7 @@ def int8_rewrite(mod):
       by subtracting 128 from values and zero point), still int8 x int8;
     - conv2d with a zero point: ``conv2d(int16(x_q) - z, w_q)``. The spatial padding must hold
       the value z, which a zero-padded conv of x_q cannot express; int16(x_q) - z pads with 0
-      exactly. The VNNI stage (quantize_vnni) turns this form back into uint8 x int8 with padding z.
+      exactly. The VNNI stage (backends/cpu/vnni.py) turns this form back into uint8 x int8 with padding z.
 
     The result is ``astype(acc, float32) * (s_x * s_w[c])``, which FuseOps fuses with the bias, the
     activation and the next quantize into the conv's epilogue. Returns the module and

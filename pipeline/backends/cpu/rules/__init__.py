@@ -6,7 +6,7 @@ written through memory on every multiply-add. These rules, in the style of TVM's
 give every kernel a schedule that is parallel over cores and vectorized:
 
 - ``Winograd``: the winograd module's tile transforms (pack, unpack with its epilogue), scheduled by
-  winograd.py itself; their matmuls take ``ConvMatmul``.
+  backends/cpu/winograd.py itself; their matmuls take ``ConvMatmul``.
 - ``Int8Vnni``: the vnni module's packed int8 convolution, blocked like ConvMatmul, with each
   16 output x 4 input channels step tensorized to one AVX-512 VNNI ``vpdpbusd``.
 - ``ConvMatmul``: one reduction block (conv2d in NHWC/HWIO, depthwise conv, matmul, dense,

@@ -9,7 +9,7 @@ from .base import extent, fuse_epilogue, pick, reduction_blocks, schedule_produc
 
 
 class Int8Vnni(CPUScheduleRule):
-    """quantize_vnni's packed int8 conv: ConvMatmul's register blocking, with each 16 output
+    """The vnni module's packed int8 conv: ConvMatmul's register blocking, with each 16 output
     channels x 4 input channels step done by one ``vpdpbusd`` (TVM's dot_16x4_vnni intrinsic)."""
 
     def __init__(self, max_rows: int = 8, max_accumulators: int = 16):

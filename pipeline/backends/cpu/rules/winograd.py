@@ -8,7 +8,7 @@ from .base import SPATIAL, parallel_outer, plain_block, start
 
 
 class Winograd(CPUScheduleRule):
-    """winograd.py's tile transforms: its own schedule (also MetaSchedule's custom rule)."""
+    """backends/cpu/winograd.py's tile transforms: its own schedule (also MetaSchedule's custom rule)."""
 
     def apply(self, func, target, _):
         from .. import winograd

@@ -1,0 +1,159 @@
+"""The package's structure: no import circles, no private names across modules, one family choice.
+
+Imports are read from the source (module level and inside functions alike: an import hidden in
+a function is still a dependency). ``from pkg import name`` is an edge to ``pkg.name`` when that
+is a module, else to ``pkg`` itself; the implicit import of a parent package's ``__init__`` is
+not an edge (every module would otherwise depend on ``pipeline/__init__``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "pipeline"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in sorted(PKG.rglob("*.py")):
+        parts = ("pipeline",) + p.relative_to(PKG).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES.get(name, Path()).name == "__init__.py"
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
+    """(module imported, names taken from it, line) for every import of a pipeline module."""
+    base = name.split(".") if _is_package(name) else name.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names if a.name.split(".")[0] == "pipeline"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                mod = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] != "pipeline":
+                continue
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                if sub in MODULES:
+                    found.append((sub, [], node.lineno))
+                else:
+                    found.append((mod, [a.name], node.lineno))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    g = {m: set() for m in MODULES}
+    for m, p in MODULES.items():
+        for dep, _, _ in _imports(m, p):
+            while dep not in MODULES:  # `import pipeline.x.y` of a name inside a module
+                dep = dep.rsplit(".", 1)[0]
+            if dep != m:
+                g[m].add(dep)
+    return g
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in g[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_reader_finds_the_known_edges():
+    g = graph()
+    assert "pipeline.prepare" in g["pipeline.compile"]
+    assert "pipeline.backends" in g["pipeline.optimize"] and "pipeline.tune.database" in g["pipeline.schedule"]
+    # a function-level import counts
+    assert "pipeline.backends.cpu.rules" in g["pipeline.backends.cpu"]
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles():
+    assert cycles(graph()) == []
+
+
+def test_no_private_names_imported_from_other_modules():
+    bad = [f"{p.relative_to(PKG.parent)}:{line} imports {n} from {dep}"
+           for m, p in MODULES.items() for dep, names, line in _imports(m, p)
+           for n in names if n.startswith("_") and not n.startswith("__") and dep != m]
+    assert bad == []
+
+
+def test_the_family_is_chosen_in_one_place():
+    """Only backends/__init__.py maps a family name to code; nothing else compares families."""
+    compares = []
+    for m, p in MODULES.items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [n for n in ast.walk(node) if isinstance(n, (ast.Attribute, ast.Name))]
+                texts = {getattr(n, "attr", getattr(n, "id", "")) for n in names}
+                consts = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}
+                if "family" in texts or consts & {"cpu", "cuda"}:
+                    compares.append(f"{p.relative_to(PKG.parent)}:{node.lineno}")
+    outside = [c for c in compares if not c.startswith("pipeline/backends/__init__.py:")]
+    assert compares and outside == [], "family compared outside backends/__init__.py: " + ", ".join(outside)
+
+
+def test_unknown_family_is_an_error(tmp_path):
+    import pytest
+
+    from pipeline import DeployError
+    from pipeline.backends import for_family
+    from pipeline.targets import get_preset
+
+    with pytest.raises(DeployError, match="unknown target family 'fpga'"):
+        for_family("fpga")
+    board = tmp_path / "fpga.toml"
+    board.write_text('family = "fpga"\narch = "x86_64"\ndescription = "x"\n[target]\nkind = "llvm"\n')
+    with pytest.raises(DeployError, match="family 'fpga'"):
+        get_preset(str(board))
+
+
+def test_cache_key_hashes_the_compile_path_in_every_subpackage():
+    from pipeline.ci.cachekey import compile_path_sources
+
+    rel = {p.relative_to(PKG).as_posix() for p in compile_path_sources()}
+    for must in ("compile.py", "backends/cpu/rules/conv_matmul.py", "backends/cuda/toolkit.py",
+                 "quantize/qdq.py", "frontend/importer.py", "tune/database.py", "schedule.py"):
+        assert must in rel, must
+    assert not any(r.startswith("ci/") or r == "cli.py" for r in rel)
