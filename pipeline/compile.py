@@ -116,6 +116,8 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         with step("package"):
             manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
             manifest["tuning"] = tuning
+            if prep.fallbacks:
+                manifest["fallbacks"] = prep.fallbacks
             manifest["precision"] = {"compute": args.precision}
             if quantized is not None:
                 manifest["quantization"] = quantized.info

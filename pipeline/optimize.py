@@ -12,7 +12,6 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
 
 from __future__ import annotations
 
-from .backends import PassList
 
 
 def _simplify(opt_level: int) -> list:
@@ -108,15 +107,17 @@ def _call_tir_guard():
     return as_pass(Hide, "HideCallTIRFromMixedPrecision"), as_pass(Unhide, "RestoreCallTIR")
 
 
-def pipeline_for(backend, target, opt_level: int, precision: str = "fp32", int8: bool = False) -> PassList:
-    """The named stages for a backend (``backends.for_preset``) at an opt level."""
-    stages: PassList = []
+def pipeline_for(backend, target, opt_level: int, precision: str = "fp32",
+                 int8: bool = False) -> list[tuple[str, object, bool]]:
+    """The named stages for a backend (``backends.for_preset``) at an opt level, as
+    (name, pass factory, optional): an optional stage that fails falls back to the module before it."""
+    stages = []
     if opt_level >= 1:
-        stages.append(("simplify", lambda: _simplify(opt_level)))
-    stages += backend.graph_stages(target, opt_level, precision, int8)
+        stages.append(("simplify", lambda: _simplify(opt_level), False))
+    stages += [(name, make, True) for name, make in backend.graph_stages(target, opt_level, precision, int8)]
     if precision == "fp16":
-        stages.append(("fp16", _fp16))
-    stages.append(("lower", lambda: _lower(backend, target, opt_level)))
+        stages.append(("fp16", _fp16, False))
+    stages.append(("lower", lambda: _lower(backend, target, opt_level), False))
     return stages
 
 

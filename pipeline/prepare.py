@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import log
@@ -59,6 +59,7 @@ class Prepared:
     model: object           # the cleaned-up onnx.ModelProto
     mod: object             # the optimized Relax IRModule
     passes: dict[str, list[str]]
+    fallbacks: list[dict] = field(default_factory=list)  # optional stages skipped: {"stage", "reason"}
 
 
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
@@ -94,11 +95,20 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
             passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
         dump("int8", mod)
     target = preset.tvm_target()
-    for stage, make in pipeline_for(for_preset(preset), target, opt_level, precision=precision, int8=int8):
+    fallbacks: list[dict] = []
+    for stage, make, optional in pipeline_for(for_preset(preset), target, opt_level, precision=precision, int8=int8):
         with step(f"optimize: {stage}"):
             stage_passes = make()
+            try:
+                with log.tvm_quiet():
+                    mod = run_stage(mod, stage_passes, target)
+            except Exception as e:  # noqa: BLE001 - an optimization must never break a compile
+                if not optional:
+                    raise
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+                log.warn(f"optimize: stage '{stage}' does not apply to this model and was skipped ({reason})")
+                fallbacks.append({"stage": stage, "reason": reason})
+                continue
             passes[stage] = [str(p.info.name) for p in stage_passes]
-            with log.tvm_quiet():
-                mod = run_stage(mod, stage_passes, target)
         dump(stage, mod)
-    return Prepared(loaded, cleaned, mod, passes)
+    return Prepared(loaded, cleaned, mod, passes, fallbacks)

@@ -117,3 +117,61 @@ def test_rebuilt_artifact_at_the_same_path_runs_the_new_build(tmp_path):
     assert_matches_ort(first, tmp_path / "m1.onnx", x)
     second = pipeline.compile(tmp_path / "m2.onnx", "x86-64", output=tmp_path / "a", force=True)
     assert_matches_ort(second, tmp_path / "m2.onnx", x)
+
+
+def _save(path, nodes, inputs, out_shape, inits=()):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, path.stem, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                          initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path
+
+
+def test_if_is_imported_and_both_branches_match_onnxruntime(tmp_path):
+    """TVM's importer converts If itself (not through its converter map): the pre-check must let it in."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    branch = {k: helper.make_graph([helper.make_node(op, ["x"], [k])], k, [],
+                                   [helper.make_tensor_value_info(k, TensorProto.FLOAT, [2, 3])])
+              for k, op in (("t", "Relu"), ("e", "Neg"))}
+    path = _save(tmp_path / "if.onnx", [helper.make_node("If", ["c"], ["y"], then_branch=branch["t"],
+                                                         else_branch=branch["e"])],
+                 [x, helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [2, 3])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    xv = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    for c in (True, False):
+        assert_matches_ort(art, path, {"x": xv, "c": np.array(c)})
+
+
+def test_a_layout_stage_that_fails_falls_back_and_the_manifest_says_so(tmp_path):
+    """A variadic Sum next to a Conv breaks TVM's layout inference ("Invalid SLayout"): the NHWC
+    stage is skipped for this model, the compile goes on in NCHW and still matches ORT."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((4, 4, 3, 3)).astype(np.float32), "w")
+    path = _save(tmp_path / "conv_sum.onnx",
+                 [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Sum", ["c", "r", "x"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])], [1, 4, 8, 8], [w])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", opt_level=3)
+    assert_matches_ort(art, path)
+    fb = art.manifest["fallbacks"]
+    assert [f["stage"] for f in fb] == ["layout"] and "SLayout" in fb[0]["reason"]
+    assert "layout" not in art.manifest["passes"]
+
+
+def test_no_layout_pass_without_convolutions(tmp_path):
+    """A variadic Max (stack + reduce) crashed TVM's layout inference at -O 3 although the model has
+    no convolution to lay out: the layout pass now runs only where there is a conv2d."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path / "vmax.onnx", [helper.make_node("Relu", ["x"], ["r"]),
+                                          helper.make_node("Max", ["x", "r", "x"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])], [1, 4, 8, 8])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", opt_level=3)
+    assert_matches_ort(art, path)
+    assert "fallbacks" not in art.manifest

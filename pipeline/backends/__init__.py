@@ -33,7 +33,8 @@ class Backend:
 
     # -- optimize
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
-        """The family's own named graph stages, run after ``simplify``."""
+        """The family's own named graph stages, run after ``simplify``. They are optimizations: a
+        stage that fails is skipped (the module stays as it was before it) and the compile says so."""
         return []
 
     def tvm_pipeline(self):

@@ -22,6 +22,8 @@ from .specs import graph_inputs, opset_of
 # the onnx backend conformance suite): opset-23 Attention has a different meaning than the
 # contrib op TVM's converter implements.
 _BROKEN = {("Attention", 23)}
+# Ops TVM's importer converts itself, outside its converter map (its graph walk handles If)
+_CONVERTED_BY_IMPORTER = {"If"}
 
 
 def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
@@ -37,8 +39,9 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
             label = node.name or f"{node.op_type}_{i}"
             op = node.op_type
             key = op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"
-            ok = node.domain in ("", "ai.onnx") and (op in convert_map or op in qoperator.OPS)
-            if ok and op not in qoperator.OPS:  # those are rewritten to QDQ before import
+            ok = node.domain in ("", "ai.onnx") and (op in convert_map or op in qoperator.OPS
+                                                      or op in _CONVERTED_BY_IMPORTER)
+            if ok and op not in qoperator.OPS and op not in _CONVERTED_BY_IMPORTER:  # those are rewritten to QDQ before import
                 try:
                     convert_map[op].get_converter(opset)
                 except (NotImplementedError, IndexError):

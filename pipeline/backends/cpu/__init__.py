@@ -28,11 +28,35 @@ def _rewrite_pass(name: str, rewrite):
     return _pass
 
 
+def _has_conv2d(mod) -> bool:
+    from tvm import relax
+
+    found = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d":
+            found.append(e)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
+
+
 def _layout() -> list:
+    """NHWC/HWIO convolutions, only in modules that have a conv2d: TVM's layout inference fails on
+    ops it has no rule for (reductions, squeeze, ...), and there is nothing to gain without convs."""
+    import tvm
     from tvm import relax
 
     t = relax.transform
-    return [t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}), t.FoldConstant(), t.DeadCodeElimination()]
+    convert = t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+
+    @tvm.transform.module_pass(opt_level=0, name="ConvertLayoutWhereConv2d")
+    def where_conv(mod, _ctx):
+        return convert(mod) if _has_conv2d(mod) else mod
+
+    return [where_conv, t.FoldConstant(), t.DeadCodeElimination()]
 
 
 def _int8_vnni() -> list:
@@ -63,6 +87,7 @@ class CpuBackend(Backend):
     has_default_schedules = True
 
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
+        """NHWC layout, then VNNI and Winograd rewrites of the NHWC convolutions (opt level 3)."""
         if opt_level < 3:
             return []
         stages: PassList = [("layout", _layout)]
