@@ -54,12 +54,15 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
         typer.echo(json.dumps({**info.__dict__, "inputs": [i.to_dict() for i in info.inputs],
                                "outputs": [o.to_dict() for o in info.outputs]}, indent=2))
     else:
+        from rich.markup import escape
+
         out = log.Console(highlight=False)
-        out.print(f"[bold]{model}[/bold]  opset {info.opset}  producer {info.producer or '?'}")
+        out.print(f"[bold]{escape(str(model))}[/bold]  opset {info.opset}  producer {escape(info.producer or '?')}")
         t = Table("", "name", "dtype", "shape")
         for kind, specs in (("input", info.inputs), ("output", info.outputs)):
-            for s in specs:
-                t.add_row(kind, s.name, s.dtype, "[" + ", ".join(str(d) if d is not None else "?" for d in s.shape) + "]")
+            for s in specs:  # user strings: "[batch, 3, ...]" would otherwise read as a markup tag
+                t.add_row(kind, escape(s.name), s.dtype,
+                          escape("[" + ", ".join(str(d) if d is not None else "?" for d in s.shape) + "]"))
         out.print(t)
         out.print(f"parameters: {info.param_count:,} ({info.param_bytes / 1e6:.2f} MB)"
                   + (f", compute: {info.gflop} GFLOP per run (conv + matmul)" if info.gflop is not None else ""))
@@ -67,7 +70,7 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
         if info.unsupported:
             out.print(f"[red]cannot import {len(info.unsupported)} op type(s):[/red]")
             for op, nodes in sorted(info.unsupported.items()):
-                out.print(f"  {op}: {', '.join(nodes)}")
+                out.print(escape(f"  {op}: {', '.join(nodes)}"))
         else:
             out.print("[green]every op can be imported[/green]")
     if info.unsupported:

@@ -175,3 +175,13 @@ def test_no_layout_pass_without_convolutions(tmp_path):
     art = pipeline.compile(path, "x86-64", output=tmp_path / "a", opt_level=3)
     assert_matches_ort(art, path)
     assert "fallbacks" not in art.manifest
+
+
+def test_inspect_table_shows_named_dims(cli, tmp_path):
+    """A first dim named like `batch` made the table library read "[batch, 3, 32, 32]" as a markup tag."""
+    from pipeline import examples
+
+    onnx.save(examples.tiny_cnn(batch="batch"), str(tmp_path / "m.onnx"))
+    rc, out, err = cli("inspect", tmp_path / "m.onnx")
+    assert rc == 0, err
+    assert "[batch, 3, 32, 32]" in out
