@@ -117,6 +117,8 @@ def compile(
     exclude: ExcludeOpt = None,
     max_accuracy_drop: AccuracyDropOpt = None,
     random_calibration: RandomCalibrationOpt = False,
+    check: Annotated[Optional[bool], typer.Option("--check/--no-check", help="Compare the artifact with ONNX Runtime before writing it (default: where it runs here natively; --check runs ARM artifacts under qemu-user).")] = None,
+    check_inputs: Annotated[Optional[Path], typer.Option("--check-inputs", help="Inputs for the check: an .npz keyed by input name (default: seeded random).")] = None,
 ):
     """Compile MODEL for a target into an artifact directory (library + manifest.json; ARM: + runner, lib/)."""
     from .compile import CompileArgs, compile_model
@@ -128,7 +130,8 @@ def compile(
                              random_calibration)
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
-                              tune_budget=parse_duration(tune_budget), precision=prec, quant=quant))
+                              tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,
+                              check=check, check_inputs=check_inputs))
 
 
 @app.command()

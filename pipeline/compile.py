@@ -41,6 +41,8 @@ class CompileArgs:
     tune_budget: float | None = None  # seconds of tuning before the build (records kept in db)
     precision: str = "fp32"         # fp32 | fp16 | int8 (calibrated post-training quantization)
     quant: QuantOptions = field(default_factory=QuantOptions)  # how int8 is calibrated and gated
+    check: bool | None = None       # compare with ONNX Runtime before writing; None: where it runs natively
+    check_inputs: Path | None = None  # .npz of inputs for the check (default: seeded random)
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
@@ -129,6 +131,11 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             # measured on the artifact before it is moved into place: a failed gate leaves nothing
             with step("quantize: accuracy"):
                 _int8_report(tmp, quantized, args.quant.max_accuracy_drop)
+        record = _check(tmp, args, prep, quantized, step)
+        manifest = Artifact(tmp).manifest
+        manifest["check"] = record
+        manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
+        write_json(tmp / MANIFEST, manifest)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
@@ -154,6 +161,28 @@ def _int8_report(out: Path, res, gate: float | None) -> None:
         raise DeployError(f"int8 accuracy gate failed on the compiled artifact: drop {acc['drop']:.4f} > "
                           f"--max-accuracy-drop {gate}\n    " + format_accuracy(acc),
                           hint="raise --max-accuracy-drop, or exclude more layers with --exclude")
+
+
+def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
+    """The built-in check (check.py), where the artifact runs here or ``--check`` asks for it."""
+    from .check import check_artifact, load_check_inputs
+
+    art = Artifact(tmp)
+    target = art.manifest["target"]
+    if args.check is False:
+        return {"status": "skipped", "reason": "--no-check"}
+    native = for_family(target["family"]).runs_here(target) and not art.emulated
+    if not native and not (args.check and art.device is not None):
+        why = (f"a {target['family']} artifact cannot run on this machine" if art.device is None
+               else f"a {target['arch']} artifact runs here only under emulation (--check runs it)")
+        if args.check:
+            raise DeployError(f"--check: {why}", hint="compile without --check, or check it where it runs "
+                                                       "(`deploy verify ARTIFACT --model MODEL`)")
+        return {"status": "skipped", "reason": why}
+    with step("check against ONNX Runtime"):
+        inputs = load_check_inputs(args.check_inputs, art.inputs) if args.check_inputs else None
+        reference = quantized.model if quantized is not None else prep.loaded.path
+        return check_artifact(art, reference, "int8" if prep.int8 else args.precision, inputs)
 
 
 def _device_files(tmp: Path, preset: Preset) -> dict | None:

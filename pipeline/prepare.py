@@ -60,6 +60,7 @@ class Prepared:
     mod: object             # the optimized Relax IRModule
     passes: dict[str, list[str]]
     fallbacks: list[dict] = field(default_factory=list)  # optional stages skipped: {"stage", "reason"}
+    int8: bool = False      # QDQ pairs (calibrated or in the model) compute in int8
 
 
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
@@ -111,4 +112,4 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
                 continue
             passes[stage] = [str(p.info.name) for p in stage_passes]
         dump(stage, mod)
-    return Prepared(loaded, cleaned, mod, passes, fallbacks)
+    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8)

@@ -31,7 +31,8 @@ STALL_ENV = "DEPLOY_BUILD_TEST_STALL"  # tests only: an entry name to hang on ju
 def compile_kwargs(entry: Entry) -> dict:
     """CompileArgs keywords for an entry."""
     kw: dict = {"model": entry.model, "target": entry.preset, "input_shapes": entry.input_shapes,
-                "opt_level": entry.opt_level, "precision": entry.precision, "db": entry.db}
+                "opt_level": entry.opt_level, "precision": entry.precision, "db": entry.db,
+                "check": False}  # verify_entry compares with ONNX Runtime at the entry's own tolerances
     if entry.precision == "int8" and entry.calibration is not None:
         kw["quant"] = QuantOptions(calibration=entry.calibration)
     if entry.db is not None and not entry.db.exists():

@@ -1,0 +1,132 @@
+"""The built-in check: the compiled artifact against ONNX Runtime, before it is moved into place.
+
+Every compile whose artifact runs on this machine runs it once on seeded random inputs (or the
+user's ``--check-inputs``) next to ONNX Runtime on the same model, and compares each output
+within a tolerance set by the precision. A mismatch fails the compile with the outputs that
+differ and by how much, and nothing is written at the output path: no silent wrong answer
+leaves deploy. ``--no-check`` skips it; cross targets (run under qemu-user) are checked only
+with ``--check``; artifacts for a GPU this machine lacks cannot be checked here.
+
+int8 artifacts are compared with ONNX Runtime running the QDQ model deploy compiled (the same
+quantization), not the float model: their distance to float is the accuracy report's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import log
+from .errors import DeployError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An output passes when max|ours - ref| <= atol + rtol * max|ref| and, for float outputs,
+    their cosine similarity is at least ``min_cosine``; integer outputs must agree on at least
+    ``min_int_agreement`` of their elements."""
+
+    atol: float
+    rtol: float
+    min_cosine: float | None = None
+    min_int_agreement: float = 1.0
+
+    def describe(self) -> str:
+        s = f"max abs error <= {self.atol:g} + {self.rtol:g} x max|ref|"
+        return s + (f", cosine >= {self.min_cosine:g}" if self.min_cosine is not None else "")
+
+
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3),
+    "fp16": Tolerance(atol=1e-3, rtol=2e-2, min_cosine=0.999, min_int_agreement=0.99),
+    "int8": Tolerance(atol=1e-3, rtol=1e-1, min_cosine=0.98, min_int_agreement=0.99),
+}
+
+
+def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
+    """The figures of one output and whether they pass (NaN where ONNX Runtime has NaN counts as equal)."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if ours.shape != ref.shape:
+        return {"ok": False, "why": f"shape {list(ours.shape)}, ONNX Runtime's is {list(ref.shape)}"}
+    if ref.size == 0:
+        return {"ok": True, "max_abs": 0.0}
+    if ref.dtype.kind in "biu" or ours.dtype.kind in "biu":
+        agree = float(np.mean(ours.astype(np.int64) == ref.astype(np.int64)))
+        return {"ok": agree >= tol.min_int_agreement, "agreement": round(agree, 6),
+                "why": f"{100 * (1 - agree):.2f}% of the elements differ"}
+    o, r = ours.astype(np.float64), ref.astype(np.float64)
+    both_nan = np.isnan(o) & np.isnan(r)
+    o, r = np.where(both_nan, 0.0, o), np.where(both_nan, 0.0, r)
+    if not np.all(np.isfinite(o) == np.isfinite(r)):
+        return {"ok": False, "why": "NaN or Inf where ONNX Runtime has none (or the reverse)"}
+    finite = np.isfinite(r)
+    o, r = o[finite], r[finite]
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    max_abs = float(np.abs(o - r).max()) if r.size else 0.0
+    res = {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else max_abs}
+    ok = max_abs <= tol.atol + tol.rtol * scale
+    if tol.min_cosine is not None and scale > 0:
+        cos = float(np.dot(o, r) / max(np.linalg.norm(o) * np.linalg.norm(r), 1e-300))
+        res["cosine"] = round(cos, 6)
+        ok = ok and cos >= tol.min_cosine
+    res["ok"] = bool(ok)
+    if not ok:
+        res["why"] = f"max abs error {max_abs:.3g} (max|ref| {scale:.3g})" + (
+            f", cosine {res['cosine']:.5f}" if "cosine" in res else "")
+    return res
+
+
+def load_check_inputs(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
+    """``--check-inputs``: an .npz keyed by input name, one sample with the artifact's shapes."""
+    from .runtime import check_inputs
+
+    try:
+        with np.load(path) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise DeployError(f"cannot read --check-inputs {path}: {e}", hint="pass an .npz made by numpy.savez")
+    arrays = check_inputs(specs, data)
+    return dict(zip([s["name"] for s in specs], arrays))
+
+
+def check_artifact(artifact, reference_model, precision: str, inputs: dict | None = None,
+                   seed: int = 0) -> dict:
+    """Run ``artifact`` and ONNX Runtime (``reference_model``: a path or an onnx.ModelProto) on the
+    same inputs; the manifest's ``check`` record. Raises DeployError when an output differs."""
+    from .reference import ort_session
+    from .runtime import random_inputs
+
+    tol = TOLERANCES[precision]
+    source = f"--check-inputs ({len(inputs)} input(s))" if inputs is not None else f"random, seed {seed}"
+    inputs = random_inputs(artifact.inputs, seed) if inputs is None else inputs
+    try:
+        sess = ort_session(reference_model)
+        names = [o.name for o in sess.get_outputs()]
+        feed = {i.name: inputs[i.name] for i in sess.get_inputs() if i.name in inputs}
+        ref = dict(zip(names, sess.run(names, feed)))
+    except Exception as e:  # noqa: BLE001 - ORT cannot run it: nothing to check against
+        reason = f"ONNX Runtime cannot run this model: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
+        log.warn(f"  not checked: {reason}")
+        return {"status": "skipped", "reason": reason}
+    ours = artifact.run(inputs)
+    outputs, bad = {}, []
+    for name, r in ref.items():
+        if name not in ours:
+            bad.append(f"{name}: missing from the artifact's outputs")
+            continue
+        res = compare_output(ours[name], r, tol)
+        outputs[name] = res
+        if not res["ok"]:
+            bad.append(f"{name}: {res['why']}")
+    record = {"status": "failed" if bad else "passed", "inputs": source, "tolerance": tol.describe(),
+              "outputs": {k: {f: v for f, v in r.items() if f not in ("ok", "why")} for k, r in outputs.items()}}
+    if bad:
+        raise DeployError("the compiled artifact's outputs differ from ONNX Runtime's "
+                          f"({tol.describe()}):\n    " + "\n    ".join(bad),
+                          hint="nothing was written; try --opt-level 2 (fewer optimizations), or report the "
+                               "model; --no-check keeps the artifact anyway")
+    worst = max((r.get("max_abs", 0.0) for r in outputs.values()), default=0.0)
+    log.info(f"  matches ONNX Runtime on {source} inputs: {len(outputs)} output(s), max abs error {worst:.3g}")
+    return record

@@ -1,0 +1,68 @@
+"""The built-in check: every compile that can run its artifact here compares it with ONNX Runtime
+before moving it into place."""
+
+import numpy as np
+import pytest
+
+import pipeline
+from pipeline import DeployError
+from pipeline.check import TOLERANCES, compare_output
+from pipeline.runtime import Artifact
+
+
+def test_a_wrong_answer_fails_the_compile_and_writes_nothing(models, tmp_path, monkeypatch):
+    real = Artifact.run
+
+    def off_by_a_little(self, inputs=None):
+        return {k: v + np.float32(0.01) for k, v in real(self, inputs).items()}
+
+    monkeypatch.setattr(Artifact, "run", off_by_a_little)
+    with pytest.raises(DeployError, match=r"differ from ONNX Runtime's[\s\S]*probs: max abs error 0\.01") as e:
+        pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a")
+    assert "--no-check" in e.value.hint and "--opt-level 2" in e.value.hint
+    assert list(tmp_path.iterdir()) == []  # the temp dir is gone, nothing at the output path
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "b", check=False)
+    assert art.manifest["check"] == {"status": "skipped", "reason": "--no-check"}
+
+
+def test_the_check_is_recorded_and_takes_the_users_inputs(models, tmp_path):
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a")
+    c = art.manifest["check"]
+    assert c["status"] == "passed" and c["inputs"] == "random, seed 0" and c["outputs"]["probs"]["max_abs"] < 1e-5
+    x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", image=x)
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "b", check_inputs=tmp_path / "in.npz")
+    assert art.manifest["check"]["inputs"].startswith("--check-inputs")
+    np.savez(tmp_path / "bad.npz", image=x[:, :2])
+    with pytest.raises(DeployError, match="input 'image' has shape"):
+        pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "c", check_inputs=tmp_path / "bad.npz")
+
+
+def test_cross_and_gpu_artifacts_say_why_they_were_not_checked(models, tmp_path):
+    art = pipeline.compile(models / "cnn.onnx", "rpi4", output=tmp_path / "arm")
+    assert art.manifest["check"]["status"] == "skipped" and "--check runs it" in art.manifest["check"]["reason"]
+    art = pipeline.compile(models / "cnn.onnx", "rpi4", output=tmp_path / "arm2", check=True)  # under qemu
+    assert art.manifest["check"]["status"] == "passed"
+    with pytest.raises(DeployError, match="--check: a cuda artifact cannot run on this machine"):
+        pipeline.compile(models / "cnn.onnx", "cuda-sm86", output=tmp_path / "gpu", check=True)
+
+
+def test_int8_is_checked_against_the_qdq_model(models, tmp_path):
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", precision="int8",
+                           random_calibration=True)
+    c = art.manifest["check"]
+    assert c["status"] == "passed" and "cosine" in c["tolerance"] and c["outputs"]["probs"]["cosine"] > 0.98
+
+
+def test_compare_output_rules():
+    fp32 = TOLERANCES["fp32"]
+    r = np.array([1.0, -2.0, 100.0], np.float32)
+    assert compare_output(r + 0.05, r, fp32)["ok"]            # within 1e-3 of max|ref| = 0.1
+    assert not compare_output(r + 0.2, r, fp32)["ok"]
+    assert not compare_output(r[:2], r, fp32)["ok"]           # shape
+    nan = np.array([np.nan, 1.0], np.float32)
+    assert compare_output(nan, nan, fp32)["ok"]               # NaN where ORT has NaN
+    assert not compare_output(np.array([0.0, 1.0], np.float32), nan, fp32)["ok"]  # ReLU(NaN) = 0 is wrong
+    assert not compare_output(np.array([1, 2, 3]), np.array([1, 2, 4]), fp32)["ok"]  # ints: exact in fp32
+    i8 = TOLERANCES["int8"]
+    assert not compare_output(-r, r, i8)["ok"]                # cosine -1
