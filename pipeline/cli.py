@@ -270,11 +270,14 @@ def bench(
     threads: int = 2,
     repeat: int = 20,
     seconds: Annotated[float, typer.Option(help="Rough total time per engine.")] = 2.0,
+    warmup: Annotated[int, typer.Option(help="Inferences per engine before timing.")] = 3,
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=file.npy (repeatable); random if omitted.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time on a board registered there.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="The board's key at the tracker.")] = None,
 ):
-    """Latency (median, p90) next to ONNX Runtime's; ARM artifacts: under emulation, or on a board via RPC."""
+    """Latency (p50/p90/p99, mean) and peak memory next to ONNX Runtime's, each engine in its own process;
+    ARM artifacts: under emulation, or on a board via RPC."""
     from . import bench as b
     from .runtime import Artifact
 
@@ -286,7 +289,8 @@ def bench(
     elif art.emulated:
         r = b.bench_emulated(art, threads=threads, repeat=min(repeat, 5))
     else:
-        r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds)
+        r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds, warmup=warmup,
+                    inputs=_load_inputs(input or []))
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
@@ -299,11 +303,17 @@ def bench(
     if r.get("rpc"):
         typer.echo(f"deploy       median {d['median_ms']:.3f} ms  p90 {d['p90_ms']:.3f} ms  (on {r['rpc']})")
         return
-    typer.echo(f"deploy       median {d['median_ms']:.3f} ms  p90 {d['p90_ms']:.3f} ms  ({threads} threads)")
+
+    def line(name: str, x: dict, mem: dict) -> str:
+        return (f"{name:<12} p50 {x['median_ms']:.4g} ms  p90 {x['p90_ms']:.4g}  p99 {x['p99_ms']:.4g}  "
+                f"mean {x['mean_ms']:.4g} +- {x['std_ms']:.2g} ms  ({x['samples']} inferences, {threads} threads; "
+                f"peak RSS {mem['peak_rss_mb']:.0f} MB)")
+
+    typer.echo(line("deploy", d, r["memory"]["deploy"]))
     if "onnxruntime" in r:
-        o = r["onnxruntime"]
-        typer.echo(f"onnxruntime  median {o['median_ms']:.3f} ms  p90 {o['p90_ms']:.3f} ms  ({threads} threads)")
-        typer.echo(f"ratio        {r['ratio']:.2f}x ONNX Runtime's latency ({'slower' if r['ratio'] > 1 else 'faster'})")
+        typer.echo(line("onnxruntime", r["onnxruntime"], r["memory"]["onnxruntime"]))
+        typer.echo(f"ratio        {r['ratio']:.3f}x ({'slower' if r['ratio'] > 1 else 'faster'}) = "
+                   + r["ratio_definition"])
 
 
 @app.command()

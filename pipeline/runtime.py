@@ -179,6 +179,15 @@ class Artifact:
         return board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
                                  threads=threads)
 
+    def bind(self, inputs: dict[str, np.ndarray]):
+        """A call of ``main`` on these inputs, copied to the device once (for timing one inference)."""
+        import tvm
+
+        self.load()
+        args = [tvm.runtime.tensor(a, self._dev) for a in check_inputs(self.inputs, inputs)]
+        fn = self._vm["main"]
+        return lambda: fn(*args)
+
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:
         """Seconds per run, ``repeat`` samples each averaging ``number`` runs."""
         import tvm

@@ -79,9 +79,18 @@ def test_verify_and_bench_cli(cnn_artifact, cli, models):
     rc, out, err = cli("bench", cnn_artifact.path, "--model", models / "cnn.onnx", "--repeat", "3", "--seconds", "0.2", "--json")
     assert rc == 0, err
     r = json.loads(out)
-    assert r["deploy"]["median_ms"] > 0 and r["onnxruntime"]["median_ms"] > 0
-    # measured in turns: the ratio is the median of the per-turn ratios
-    assert len(r["turn_ratios"]) == 3 and r["ratio"] == pytest.approx(sorted(r["turn_ratios"])[1])
+    for engine in ("deploy", "onnxruntime"):
+        lat = r[engine]
+        assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["samples"] >= 6
+        assert r["memory"][engine]["peak_rss_mb"] > 10  # measured in the engine's own process
+    # one ratio, the one the medians give, with its definition
+    assert r["ratio"] == pytest.approx(r["deploy"]["median_ms"] / r["onnxruntime"]["median_ms"])
+    assert "median" in r["ratio_definition"] and len(r["turn_ratios"]) == 3
+    rc, out, err = cli("bench", cnn_artifact.path, "--model", models / "cnn.onnx", "--repeat", "2", "--seconds", "0.1")
+    assert rc == 0, err
+    p50 = {ln.split()[0]: float(ln.split()[2]) for ln in out.splitlines() if ln.split()[0] in ("deploy", "onnxruntime")}
+    printed = float(out.split("ratio")[1].split("x")[0])
+    assert printed == pytest.approx(p50["deploy"] / p50["onnxruntime"], rel=2e-3, abs=1.5e-3)
 
 
 def test_verify_fails_on_a_different_model(cnn_artifact, cli, tmp_path):
