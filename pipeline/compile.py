@@ -173,8 +173,8 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
         return {"status": "skipped", "reason": "--no-check"}
     native = for_family(target["family"]).runs_here(target) and not art.emulated
     if not native and not (args.check and art.device is not None):
-        why = (f"a {target['family']} artifact cannot run on this machine" if art.device is None
-               else f"a {target['arch']} artifact runs here only under emulation (--check runs it)")
+        why = (f"a {target['arch']} artifact runs here only under emulation (--check runs it)" if art.emulated
+               else f"a {target['family']} artifact for {target['preset']} cannot run on this machine")
         if args.check:
             raise DeployError(f"--check: {why}", hint="compile without --check, or check it where it runs "
                                                        "(`deploy verify ARTIFACT --model MODEL`)")

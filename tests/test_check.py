@@ -43,7 +43,7 @@ def test_cross_and_gpu_artifacts_say_why_they_were_not_checked(models, tmp_path)
     assert art.manifest["check"]["status"] == "skipped" and "--check runs it" in art.manifest["check"]["reason"]
     art = pipeline.compile(models / "cnn.onnx", "rpi4", output=tmp_path / "arm2", check=True)  # under qemu
     assert art.manifest["check"]["status"] == "passed"
-    with pytest.raises(DeployError, match="--check: a cuda artifact cannot run on this machine"):
+    with pytest.raises(DeployError, match="--check: a cuda artifact for cuda-sm86 cannot run on this machine"):
         pipeline.compile(models / "cnn.onnx", "cuda-sm86", output=tmp_path / "gpu", check=True)
 
 

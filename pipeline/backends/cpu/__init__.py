@@ -162,7 +162,9 @@ class CpuBackend(Backend):
         return tvm.cpu(0)
 
     def runs_here(self, target_manifest: dict) -> bool:
-        return target_manifest["arch"] == host_arch()
+        """This host's architecture, and every CPU feature the code uses (else it would die of SIGILL)."""
+        return (target_manifest["arch"] == host_arch()
+                and not missing_features(target_manifest.get("cpu_features", [])))
 
 
 BACKEND = CpuBackend()
