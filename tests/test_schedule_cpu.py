@@ -151,3 +151,19 @@ def test_tvm_uses_every_cpu_by_default():
     code = "import pipeline, tvm; print(tvm.get_global_func('runtime.NumThreads')())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert int(out.strip().splitlines()[-1]) == len(os.sched_getaffinity(0))
+
+
+def test_a_rule_that_raises_falls_back_to_the_next(monkeypatch, tmp_path):
+    """A default schedule rule that crashes on a kernel must not break the compile."""
+    import pipeline
+    from conftest import assert_matches_ort
+    from pipeline import examples
+    from pipeline.backends.cpu.rules import conv_matmul
+
+    def boom(self, func, target, _):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(conv_matmul.ConvMatmul, "apply", boom)
+    onnx.save(examples.tiny_cnn(), str(tmp_path / "m.onnx"))
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx")

@@ -31,6 +31,9 @@ apply returns None and the next one tries; ``Parallel`` is the last resort.
 from __future__ import annotations
 
 from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.base import ScheduleRule
+
+from .... import log
 
 from .conv_matmul import ConvMatmul
 from .injective import Injective
@@ -39,8 +42,34 @@ from .parallel import Parallel
 from .winograd import Winograd
 
 
-def rules() -> list:
-    return [Winograd(), Int8Vnni(), ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
+class Guarded(ScheduleRule):
+    """A rule that raises on a kernel (an IndexError or ScheduleError on a shape it did not foresee)
+    counts as not applying there: the next rule tries, and finally the kernel keeps TVM's plain loops."""
+
+    def __init__(self, rule, failures: list):
+        self.rule, self.failures = rule, failures
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception as e:  # noqa: BLE001 - a default schedule must never break a compile
+            name = func.attrs.get("global_symbol") if func.attrs else None
+            last = (str(e).strip().splitlines() or [""])[-1][:200]
+            self.failures.append((type(self.rule).__name__, str(name or "?"), f"{type(e).__name__}: {last}"))
+            return None
+
+
+def rules(failures: list | None = None) -> list:
+    plain = [Winograd(), Int8Vnni(), ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
+    return [Guarded(r, failures if failures is not None else []) for r in plain]
+
+
+def _report(failures: list) -> None:
+    for rule, kernel, why in failures:
+        log.debug(f"default schedule {rule} failed on {kernel}: {why}; the next rule applies")
+    if failures:
+        log.warn(f"{len(failures)} default schedule rule(s) did not apply to a kernel they matched and fell back "
+                 f"to the next rule (first: {failures[0][0]} on {failures[0][1]}: {failures[0][2]}); -v lists them")
 
 
 def default_schedule(func, target):
@@ -58,5 +87,8 @@ def default_schedule(func, target):
 
 def apply_default_schedules(mod, target):
     """Schedule every function the database left unscheduled; returns the module."""
+    failures: list = []
     with target:
-        return dl.ApplyDefaultSchedule(*rules())(mod)
+        mod = dl.ApplyDefaultSchedule(*rules(failures))(mod)
+    _report(failures)
+    return mod
