@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import log
+from .errors import DeployError
 from .backends import for_preset
 from .frontend import qoperator
 from .frontend.cleanup import cleanup
@@ -24,7 +25,8 @@ from .targets import Preset
 
 
 class Steps:
-    """Prints each named step as it starts and records how long it took."""
+    """Prints each named step as it starts and records how long it took. An error that is not
+    already a DeployError (TVM's, mostly) becomes one that names the step, with what to try."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
@@ -33,7 +35,15 @@ class Steps:
     def __call__(self, name: str):
         log.info(f"[cyan]>[/cyan] {name}")
         t0 = time.perf_counter()
-        yield
+        try:
+            yield
+        except DeployError:
+            raise
+        except Exception as e:  # noqa: BLE001 - no raw TVM error reaches the user
+            last = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+            raise DeployError(f"step '{name}' failed: {type(e).__name__}: {last}"[:800],
+                              hint="a lower --opt-level skips optimizations (2: no layout/Winograd, 1: no fusion); "
+                                   "run with -v for TVM's full trace, and report the model if it persists") from e
         self.seconds[name] = round(time.perf_counter() - t0, 3)
 
 

@@ -157,3 +157,17 @@ def test_artifact_for_another_cpu_is_refused_not_sigill(models, tmp_path):
     assert "this CPU lacks features" in r.stderr and missing[0] in r.stderr and "Traceback" not in r.stderr
     m = json.loads((art.path / "manifest.json").read_text())
     assert "amx_tile" in m["target"]["cpu_features"]
+
+
+def test_a_tvm_failure_in_a_step_names_the_step(cli, models, tmp_path, monkeypatch):
+    """A TVM error inside a required stage is one message naming the step, with what to try."""
+    from pipeline import optimize
+
+    def broken(*a, **k):
+        raise RuntimeError("InternalError: Check failed: something deep in TVM")
+
+    monkeypatch.setattr(optimize, "_simplify", broken)
+    err = _err(cli, "compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a")
+    assert "step 'optimize: simplify' failed" in err and "Check failed" in err and "--opt-level" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert not (tmp_path / "a").exists()
