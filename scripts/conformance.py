@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""ONNX's backend node tests through deploy's public API, next to ONNX Runtime: the conformance table.
+
+    .venv/bin/python scripts/conformance.py [--filter REGEX] [--jobs 2] [--json out.json] [--limit N]
+
+The onnx package generates its node tests locally (``onnx.backend.test.case.node.collect_testcases``:
+each a model and its input/output data). Constant-like inputs (1-D integer tensors of at most 16
+elements: axes, shapes, pads, repeats) are bound as initializers, as exporters emit them. Each
+test is compiled with ``pipeline.compile(..., "x86-64", check=False)``, run with
+``pipeline.load``, and compared with the expected outputs at the test's own rtol/atol (NaN equal
+to NaN); ONNX Runtime runs the same bound model. Each test runs in a worker process: a test that
+kills it (a crash inside TVM) is counted as a crash, and a fresh worker takes the next test.
+
+Outcomes for deploy: pass; wrong (compiled and ran, numbers differ: a silent wrong answer);
+refused (a DeployError: one message with a fix); error (any other exception: a raw error);
+crash (the process died); timeout; io (sequence/optional inputs or outputs, not tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_CONST = 16
+
+
+def _tensor_io(values) -> bool:
+    import numpy as np
+
+    return all(isinstance(v, (np.ndarray, np.generic)) for v in values)
+
+
+def generate(work: Path, pattern: str | None, limit: int | None) -> list[str]:
+    """Write each node test as work/NAME/{model.onnx, data.npz}; returns the names."""
+    import warnings
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from onnx.backend.test.case.node import collect_testcases
+
+    warnings.filterwarnings("ignore")
+    names = []
+    for case in sorted(collect_testcases(None), key=lambda c: c.name):
+        if pattern and not re.search(pattern, case.name):
+            continue
+        if limit is not None and len(names) >= limit:
+            break
+        d = work / case.name
+        d.mkdir(parents=True, exist_ok=True)
+        names.append(case.name)
+        if not case.data_sets:
+            (d / "io").write_text("no data")
+            continue
+        inputs, outputs = case.data_sets[0]
+        if _tensor_io(inputs) and _tensor_io(outputs):
+            inputs, outputs = [np.asarray(v) for v in inputs], [np.asarray(v) for v in outputs]
+        if not (_tensor_io(inputs) and _tensor_io(outputs)):
+            (d / "io").write_text("sequence or optional inputs/outputs")
+            continue
+        model = onnx.ModelProto()
+        model.CopyFrom(case.model)
+        g = model.graph
+        real = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
+        feed, bound = {}, []
+        for vi, arr in zip(real, inputs):
+            if arr.dtype.kind in "iu" and arr.ndim <= 1 and arr.size <= MAX_CONST:
+                g.initializer.append(numpy_helper.from_array(arr, vi.name))
+                bound.append(vi.name)
+            else:
+                feed[vi.name] = arr
+        keep = [vi for vi in g.input if vi.name not in bound]
+        del g.input[:]
+        g.input.extend(keep)
+        onnx.save(model, str(d / "model.onnx"))
+        np.savez(d / "data.npz", **{f"in:{k}": v for k, v in feed.items()},
+                 **{f"out:{o.name}": v for o, v in zip(g.output, outputs)})
+        (d / "tol.json").write_text(json.dumps({"rtol": case.rtol, "atol": case.atol}))
+    return names
+
+
+def _close(ours, ref, rtol: float, atol: float) -> str | None:
+    import numpy as np
+
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if ours.shape != ref.shape:
+        return f"shape {list(ours.shape)} != {list(ref.shape)}"
+    if ref.dtype.kind in "OSU":
+        return None if np.array_equal(ours, ref) else "values differ"
+    o, r = ours.astype(np.float64), ref.astype(np.float64)
+    nan = np.isnan(o) & np.isnan(r)
+    bad = ~nan & ~(np.abs(o - r) <= atol + rtol * np.abs(r)) & ~(o == r)
+    if bad.any():
+        return f"{int(bad.sum())} of {bad.size} elements differ (max abs {float(np.nanmax(np.abs(o - r))):.3g})"
+    return None
+
+
+def run_one(d: Path) -> dict:
+    """deploy and ONNX Runtime on one generated test (in a worker process)."""
+    import numpy as np
+
+    if (d / "io").exists():
+        return {"deploy": "io", "ort": "io", "why": (d / "io").read_text()}
+    tol = json.loads((d / "tol.json").read_text())
+    with np.load(d / "data.npz", allow_pickle=False) as z:
+        feed = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+        want = {k[4:]: z[k] for k in z.files if k.startswith("out:")}
+    res: dict = {}
+    try:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        sess = ort.InferenceSession(str(d / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+        why = next((w for n, v in want.items() if (w := _close(got.get(n), v, tol["rtol"], tol["atol"]))), None)
+        res["ort"] = "pass" if why is None else "wrong"
+    except Exception:  # noqa: BLE001
+        res["ort"] = "error"
+    import pipeline
+    from pipeline import DeployError
+
+    t0 = time.perf_counter()
+    try:
+        art = pipeline.compile(d / "model.onnx", "x86-64", output=d / "art", force=True, check=False)
+        res["compile_s"] = round(time.perf_counter() - t0, 2)
+        got = art.run(feed)
+        why = next((f"{n}: {w}" for n, v in want.items()
+                    if (w := _close(got[n], v, tol["rtol"], tol["atol"]) if n in got else "missing")), None)
+        res["deploy"] = "pass" if why is None else "wrong"
+        if why:
+            res["why"] = why[:200]
+    except DeployError as e:
+        res.update(deploy="refused", why=e.message.splitlines()[0][:200])
+    except Exception as e:  # noqa: BLE001
+        res.update(deploy="error", why=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1][:200]}")
+    return res
+
+
+def worker() -> None:
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+    for line in sys.stdin:
+        d = Path(line.strip())
+        out = run_one(d)
+        sys.stdout.write(json.dumps({"name": d.name, **out}) + "\n")
+        sys.stdout.flush()
+
+
+class Worker:
+    def __init__(self):
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        self.current: str | None = None
+        self.started = 0.0
+
+    def give(self, d: Path) -> None:
+        self.current, self.started = d.name, time.time()
+        self.p.stdin.write(f"{d}\n")
+        self.p.stdin.flush()
+
+
+def run_all(work: Path, names: list[str], jobs: int, timeout: float, progress: bool) -> dict[str, dict]:
+    todo = list(reversed(names))
+    workers = [Worker() for _ in range(min(jobs, len(names)))]
+    results: dict[str, dict] = {}
+    for w in workers:
+        if todo:
+            w.give(work / todo.pop())
+    while any(w.current for w in workers):
+        busy = [w for w in workers if w.current]
+        ready, _, _ = select.select([w.p.stdout for w in busy], [], [], 1.0)
+        for w in busy:
+            name = w.current
+            if w.p.stdout in ready:
+                line = w.p.stdout.readline()
+                if line:
+                    results[name] = json.loads(line)
+                else:  # the worker died with this test
+                    results[name] = {"name": name, "deploy": "crash", "ort": "?", "why": f"exit {w.p.wait()}"}
+                    workers[workers.index(w)] = w = Worker()
+            elif time.time() - w.started > timeout:
+                w.p.kill()
+                w.p.wait()
+                results[name] = {"name": name, "deploy": "timeout", "ort": "?", "why": f"> {timeout:.0f} s"}
+                workers[workers.index(w)] = w = Worker()
+            else:
+                continue
+            w.current = None
+            if progress:
+                r = results[name]
+                print(f"[{len(results)}/{len(names)}] {name}: {r['deploy']}"
+                      + (f" ({r['why'][:100]})" if r.get("why") and r["deploy"] != "pass" else ""), flush=True)
+            if todo:
+                w.give(work / todo.pop())
+    for w in workers:
+        w.p.stdin.close()
+        w.p.wait()
+    return results
+
+
+def table(results: dict[str, dict]) -> str:
+    rows = []
+    for label, sel in (("operator tests", lambda n: "_expanded" not in n),
+                       ("expanded tests", lambda n: "_expanded" in n)):
+        rs = [r for n, r in results.items() if sel(n)]
+        c = Counter(r["deploy"] for r in rs)
+        ort = sum(r["ort"] == "pass" for r in rs)
+        rows.append(f"| {len(rs)} {label} | **{c['pass']} pass** | {c['wrong']} | {c['refused']} | {c['error']} | "
+                    f"{c['crash'] + c['timeout']} | {c['io']} | {ort} |")
+    return ("| | deploy | wrong numbers | refused (DeployError) | raw error | crash/timeout | seq/optional I/O "
+            "| ONNX Runtime |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--filter", help="regex on test names (e.g. '^test_(conv|relu)')")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--json", type=Path, help="write every test's outcome here")
+    ap.add_argument("--work", type=Path, help="where the generated tests go [a temp dir]")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker()
+        return 0
+    work = a.work or Path(tempfile.mkdtemp(prefix="deploy-conformance-"))
+    t0 = time.time()
+    names = generate(work, a.filter, a.limit)
+    results = run_all(work, names, a.jobs, a.timeout, not a.quiet)
+    secs = [r["compile_s"] for r in results.values() if "compile_s" in r]
+    print(table(results))
+    if secs:
+        secs.sort()
+        print(f"compile time per test: median {secs[len(secs) // 2]:.2f} s, max {secs[-1]:.1f} s; "
+              f"whole run {time.time() - t0:.0f} s with {a.jobs} worker(s)")
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
