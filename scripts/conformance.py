@@ -149,11 +149,14 @@ def run_one(d: Path) -> dict:
 
 def worker() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", "1")
+    results = os.fdopen(os.dup(1), "w")  # what TVM or a model prints goes to stderr, not into the results
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     for line in sys.stdin:
         d = Path(line.strip())
         out = run_one(d)
-        sys.stdout.write(json.dumps({"name": d.name, **out}) + "\n")
-        sys.stdout.flush()
+        results.write(json.dumps({"name": d.name, **out}) + "\n")
+        results.flush()
 
 
 class Worker:
