@@ -101,7 +101,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
                           onnx_hook=hook, precision=precision)
     with step("apply tuning"):
-        mod, tuned, total = apply_database(prep.mod, preset, args.db)
+        mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks)
         log.info(f"  {tuned} of {total} kernels use tuning records, {total - tuned} use default schedules")
         prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
         tuning = {"database": str(path_for(preset, args.db)),

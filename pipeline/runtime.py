@@ -200,8 +200,14 @@ class Artifact:
 
 
 def _flatten(result) -> list[np.ndarray]:
+    import tvm
+
     if hasattr(result, "numpy"):
         return [result.numpy()]
+    if isinstance(result, tvm.runtime.ShapeTuple):  # a Shape output: the VM returns the shape itself
+        return [np.array(list(result), dtype=np.int64)]
+    if isinstance(result, (int, float, bool, np.generic)):
+        return [np.asarray(result)]
     out = []
     for r in result:
         out.extend(_flatten(r))

@@ -15,10 +15,10 @@ from .targets import Preset
 from .tune import database as tuning_db
 
 
-def apply_database(mod, preset: Preset, root: Path | None):
+def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | None = None):
     """Replace every fused TIR function the target's database has a record for with its best
     schedule; returns (module, tuned count, total count). Functions without a record get the
-    backend's default schedules."""
+    backend's default schedules. What was skipped is appended to ``fallbacks`` ({"stage", "reason"})."""
     import tvm
     from tvm import relax, tirx
 
@@ -34,5 +34,16 @@ def apply_database(mod, preset: Preset, root: Path | None):
             tuned = sum(1 for gv, f in mod.functions.items()
                         if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
         mod = backend.apply_default_schedules(mod, target)
-        mod = tvm.transform.Sequential(backend.post_tuning_passes(target))(mod)
+        post = backend.post_tuning_passes(target)
+        if post:
+            try:
+                mod = tvm.transform.Sequential(post)(mod)
+            except Exception as e:  # noqa: BLE001 - prepacking is an optimization
+                # TVM's SplitLayoutRewritePreproc fails on kernels without a compute block (TopK, CumSum,
+                # ScatterElements): without it a tuned kernel re-lays its weights on every call instead
+                # of once at build time, which is slower but the same numbers; untuned kernels have none.
+                last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+                log.warn(f"weight prepacking does not apply to this model and was skipped ({last})")
+                if fallbacks is not None:
+                    fallbacks.append({"stage": "prepack weights", "reason": last})
     return mod, tuned, len(funcs)

@@ -194,3 +194,18 @@ def test_inspect_table_shows_named_dims(cli, tmp_path):
     rc, out, err = cli("inspect", tmp_path / "m.onnx")
     assert rc == 0, err
     assert "[batch, 3, 32, 32]" in out
+
+
+def test_weight_prepacking_falls_back_on_kernels_it_cannot_split(tmp_path):
+    """TVM's SplitLayoutRewritePreproc fails on TopK (no compute block): the compile skips prepacking."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = numpy_helper.from_array(np.array([2], np.int64), "k")
+    g = helper.make_graph([helper.make_node("TopK", ["x", "k"], ["y", "i"], axis=1)], "topk",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2]),
+                           helper.make_tensor_value_info("i", TensorProto.INT64, [3, 2])], initializer=[k])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "topk.onnx"))
+    art = pipeline.compile(tmp_path / "topk.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "topk.onnx")
+    assert [f["stage"] for f in art.manifest["fallbacks"]] == ["prepack weights"]

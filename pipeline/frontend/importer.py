@@ -33,12 +33,16 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
     convert_map = _get_convert_map()
     opset = opset_of(model)
     found: dict[str, list[str]] = {}
+    consts = _constants(model.graph)
 
     def walk(graph):
         for i, node in enumerate(graph.node):
             label = node.name or f"{node.op_type}_{i}"
             op = node.op_type
             key = op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"
+            if _training_mode(node, consts):
+                found.setdefault(f"{op} in training mode (deploy compiles inference only)", []).append(label)
+                continue
             ok = node.domain in ("", "ai.onnx") and (op in convert_map or op in qoperator.OPS
                                                       or op in _CONVERTED_BY_IMPORTER)
             if ok and op not in qoperator.OPS and op not in _CONVERTED_BY_IMPORTER:  # those are rewritten to QDQ before import
@@ -58,6 +62,32 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
     return found
 
 
+def _constants(graph) -> dict:
+    """Initializers and Constant-node values of a graph, by name (for attribute-like inputs)."""
+    from onnx import numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _training_mode(node, consts: dict) -> bool:
+    """Dropout with a training_mode input that is true or not a constant; BatchNormalization with
+    training_mode=1: ops whose training behaviour deploy does not compile."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+        value = consts.get(node.input[2])
+        return value is None or bool(value.reshape(-1)[0])
+    if node.op_type == "BatchNormalization":
+        return any(a.name == "training_mode" and a.i for a in node.attribute)
+    return False
+
+
 def check_supported(model: onnx.ModelProto) -> None:
     missing = unsupported_ops(model)
     if missing:
@@ -65,8 +95,8 @@ def check_supported(model: onnx.ModelProto) -> None:
                  for op, nodes in sorted(missing.items())]
         raise DeployError(
             f"{len(missing)} op type(s) in this model cannot be imported by TVM:\n    " + "\n    ".join(lines),
-            hint="replace or remove these ops before export (e.g. export RNNs unrolled, "
-                 "or keep them out of the deployed subgraph)",
+            hint="replace or remove these ops before export (export in eval mode: model.eval(); export RNNs "
+                 "unrolled, or keep them out of the deployed subgraph)",
         )
 
 
