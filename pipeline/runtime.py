@@ -160,9 +160,14 @@ class Artifact:
 
         self.load()
         arrays = check_inputs(self.inputs, inputs)
-        args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
-        result = self._vm["main"](*args)
-        flat = _flatten(result)
+        try:
+            args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
+            flat = _flatten(self._vm["main"](*args))
+        except Exception as e:  # noqa: BLE001 - TVM's runtime: one message, not its trace
+            last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+            raise DeployError(f"running {self.path} failed in TVM's runtime: {last}",
+                              hint="check the inputs against the manifest; run with -v, and report the model "
+                                   "if they match") from e
         return {o["name"]: r for o, r in zip(self.outputs, flat)}
 
     __call__ = run

@@ -5,7 +5,8 @@
 
 The onnx package generates its node tests locally (``onnx.backend.test.case.node.collect_testcases``:
 each a model and its input/output data). Constant-like inputs (integer or bool tensors of at most 16
-elements and rank <= 1: axes, shapes, pads, repeats, flags) are bound as initializers, as exporters emit them. Each
+elements and rank <= 1: axes, shapes, pads, repeats, flags) are bound as initializers, as exporters emit them, and every
+input's shape is bound from the test's data (``--input-shape``). Each
 test is compiled with ``pipeline.compile(..., "x86-64")`` (the built-in check on, as users get it), run with
 ``pipeline.load``, and compared with the expected outputs at the test's own rtol/atol (NaN equal
 to NaN); ONNX Runtime runs the same bound model. Each test runs in a worker process: a test that
@@ -133,7 +134,8 @@ def run_one(d: Path) -> dict:
 
     t0 = time.perf_counter()
     try:
-        art = pipeline.compile(d / "model.onnx", "x86-64", output=d / "art", force=True)  # with the built-in check
+        art = pipeline.compile(d / "model.onnx", "x86-64", output=d / "art", force=True,  # with the built-in check
+                               input_shapes={k: list(v.shape) for k, v in feed.items()})
         res["compile_s"] = round(time.perf_counter() - t0, 2)
         got = art.run(feed)
         why = next((f"{n}: {w}" for n, v in want.items()

@@ -209,3 +209,22 @@ def test_weight_prepacking_falls_back_on_kernels_it_cannot_split(tmp_path):
     art = pipeline.compile(tmp_path / "topk.onnx", "x86-64", output=tmp_path / "a")
     assert_matches_ort(art, tmp_path / "topk.onnx")
     assert [f["stage"] for f in art.manifest["fallbacks"]] == ["prepack weights"]
+
+
+def test_layer_normalization_mean_and_inv_std_dev_outputs(tmp_path):
+    """TVM's converter returned scalar zeros for LayerNormalization's Mean and InvStdDev."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    g = helper.make_graph([helper.make_node("LayerNormalization", ["x", "w", "b"], ["y", "mean", "inv"], axis=-1)],
+                          "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4]),
+                           helper.make_tensor_value_info("mean", TensorProto.FLOAT, [2, 3, 1]),
+                           helper.make_tensor_value_info("inv", TensorProto.FLOAT, [2, 3, 1])], initializer=[w, b])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "ln.onnx"))
+    art = pipeline.compile(tmp_path / "ln.onnx", "x86-64", output=tmp_path / "a", check=False)
+    out = art.run()
+    assert out["mean"].shape == (2, 3, 1) and out["inv"].shape == (2, 3, 1)
+    assert_matches_ort(art, tmp_path / "ln.onnx")

@@ -1,20 +1,16 @@
 """Import: ONNX graph -> Relax IRModule with every input shape bound.
 
-One converter is replaced while importing: TVM imports Clip as an opaque TIR kernel
-(``emit_te(topi.maximum)``), which the layout pass cannot see through. Every ReLU6 of an NHWC
-MobileNet then sat between two transposes, outside its convolution's fused kernel. With
-constant bounds, Clip becomes ``relax.maximum`` / ``relax.minimum``, which ConvertLayout and
-FuseOps handle; NaN bounds and non-constant bounds keep TVM's own converter.
+A pre-check lists every op that cannot be imported (and training-mode ops) at once; then TVM's
+ONNX frontend converts the model, with deploy's own converters (``converters/``) installed
+beside TVM's for the ops it converts badly or not at all.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import onnx
 
 from .. import log
-from . import qoperator
+from . import converters, qoperator
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -112,7 +108,7 @@ def import_model(model: onnx.ModelProto):
                               hint=f"pass --input-shape {spec.name}=DIMxDIM...")
         shape_dict[spec.name] = spec.shape
     try:
-        with log.tvm_quiet(), _relax_clip():
+        with log.tvm_quiet(), converters.installed():
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
     except DeployError:
         raise
@@ -123,42 +119,3 @@ def import_model(model: onnx.ModelProto):
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
         ) from e
     return mod
-
-
-@contextlib.contextmanager
-def _relax_clip():
-    """Import Clip with constant bounds as relax.maximum/minimum (see the module docstring)."""
-    import numpy as np
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.onnx import onnx_frontend as of
-
-    original = of.Clip.__dict__["_impl_v13"]
-
-    def bound(b):
-        if b is None:
-            return None, True
-        if isinstance(b, tvm.ir.GenericConst) and b.value.numpy().size == 1:
-            v = b.value.numpy().reshape(())
-            return (None, True) if np.isinf(v) else (v, not np.isnan(v))
-        return None, False
-
-    def impl_v13(cls, bb, inputs, attr, params):
-        x = inputs[0]
-        lo, lo_ok = bound(inputs[1] if len(inputs) > 1 else None)
-        hi, hi_ok = bound(inputs[2] if len(inputs) > 2 else None)
-        dtype = str(getattr(getattr(x, "ty", None), "dtype", None))
-        if not (lo_ok and hi_ok) or dtype not in ("float32", "float16"):
-            return original.__func__(cls, bb, inputs, attr, params)
-        out = x
-        if lo is not None:
-            out = bb.normalize(relax.op.maximum(out, relax.const(lo.astype(dtype), dtype)))
-        if hi is not None:
-            out = bb.normalize(relax.op.minimum(out, relax.const(hi.astype(dtype), dtype)))
-        return out
-
-    of.Clip._impl_v13 = classmethod(impl_v13)
-    try:
-        yield
-    finally:
-        of.Clip._impl_v13 = original

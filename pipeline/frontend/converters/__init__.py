@@ -1,0 +1,24 @@
+"""deploy's ONNX op converters, installed into TVM's ONNX frontend for the length of an import.
+
+One module per op; each has ``install() -> undo``. Add a converter by adding a module and its
+name to ``MODULES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+MODULES = ("clip", "layer_norm")
+
+
+@contextlib.contextmanager
+def installed():
+    undo = []
+    try:
+        for name in MODULES:
+            undo.append(importlib.import_module(f"{__name__}.{name}").install())
+        yield
+    finally:
+        for u in reversed(undo):
+            u()
