@@ -228,3 +228,30 @@ def test_layer_normalization_mean_and_inv_std_dev_outputs(tmp_path):
     out = art.run()
     assert out["mean"].shape == (2, 3, 1) and out["inv"].shape == (2, 3, 1)
     assert_matches_ort(art, tmp_path / "ln.onnx")
+
+
+@pytest.mark.parametrize("op,attrs,x,y", [
+    ("IsInf", {"detect_negative": 0}, [np.inf, -np.inf, 1.0, np.nan], None),
+    ("IsInf", {"detect_positive": 0}, [np.inf, -np.inf, 1.0, np.nan], None),
+    ("Mod", {"fmod": 0}, [-3.0, 3.0, -1.0, 1.0, 0.0, 5.5], [np.inf, np.inf, -np.inf, -np.inf, 2.0, -2.0]),
+])
+def test_converters_for_edge_values(tmp_path, op, attrs, x, y):
+    """deploy's converters where TVM's gave wrong numbers: IsInf's detect flags, Mod by an infinity."""
+    from onnx import TensorProto, helper
+
+    n = len(x)
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])]
+    feed = {"x": np.array(x, np.float32)}
+    if y is not None:
+        ins.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [n]))
+        feed["y"] = np.array(y, np.float32)
+    out_type = TensorProto.BOOL if op == "IsInf" else TensorProto.FLOAT
+    g = helper.make_graph([helper.make_node(op, list(feed), ["z"], **attrs)], "g", ins,
+                          [helper.make_tensor_value_info("z", out_type, [n])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    # ONNX Runtime takes float Mod with fmod=0 only from opset 28: numpy is the reference there
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a", check=op != "Mod")
+    from conftest import ort_run
+
+    want = np.mod(feed["x"], feed["y"]) if op == "Mod" else ort_run(tmp_path / "m.onnx", feed)["z"]
+    np.testing.assert_array_equal(art(feed)["z"], want)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("clip", "layer_norm")
+MODULES = ("clip", "isinf", "layer_norm", "mod")
 
 
 @contextlib.contextmanager
