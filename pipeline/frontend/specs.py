@@ -32,7 +32,7 @@ def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     shape: list = []
     if t.HasField("shape"):
         for d in t.shape.dim:
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if d.HasField("dim_value"):  # 0 is a size (an empty tensor), not an unknown dim
                 shape.append(int(d.dim_value))
             else:
                 shape.append(d.dim_param or None)
