@@ -162,7 +162,7 @@ class Artifact:
         arrays = check_inputs(self.inputs, inputs)
         try:
             args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
-            flat = _flatten(self._vm["main"](*args))
+            flat = flatten_outputs(self._vm["main"](*args))
         except Exception as e:  # noqa: BLE001 - TVM's runtime: one message, not its trace
             last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
             raise DeployError(f"running {self.path} failed in TVM's runtime: {last}",
@@ -204,7 +204,7 @@ class Artifact:
         return list(timer(*args).results)
 
 
-def _flatten(result) -> list[np.ndarray]:
+def flatten_outputs(result) -> list[np.ndarray]:
     import tvm
 
     if hasattr(result, "numpy"):
@@ -215,7 +215,7 @@ def _flatten(result) -> list[np.ndarray]:
         return [np.asarray(result)]
     out = []
     for r in result:
-        out.extend(_flatten(r))
+        out.extend(flatten_outputs(r))
     return out
 
 

@@ -129,6 +129,8 @@ def run_one(d: Path) -> dict:
         res["ort"] = "pass" if why is None else "wrong"
     except Exception:  # noqa: BLE001
         res["ort"] = "error"
+    if os.environ.get("CONFORMANCE_RAW"):
+        res["raw"] = _raw_tvm(d, feed, want, tol)
     import pipeline
     from pipeline import DeployError
 
@@ -149,6 +151,29 @@ def run_one(d: Path) -> dict:
     except Exception as e:  # noqa: BLE001
         res.update(deploy="error", why=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1][:200]}")
     return res
+
+
+def _raw_tvm(d: Path, feed: dict, want: dict, tol: dict) -> str:
+    """TVM alone, as a user of its Python API would run it: from_onnx -> tvm.compile -> the VM."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        model = onnx.load(str(d / "model.onnx"))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        mod = from_onnx(model, shape_dict={k: list(v.shape) for k, v in feed.items()}, opset=opset,
+                        keep_params_in_input=False)
+        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        names = [i.name for i in model.graph.input if i.name in feed]
+        from pipeline.runtime import flatten_outputs  # the same output flattening as deploy's
+        got = flatten_outputs(vm["main"](*[tvm.runtime.tensor(feed[n]) for n in names]))
+        outs = dict(zip([o.name for o in model.graph.output], got))
+        bad = any(n not in outs or _close(outs[n], v, tol["rtol"], tol["atol"]) for n, v in want.items())
+        return "wrong" if bad else "pass"
+    except Exception:  # noqa: BLE001
+        return "error"
 
 
 def worker() -> None:
@@ -239,17 +264,27 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write every test's outcome here")
     ap.add_argument("--work", type=Path, help="where the generated tests go [a temp dir]")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--raw", action="store_true", help="also run raw TVM (from_onnx -> tvm.compile) on each test")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker()
         return 0
+    if a.raw:
+        os.environ["CONFORMANCE_RAW"] = "1"
     work = a.work or Path(tempfile.mkdtemp(prefix="deploy-conformance-"))
     t0 = time.time()
     names = generate(work, a.filter, a.limit)
     results = run_all(work, names, a.jobs, a.timeout, not a.quiet)
     secs = [r["compile_s"] for r in results.values() if "compile_s" in r]
     print(table(results))
+    if a.raw:
+        for label, sel in (("operator", lambda n: "_expanded" not in n), ("expanded", lambda n: "_expanded" in n)):
+            rs = {n: r for n, r in results.items() if sel(n)}
+            raw = sum(r.get("raw") == "pass" for r in rs.values())
+            lost = sorted(n for n, r in rs.items() if r.get("raw") == "pass" and r["deploy"] != "pass")
+            print(f"raw TVM 0.27 passes {raw} {label} tests; deploy fails {len(lost)} of them"
+                  + (f": {', '.join(lost)}" if lost else ""))
     if secs:
         secs.sort()
         print(f"compile time per test: median {secs[len(secs) // 2]:.2f} s, max {secs[-1]:.1f} s; "
