@@ -7,6 +7,7 @@ defaults) -> build -> package (manifest) -> [int8 accuracy], written atomically 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,38 +108,65 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         tuning = {"database": str(path_for(preset, args.db)),
                   "tuned_kernels": tuned, "kernels": total}
     quantized = hook.result if hook is not None else None  # the calibration the build used
+    parts = dict(args=args, preset=preset, prep=prep, quantized=quantized, tuning=tuning, want_runner=want_runner,
+                 step=step, t0=t0)
     with atomic_dir(out, args.force) as tmp:
-        with step("build"):
-            lib = tmp / LIB_NAME
-            build_library(mod, preset, lib)
-        device_info = None
-        if want_runner:
-            with step("runner"):
-                device_info = _device_files(tmp, preset)
-        with step("package"):
-            manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
-            manifest["tuning"] = tuning
-            if prep.fallbacks:
-                manifest["fallbacks"] = prep.fallbacks
-            manifest["precision"] = {"compute": args.precision}
-            if quantized is not None:
-                manifest["quantization"] = quantized.info
-            if device_info is not None:
-                manifest["device"] = device_info
-            manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
-            write_json(tmp / MANIFEST, manifest)
-        if quantized is not None:
-            # measured on the artifact before it is moved into place: a failed gate leaves nothing
-            with step("quantize: accuracy"):
-                _int8_report(tmp, quantized, args.quant.max_accuracy_drop)
-        record = _check(tmp, args, prep, quantized, step)
-        manifest = Artifact(tmp).manifest
-        manifest["check"] = record
-        manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
-        write_json(tmp / MANIFEST, manifest)
+        try:
+            manifest = _write_artifact(tmp, mod, **parts)
+        except DeployError as e:
+            # the default schedules are optimizations too: where the build fails on one or the
+            # artifact's numbers are wrong, build the kernels without tuning records as TVM's plain
+            # loops (slow, and what raw TVM runs) and check again
+            if not (backend.has_default_schedules and tuned < total and _schedule_may_be_at_fault(e)):
+                raise
+            reason = " ".join(ln.strip() for ln in e.message.splitlines()[:2])[:300]
+            log.warn(f"falling back to TVM's plain loops for the kernels without tuning records ({reason})")
+            prep.fallbacks.append({"stage": "default schedules", "reason": reason})
+            with step("apply tuning (no default schedules)"):
+                mod, _, _ = apply_database(prep.mod, preset, args.db, prep.fallbacks, default_schedules=False)
+            for p in tmp.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            manifest = _write_artifact(tmp, mod, **parts)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     return Artifact(out)
+
+
+def _schedule_may_be_at_fault(e: DeployError) -> bool:
+    return e.message.startswith("TVM failed to compile") or "differ from ONNX Runtime" in e.message
+
+
+def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, want_runner, step, t0) -> dict:
+    """build -> runner -> package -> int8 accuracy -> check, all inside the artifact's temp dir."""
+    with step("build"):
+        lib = tmp / LIB_NAME
+        build_library(mod, preset, lib)
+    device_info = None
+    if want_runner:
+        with step("runner"):
+            device_info = _device_files(tmp, preset)
+    with step("package"):
+        manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
+        manifest["tuning"] = tuning
+        if prep.fallbacks:
+            manifest["fallbacks"] = prep.fallbacks
+        manifest["precision"] = {"compute": args.precision}
+        if quantized is not None:
+            manifest["quantization"] = quantized.info
+        if device_info is not None:
+            manifest["device"] = device_info
+        manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
+        write_json(tmp / MANIFEST, manifest)
+    if quantized is not None:
+        # measured on the artifact before it is moved into place: a failed gate leaves nothing
+        with step("quantize: accuracy"):
+            _int8_report(tmp, quantized, args.quant.max_accuracy_drop)
+    record = _check(tmp, args, prep, quantized, step)
+    manifest = Artifact(tmp).manifest
+    manifest["check"] = record
+    manifest["build"]["seconds"] = dict(step.seconds, total=round(time.perf_counter() - t0, 3))
+    write_json(tmp / MANIFEST, manifest)
+    return manifest
 
 
 def _int8_report(out: Path, res, gate: float | None) -> None:

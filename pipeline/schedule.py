@@ -15,14 +15,18 @@ from .targets import Preset
 from .tune import database as tuning_db
 
 
-def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | None = None):
+def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | None = None,
+                   default_schedules: bool = True):
     """Replace every fused TIR function the target's database has a record for with its best
     schedule; returns (module, tuned count, total count). Functions without a record get the
-    backend's default schedules. What was skipped is appended to ``fallbacks`` ({"stage", "reason"})."""
+    backend's default schedules (unless ``default_schedules`` is False: TVM's plain loops). What was skipped is appended to ``fallbacks`` ({"stage", "reason"})."""
     import tvm
     from tvm import relax, tirx
 
     backend = for_preset(preset)
+    # dlight's ApplyDefaultSchedule assigns into the module it is given: work on a copy, so the
+    # caller's module stays unscheduled (compile falls back to it)
+    mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
     tdb_path = tuning_db.path_for(preset, root)
     funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
     target = preset.tvm_target()
@@ -33,7 +37,8 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
                 mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
             tuned = sum(1 for gv, f in mod.functions.items()
                         if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
-        mod = backend.apply_default_schedules(mod, target)
+        if default_schedules:
+            mod = backend.apply_default_schedules(mod, target)
         post = backend.post_tuning_passes(target)
         if post:
             try:

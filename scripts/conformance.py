@@ -81,9 +81,10 @@ def generate(work: Path, pattern: str | None, limit: int | None) -> list[str]:
                 bound.append(vi.name)
             else:
                 feed[vi.name] = arr
-        keep = [vi for vi in g.input if vi.name not in bound]
-        del g.input[:]
-        g.input.extend(keep)
+        if model.ir_version >= 4:  # before IR 4 every initializer must also be a graph input
+            keep = [vi for vi in g.input if vi.name not in bound]
+            del g.input[:]
+            g.input.extend(keep)
         onnx.save(model, str(d / "model.onnx"))
         np.savez(d / "data.npz", **{f"in:{k}": v for k, v in feed.items()},
                  **{f"out:{o.name}": v for o, v in zip(g.output, outputs)})

@@ -255,3 +255,17 @@ def test_converters_for_edge_values(tmp_path, op, attrs, x, y):
 
     want = np.mod(feed["x"], feed["y"]) if op == "Mod" else ort_run(tmp_path / "m.onnx", feed)["z"]
     np.testing.assert_array_equal(art(feed)["z"], want)
+
+
+def test_default_schedules_fall_back_to_plain_loops_where_the_build_fails(tmp_path):
+    """A vectorized Cosh has no LLVM lowering ("unknown intrinsic tirx.cosh"): the compile rebuilds the
+    kernels without default schedules, as raw TVM runs them, checks again and says so."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path / "cosh.onnx", [helper.make_node("Cosh", ["x"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])], [3, 4, 5])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, path)
+    fb = art.manifest["fallbacks"]
+    assert [f["stage"] for f in fb] == ["default schedules"] and "tirx.cosh" in fb[0]["reason"]
+    assert art.manifest["check"]["status"] == "passed"
