@@ -12,6 +12,10 @@ test is compiled with ``pipeline.compile(..., "x86-64")`` (the built-in check on
 to NaN); ONNX Runtime runs the same bound model. Each test runs in a worker process: a test that
 kills it (a crash inside TVM) is counted as a crash, and a fresh worker takes the next test.
 
+``--write-expected tests/conformance_expected.json`` records every outcome with its reason; the
+tests check a fast subset against it (``--check-expected``): a test that starts failing, or
+starts passing, fails the check until the list is updated.
+
 Outcomes for deploy: pass; wrong (compiled and ran, numbers differ: a silent wrong answer);
 caught (the compile's built-in check found its numbers differ from ONNX Runtime's on random inputs
 and refused it); refused (another DeployError: one message with a fix); error (any other exception: a raw error);
@@ -265,6 +269,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write every test's outcome here")
     ap.add_argument("--work", type=Path, help="where the generated tests go [a temp dir]")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--write-expected", type=Path, help="write every test's outcome (and reason) here")
+    ap.add_argument("--check-expected", type=Path,
+                    help="compare with outcomes written by --write-expected; exit 1 on any difference")
     ap.add_argument("--raw", action="store_true", help="also run raw TVM (from_onnx -> tvm.compile) on each test")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -292,6 +299,24 @@ def main() -> int:
               f"whole run {time.time() - t0:.0f} s with {a.jobs} worker(s)")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1, sort_keys=True))
+    if a.write_expected:
+        rows = [f"{json.dumps(n)}: {json.dumps([r['deploy'], re.sub(r'/tmp/[^ ]+', 'MODEL', r.get('why', ''))[:160]])}"
+                for n, r in sorted(results.items())]  # one test a line: reviewable diffs
+        a.write_expected.write_text("{\n" + ",\n".join(rows) + "\n}\n")
+    if a.check_expected:
+        expected = json.loads(a.check_expected.read_text())
+        changed = [f"{n}: expected {expected[n][0]}, got {r['deploy']}" + (f" ({r['why'][:120]})" if r.get("why") else "")
+                   for n, r in sorted(results.items()) if n in expected and expected[n][0] != r["deploy"]]
+        new = sorted(set(results) - set(expected))
+        for line in changed:
+            print("CHANGED " + line)
+        for n in new:
+            print(f"NEW {n}: {results[n]['deploy']} (not in {a.check_expected.name})")
+        if changed or new:
+            print(f"{len(changed)} outcome(s) changed, {len(new)} new: update the list with --write-expected "
+                  "once the change is understood")
+            return 1
+        print(f"all {len(results)} outcomes as expected")
     return 0
 
 

@@ -1,0 +1,26 @@
+"""A fast subset of ONNX's backend node tests against the checked-in expected outcomes.
+
+`scripts/conformance.py --check-expected tests/conformance_expected.json` runs the whole suite
+(about two minutes on 2 cores); this runs a slice of it on every test run.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBSET = ("^test_(abs|relu|conv_with_strides_padding|gemm_default_no_bias|matmul_2d|softmax_example|if|"
+          "layer_normalization_2d_axis0|isinf_negative|mod_float_mixed_sign_example|top_k|cosh|cumsum_1d|"
+          "reduce_sum_empty_set|lstm_defaults|training_dropout|attention_3d|string_concat|shape_example|"
+          "unique_sorted_without_axis|nonmaxsuppression_suppress_by_IOU_and_scores)$")
+
+
+def test_node_test_subset_matches_the_expected_outcomes(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "conformance.py"), "--filter", SUBSET, "--jobs", "2",
+                        "--quiet", "--work", str(tmp_path), "--check-expected",
+                        str(ROOT / "tests" / "conformance_expected.json")],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "outcomes as expected" in r.stdout
+    n = int(r.stdout.split("all ")[1].split(" outcomes")[0])
+    assert n >= 15  # the subset really ran
