@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import log
-from .errors import DeployError
+from .errors import CheckFailed, DeployError
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
     record = {"status": "failed" if bad else "passed", "inputs": source, "tolerance": tol.describe(),
               "outputs": {k: {f: v for f, v in r.items() if f not in ("ok", "why")} for k, r in outputs.items()}}
     if bad:
-        raise DeployError("the compiled artifact's outputs differ from ONNX Runtime's "
+        raise CheckFailed("the compiled artifact's outputs differ from ONNX Runtime's "
                           f"({tol.describe()}):\n    " + "\n    ".join(bad),
                           hint="nothing was written; try --opt-level 2 (fewer optimizations), or report the "
                                "model; --no-check keeps the artifact anyway")

@@ -20,3 +20,16 @@ class DeployError(Exception):
 
 class VerificationError(DeployError):
     """Outputs disagree with the reference beyond the tolerance."""
+
+
+class CodegenError(DeployError):
+    """TVM could not compile the optimized module into code (``build.build_library``)."""
+
+
+class CheckFailed(DeployError):
+    """The built-in check found the artifact's outputs differ from ONNX Runtime's (``check.py``)."""
+
+
+def last_line(e: BaseException) -> str:
+    """The last line of an exception's message (TVM puts the cause there), or its type's name."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()

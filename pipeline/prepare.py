@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import log
-from .errors import DeployError
+from .errors import DeployError, last_line
 from .backends import for_preset
 from .frontend import qoperator
 from .frontend.cleanup import cleanup
@@ -40,8 +40,7 @@ class Steps:
         except DeployError:
             raise
         except Exception as e:  # noqa: BLE001 - no raw TVM error reaches the user
-            last = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
-            raise DeployError(f"step '{name}' failed: {type(e).__name__}: {last}"[:800],
+            raise DeployError(f"step '{name}' failed: {type(e).__name__}: {last_line(e)}"[:800],
                               hint="a lower --opt-level skips optimizations (2: no layout/Winograd, 1: no fusion); "
                                    "run with -v for TVM's full trace, and report the model if it persists") from e
         self.seconds[name] = round(time.perf_counter() - t0, 3)
@@ -116,7 +115,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
             except Exception as e:  # noqa: BLE001 - an optimization must never break a compile
                 if not optional:
                     raise
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+                reason = last_line(e)[:300]
                 log.warn(f"optimize: stage '{stage}' does not apply to this model and was skipped ({reason})")
                 fallbacks.append({"stage": stage, "reason": reason})
                 continue

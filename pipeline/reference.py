@@ -24,10 +24,9 @@ def ort_session(model, threads: int = 0, optimize: bool = True):
     opts.log_severity_level = 3
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    source = model if isinstance(model, (str, Path)) else model.SerializeToString()
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
     try:
-        return ort.InferenceSession(str(source) if isinstance(source, Path) else source, opts,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         what = model if isinstance(model, (str, Path)) else "the model"
         raise DeployError(f"ONNX Runtime cannot load {what}: {str(e)[:300]}",

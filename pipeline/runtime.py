@@ -18,7 +18,7 @@ from . import log
 from .backends import for_family
 from .backends.cpu.board import runner as board_runner
 from .backends.cpu.features import host_arch, missing_features
-from .errors import DeployError
+from .errors import DeployError, last_line
 from .files import sha256_file
 from .manifest import read_manifest
 
@@ -156,16 +156,13 @@ class Artifact:
         inputs = random_inputs(self.inputs) if inputs is None else inputs
         if self.emulated:
             return self.run_runner(inputs).outputs
-        import tvm
-
-        self.load()
-        arrays = check_inputs(self.inputs, inputs)
         try:
-            args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
+            args = self._device_args(inputs)  # loads the library first
             flat = flatten_outputs(self._vm["main"](*args))
+        except DeployError:
+            raise
         except Exception as e:  # noqa: BLE001 - TVM's runtime: one message, not its trace
-            last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-            raise DeployError(f"running {self.path} failed in TVM's runtime: {last}",
+            raise DeployError(f"running {self.path} failed in TVM's runtime: {last_line(e)[:300]}",
                               hint="check the inputs against the manifest; run with -v, and report the model "
                                    "if they match") from e
         return {o["name"]: r for o, r in zip(self.outputs, flat)}
@@ -184,21 +181,22 @@ class Artifact:
         return board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
                                  threads=threads)
 
-    def bind(self, inputs: dict[str, np.ndarray]):
-        """A call of ``main`` on these inputs, copied to the device once (for timing one inference)."""
+    def _device_args(self, inputs: dict[str, np.ndarray]) -> list:
+        """The inputs, checked against the manifest and copied to the device, in ``main``'s order."""
         import tvm
 
         self.load()
-        args = [tvm.runtime.tensor(a, self._dev) for a in check_inputs(self.inputs, inputs)]
+        return [tvm.runtime.tensor(a, self._dev) for a in check_inputs(self.inputs, inputs)]
+
+    def bind(self, inputs: dict[str, np.ndarray]):
+        """A call of ``main`` on these inputs, copied to the device once (for timing one inference)."""
+        args = self._device_args(inputs)
         fn = self._vm["main"]
         return lambda: fn(*args)
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:
         """Seconds per run, ``repeat`` samples each averaging ``number`` runs."""
-        import tvm
-
-        self.load()
-        args = [tvm.runtime.tensor(a, self._dev) for a in check_inputs(self.inputs, inputs)]
+        args = self._device_args(inputs)
         self._vm["main"](*args)  # warm up
         timer = self._vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
         return list(timer(*args).results)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import log
 from .backends import for_preset
+from .errors import last_line
 from .targets import Preset
 from .tune import database as tuning_db
 
@@ -47,7 +48,7 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
                 # TVM's SplitLayoutRewritePreproc fails on kernels without a compute block (TopK, CumSum,
                 # ScatterElements): without it a tuned kernel re-lays its weights on every call instead
                 # of once at build time, which is slower but the same numbers; untuned kernels have none.
-                last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+                last = last_line(e)[:200]
                 log.warn(f"weight prepacking does not apply to this model and was skipped ({last})")
                 if fallbacks is not None:
                     fallbacks.append({"stage": "prepack weights", "reason": last})

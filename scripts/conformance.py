@@ -138,6 +138,7 @@ def run_one(d: Path) -> dict:
         res["raw"] = _raw_tvm(d, feed, want, tol)
     import pipeline
     from pipeline import DeployError
+    from pipeline.errors import CheckFailed
 
     t0 = time.perf_counter()
     try:
@@ -151,8 +152,7 @@ def run_one(d: Path) -> dict:
         if why:
             res["why"] = why[:200]
     except DeployError as e:
-        caught = "differ from ONNX Runtime" in e.message  # the built-in check caught a wrong answer
-        res.update(deploy="caught" if caught else "refused", why=e.message.replace("\n", " ")[:200])
+        res.update(deploy="caught" if isinstance(e, CheckFailed) else "refused", why=e.message.replace("\n", " ")[:200])
     except Exception as e:  # noqa: BLE001
         res.update(deploy="error", why=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1][:200]}")
     return res

@@ -1,6 +1,6 @@
 """deploy's ONNX op converters, installed into TVM's ONNX frontend for the length of an import.
 
-One module per op; each has ``install() -> undo``. Add a converter by adding a module and its
+One module per op; each has ``install() -> undo`` (``base.replace`` does the swap). Add a converter by adding a module and its
 name to ``MODULES``.
 """
 

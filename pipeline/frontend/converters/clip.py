@@ -7,6 +7,8 @@ EfficientNets) sat between two transposes in its own kernel.
 
 from __future__ import annotations
 
+from .base import replace
+
 
 def install():
     """Clip with constant bounds as relax.maximum/minimum; returns the undo."""
@@ -14,8 +16,6 @@ def install():
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as of
-
-    original = of.Clip.__dict__["_impl_v13"]
 
     def bound(b):
         if b is None:
@@ -31,7 +31,7 @@ def install():
         hi, hi_ok = bound(inputs[2] if len(inputs) > 2 else None)
         dtype = str(getattr(getattr(x, "ty", None), "dtype", None))
         if not (lo_ok and hi_ok) or dtype not in ("float32", "float16"):
-            return original.__func__(cls, bb, inputs, attr, params)
+            return tvm_impl(cls, bb, inputs, attr, params)
         out = x
         if lo is not None:
             out = bb.normalize(relax.op.maximum(out, relax.const(lo.astype(dtype), dtype)))
@@ -39,9 +39,5 @@ def install():
             out = bb.normalize(relax.op.minimum(out, relax.const(hi.astype(dtype), dtype)))
         return out
 
-    of.Clip._impl_v13 = classmethod(impl_v13)
-
-    def undo():
-        of.Clip._impl_v13 = original
-
+    tvm_impl, undo = replace(of.Clip, "_impl_v13", impl_v13)
     return undo

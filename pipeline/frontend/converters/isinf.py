@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from .base import replace
+
 
 def install():
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as of
-
-    original = of.IsInf.__dict__["_impl_v10"]
 
     def impl_v10(cls, bb, inputs, attr, params):
         neg, pos = attr.get("detect_negative", 1), attr.get("detect_positive", 1)
@@ -22,9 +22,5 @@ def install():
         side = relax.op.greater(x, zero) if pos else relax.op.less(x, zero)
         return relax.op.logical_and(inf, side)
 
-    of.IsInf._impl_v10 = classmethod(impl_v10)
-
-    def undo():
-        of.IsInf._impl_v10 = original
-
+    _, undo = replace(of.IsInf, "_impl_v10", impl_v10)
     return undo

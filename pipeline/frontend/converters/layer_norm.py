@@ -7,15 +7,15 @@ computed only when the node has those outputs.
 
 from __future__ import annotations
 
+from .base import replace
+
 
 def install():
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as of
 
-    original = of.LayerNormalization.__dict__["_impl_v17"]
-
     def impl_v17(cls, bb, inputs, attr, params):
-        out = original.__func__(cls, bb, inputs, attr, params)
+        out = tvm_impl(cls, bb, inputs, attr, params)
         if attr.get("tvm_custom", {}).get("num_outputs", 3) <= 1:
             return out  # only Y: TVM's converter as it is
         data = inputs[0]
@@ -33,9 +33,5 @@ def install():
         inv = bb.normalize(relax.op.rsqrt(relax.op.add(var, relax.const(eps, "float32"))))
         return relax.Tuple([out.fields[0], mean, inv])
 
-    of.LayerNormalization._impl_v17 = classmethod(impl_v17)
-
-    def undo():
-        of.LayerNormalization._impl_v17 = original
-
+    tvm_impl, undo = replace(of.LayerNormalization, "_impl_v17", impl_v17)
     return undo

@@ -6,15 +6,15 @@ when x and y have the same sign (or x is 0) and y otherwise, for finite x.
 
 from __future__ import annotations
 
+from .base import replace
+
 
 def install():
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as of
 
-    original = of.Mod.__dict__["_impl_v10"]
-
     def impl_v10(cls, bb, inputs, attr, params):
-        out = original.__func__(cls, bb, inputs, attr, params)
+        out = tvm_impl(cls, bb, inputs, attr, params)
         x, y = inputs[0], inputs[1]
         if attr.get("fmod", 0) != 0 or not isinstance(out, relax.Call):
             return out
@@ -29,9 +29,5 @@ def install():
         keep_x = op.logical_or(op.equal(x, zero), same_sign)  # LLVM rejects fcmp on i1
         return op.where(inf_y, op.where(keep_x, x, y), r)
 
-    of.Mod._impl_v10 = classmethod(impl_v10)
-
-    def undo():
-        of.Mod._impl_v10 = original
-
+    tvm_impl, undo = replace(of.Mod, "_impl_v10", impl_v10)
     return undo

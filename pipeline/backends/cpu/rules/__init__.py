@@ -34,6 +34,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from .... import log
+from ....errors import last_line
 
 from .conv_matmul import ConvMatmul
 from .injective import Injective
@@ -54,8 +55,7 @@ class Guarded(ScheduleRule):
             return self.rule.apply(func, target, tunable)
         except Exception as e:  # noqa: BLE001 - a default schedule must never break a compile
             name = func.attrs.get("global_symbol") if func.attrs else None
-            last = (str(e).strip().splitlines() or [""])[-1][:200]
-            self.failures.append((type(self.rule).__name__, str(name or "?"), f"{type(e).__name__}: {last}"))
+            self.failures.append((type(self.rule).__name__, str(name or "?"), f"{type(e).__name__}: {last_line(e)[:200]}"))
             return None
 
 
