@@ -14,6 +14,7 @@ from pathlib import Path
 from . import log
 from .backends import for_preset
 from .errors import CodegenError, DeployError
+from .layers import memory_plan
 from .optimize import build_pipeline
 from .targets import Preset
 
@@ -40,7 +41,9 @@ def check_toolchain(preset: Preset) -> None:
     for_preset(preset).check_toolchain(preset)
 
 
-def build_library(mod, preset: Preset, out: Path) -> None:
+def build_library(mod, preset: Preset, out: Path) -> dict:
+    """Compile and export ``mod`` into ``out``; returns the static memory plan (layers.memory_plan)
+    read right after TVM planned it."""
     import tvm
     from tvm.support import cc
 
@@ -48,8 +51,23 @@ def build_library(mod, preset: Preset, out: Path) -> None:
     backend = for_preset(preset)
     target = preset.tvm_target()
     backend.before_build(preset)
+    plan: dict = {}
+
+    @tvm.instrument.pass_instrument
+    class ReadPlan:
+        def run_after_pass(self, m, info):
+            if str(info.name) == "StaticPlanBlockMemory":
+                try:
+                    plan.update(memory_plan(m))
+                except Exception:  # noqa: BLE001 - the plan is for the manifest
+                    pass
+
+    ctx = tvm.transform.PassContext.current()
     try:
-        with log.tvm_quiet(), target:
+        with log.tvm_quiet(), target, tvm.transform.PassContext(
+                opt_level=ctx.opt_level, required_pass=list(ctx.required_pass),
+                disabled_pass=list(ctx.disabled_pass), instruments=[*ctx.instruments, ReadPlan()],
+                config=dict(ctx.config)):
             exe = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(backend, target))
     except Exception as e:
         lines = str(e).strip().splitlines()
@@ -64,3 +82,4 @@ def build_library(mod, preset: Preset, out: Path) -> None:
         raise DeployError(f"linking the library failed: {lines[-1] if lines else e}"[:800],
                           hint="run with -v for the linker's output") from e
     backend.check_library(preset, out)
+    return plan

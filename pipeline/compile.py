@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log
+from . import layers, log
 from .backends import for_family, for_preset
 from .build import build_library, check_toolchain
-from .errors import CheckFailed, CodegenError, DeployError
+from .errors import CheckFailed, CodegenError, DeployError, last_line
 from .files import write_json
 from .manifest import LIB_NAME, MANIFEST, make_manifest
 from .package import atomic_dir, check_output
@@ -44,6 +44,7 @@ class CompileArgs:
     quant: QuantOptions = field(default_factory=QuantOptions)  # how int8 is calibrated and gated
     check: bool | None = None       # compare with ONNX Runtime before writing; None: where it runs natively
     check_inputs: Path | None = None  # .npz of inputs for the check (default: seeded random)
+    report: bool = False            # print the layer report (kernels, their ONNX nodes, schedules)
 
     def display(self) -> None:
         log.info("[bold]deploy compile[/bold]")
@@ -101,15 +102,16 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     step = Steps()
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
                           onnx_hook=hook, precision=precision)
+    sources: dict = {}
     with step("apply tuning"):
-        mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks)
+        mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks, sources=sources)
         log.info(f"  {tuned} of {total} kernels use tuning records, {total - tuned} use default schedules")
         prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
         tuning = {"database": str(path_for(preset, args.db)),
                   "tuned_kernels": tuned, "kernels": total}
     quantized = hook.result if hook is not None else None  # the calibration the build used
     parts = dict(args=args, preset=preset, prep=prep, quantized=quantized, tuning=tuning, want_runner=want_runner,
-                 step=step, t0=t0)
+                 step=step, t0=t0, sources=sources)
     with atomic_dir(out, args.force) as tmp:
         try:
             manifest = _write_artifact(tmp, mod, **parts)
@@ -122,21 +124,36 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             reason = " ".join(ln.strip() for ln in e.message.splitlines()[:2])[:300]
             log.warn(f"falling back to TVM's plain loops for the kernels without tuning records ({reason})")
             prep.fallbacks.append({"stage": "default schedules", "reason": reason})
+            sources.clear()
             with step("apply tuning (no default schedules)"):
-                mod, _, _ = apply_database(prep.mod, preset, args.db, prep.fallbacks, default_schedules=False)
+                mod, _, _ = apply_database(prep.mod, preset, args.db, prep.fallbacks, default_schedules=False,
+                                           sources=sources)
             for p in tmp.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
             manifest = _write_artifact(tmp, mod, **parts)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
+    if args.report:
+        from .profile import print_layers
+
+        print_layers(out)
     return Artifact(out)
 
 
-def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, want_runner, step, t0) -> dict:
+def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, want_runner, step, t0,
+                    sources) -> dict:
     """build -> runner -> package -> int8 accuracy -> check, all inside the artifact's temp dir."""
     with step("build"):
         lib = tmp / LIB_NAME
-        build_library(mod, preset, lib)
+        plan = build_library(mod, preset, lib)
+    with step("layer report"):
+        try:
+            layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources, layers.kernel_flops(mod))
+            write_json(tmp / layers.LAYERS, layer_report)
+            memory = dict(params_bytes=layers.param_bytes(mod), **plan)
+        except Exception as e:  # noqa: BLE001 - a report must never break a compile
+            log.warn(f"the layer report could not be made ({last_line(e)[:200]}); the artifact has none")
+            layer_report, memory = None, plan
     device_info = None
     if want_runner:
         with step("runner"):
@@ -144,6 +161,9 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
     with step("package"):
         manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
         manifest["tuning"] = tuning
+        manifest["memory"] = memory
+        if layer_report is not None:
+            manifest["layers"] = {"file": layers.LAYERS, "kernel_calls": len(layer_report["kernels"])}
         if prep.fallbacks:
             manifest["fallbacks"] = prep.fallbacks
         manifest["precision"] = {"compute": args.precision}

@@ -121,11 +121,20 @@ def pipeline_for(backend, target, opt_level: int, precision: str = "fp32",
     return stages
 
 
-def run_stage(mod, passes: list, target):
+def run_stage(mod, passes: list, target, collector=None):
+    """Run a stage's passes. With a ``layers.Collector``, one pass at a time, so that it can keep
+    the ONNX node labels through each and read the fused functions after FuseOps."""
     import tvm
 
     with target, tvm.transform.PassContext(opt_level=3):
-        return tvm.transform.Sequential(passes)(mod)
+        if collector is None:
+            return tvm.transform.Sequential(passes)(mod)
+        for p in passes:
+            name = str(p.info.name)
+            known = collector.before(mod, name)
+            mod = tvm.transform.Sequential([p])(mod)
+            mod = collector.after(mod, name, known)
+        return mod
 
 
 def build_pipeline(backend, target):

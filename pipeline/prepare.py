@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log
+from . import layers, log
 from .errors import DeployError, last_line
 from .backends import for_preset
 from .frontend import qoperator
@@ -70,6 +70,7 @@ class Prepared:
     passes: dict[str, list[str]]
     fallbacks: list[dict] = field(default_factory=list)  # optional stages skipped: {"stage", "reason"}
     int8: bool = False      # QDQ pairs (calibrated or in the model) compute in int8
+    collector: object = None  # layers.Collector: the ONNX nodes of each fused kernel
 
 
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
@@ -106,12 +107,13 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         dump("int8", mod)
     target = preset.tvm_target()
     fallbacks: list[dict] = []
+    collector = layers.Collector()
     for stage, make, optional in pipeline_for(for_preset(preset), target, opt_level, precision=precision, int8=int8):
         with step(f"optimize: {stage}"):
             stage_passes = make()
             try:
                 with log.tvm_quiet():
-                    mod = run_stage(mod, stage_passes, target)
+                    mod = run_stage(mod, stage_passes, target, collector)
             except Exception as e:  # noqa: BLE001 - an optimization must never break a compile
                 if not optional:
                     raise
@@ -121,4 +123,4 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
                 continue
             passes[stage] = [str(p.info.name) for p in stage_passes]
         dump(stage, mod)
-    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8)
+    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector)

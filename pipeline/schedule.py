@@ -17,10 +17,11 @@ from .tune import database as tuning_db
 
 
 def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | None = None,
-                   default_schedules: bool = True):
+                   default_schedules: bool = True, sources: dict | None = None):
     """Replace every fused TIR function the target's database has a record for with its best
     schedule; returns (module, tuned count, total count). Functions without a record get the
-    backend's default schedules (unless ``default_schedules`` is False: TVM's plain loops). What was skipped is appended to ``fallbacks`` ({"stage", "reason"})."""
+    backend's default schedules (unless ``default_schedules`` is False: TVM's plain loops). What was skipped is appended to ``fallbacks`` ({"stage", "reason"}); ``sources`` gets each
+    kernel's schedule: "tuning record", "default: <rule>" or the backend's unscheduled kind."""
     import tvm
     from tvm import relax, tirx
 
@@ -36,10 +37,19 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
         if (tdb_path / tuning_db.RECORDS).exists():
             with tuning_db.TargetDB(tdb_path).open():
                 mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-            tuned = sum(1 for gv, f in mod.functions.items()
-                        if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False))
+            tuned_names = [gv.name_hint for gv, f in mod.functions.items()
+                           if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)]
+            tuned = len(tuned_names)
+            if sources is not None:
+                sources.update({n: "tuning record" for n in tuned_names})
+        chosen: dict = {}
+        unscheduled = {gv.name_hint: f for gv, f in mod.functions_items()}
         if default_schedules:
-            mod = backend.apply_default_schedules(mod, target)
+            mod = backend.apply_default_schedules(mod, target, chosen)
+        if sources is not None:
+            for gv in funcs:
+                rule = chosen.get(unscheduled.get(gv.name_hint))
+                sources.setdefault(gv.name_hint, f"default: {rule}" if rule else backend.unscheduled)
         post = backend.post_tuning_passes(target)
         if post:
             try:

@@ -30,6 +30,7 @@ class Backend:
     tvm_kinds: tuple[str, ...] = ()   # TVM target kinds of this family (read back from a tuning database)
     supports_runner = False           # the C++ runner can drive its artifacts
     has_default_schedules = False     # schedules kernels without tuning records itself
+    unscheduled = "TVM plain loops"   # what a kernel with neither a record nor a default schedule runs
 
     # -- optimize
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
@@ -45,7 +46,8 @@ class Backend:
         return []
 
     # -- schedules and tuning
-    def apply_default_schedules(self, mod, target):
+    def apply_default_schedules(self, mod, target, chosen: dict | None = None):
+        """Schedule what the database left unscheduled; ``chosen`` gets PrimFunc (before) -> rule name."""
         return mod
 
     def default_schedule(self, func, target):

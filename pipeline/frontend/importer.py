@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 
 from .. import log
-from . import converters, qoperator
+from . import converters, provenance, qoperator
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -98,7 +98,7 @@ def check_supported(model: onnx.ModelProto) -> None:
 
 def import_model(model: onnx.ModelProto):
     """Convert a cleaned-up ONNX model (all input shapes static) to a Relax IRModule."""
-    from tvm.relax.frontend.onnx import from_onnx
+    from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
     check_supported(model)
     shape_dict = {}
@@ -108,14 +108,16 @@ def import_model(model: onnx.ModelProto):
                               hint=f"pass --input-shape {spec.name}=DIMxDIM...")
         shape_dict[spec.name] = spec.shape
     try:
-        with log.tvm_quiet(), converters.installed():
+        with log.tvm_quiet(), converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter):
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
     except DeployError:
         raise
     except Exception as e:
         msg = str(e).strip().splitlines()
+        where = (f" at node '{provenance.Current.name}' ({provenance.Current.op})"
+                 if provenance.Current.name else "")
         raise DeployError(
-            f"TVM's ONNX importer failed: {type(e).__name__}: {msg[-1] if msg else ''}"[:600],
+            f"TVM's ONNX importer failed{where}: {type(e).__name__}: {msg[-1] if msg else ''}"[:600],
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
         ) from e
-    return mod
+    return provenance.restore(mod, {})

@@ -112,10 +112,10 @@ class CpuBackend(Backend):
             return [tvm.relax.transform.AttachAttrLayoutFreeBuffers()]
         return []
 
-    def apply_default_schedules(self, mod, target):
+    def apply_default_schedules(self, mod, target, chosen: dict | None = None):
         from .rules import apply_default_schedules  # imports tvm: only once it is needed
 
-        return apply_default_schedules(mod, target)
+        return apply_default_schedules(mod, target, chosen)
 
     def default_schedule(self, func, target):
         from .rules import default_schedule

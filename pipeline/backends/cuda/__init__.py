@@ -13,6 +13,7 @@ from ...errors import DeployError
 class CudaBackend(Backend):
     family = "cuda"
     tvm_kinds = ("cuda",)
+    unscheduled = "dlight (TVM's GPU default schedules)"
 
     def tvm_pipeline(self):
         from tvm.relax.backend.cuda import pipeline

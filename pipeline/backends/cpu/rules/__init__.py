@@ -47,21 +47,24 @@ class Guarded(ScheduleRule):
     """A rule that raises on a kernel (an IndexError or ScheduleError on a shape it did not foresee)
     counts as not applying there: the next rule tries, and finally the kernel keeps TVM's plain loops."""
 
-    def __init__(self, rule, failures: list):
-        self.rule, self.failures = rule, failures
+    def __init__(self, rule, failures: list, chosen: dict | None = None):
+        self.rule, self.failures, self.chosen = rule, failures, chosen
 
     def apply(self, func, target, tunable):
+        name = func.attrs.get("global_symbol") if func.attrs else None
         try:
-            return self.rule.apply(func, target, tunable)
+            sch = self.rule.apply(func, target, tunable)
         except Exception as e:  # noqa: BLE001 - a default schedule must never break a compile
-            name = func.attrs.get("global_symbol") if func.attrs else None
             self.failures.append((type(self.rule).__name__, str(name or "?"), f"{type(e).__name__}: {last_line(e)[:200]}"))
             return None
+        if sch is not None and self.chosen is not None:
+            self.chosen.setdefault(func, type(self.rule).__name__)
+        return sch
 
 
-def rules(failures: list | None = None) -> list:
+def rules(failures: list | None = None, chosen: dict | None = None) -> list:
     plain = [Winograd(), Int8Vnni(), ConvMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(), Parallel()]
-    return [Guarded(r, failures if failures is not None else []) for r in plain]
+    return [Guarded(r, failures if failures is not None else [], chosen) for r in plain]
 
 
 def _report(failures: list) -> None:
@@ -85,10 +88,11 @@ def default_schedule(func, target):
     return None
 
 
-def apply_default_schedules(mod, target):
-    """Schedule every function the database left unscheduled; returns the module."""
+def apply_default_schedules(mod, target, chosen: dict | None = None):
+    """Schedule every function the database left unscheduled; returns the module. ``chosen`` gets
+    each kernel's rule, keyed by the PrimFunc it scheduled (the module's, before scheduling)."""
     failures: list = []
     with target:
-        mod = dl.ApplyDefaultSchedule(*rules(failures))(mod)
+        mod = dl.ApplyDefaultSchedule(*rules(failures, chosen))(mod)
     _report(failures)
     return mod

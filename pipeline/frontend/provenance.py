@@ -1,0 +1,161 @@
+"""Which ONNX node each piece of the Relax graph came from.
+
+The import tags every call a node's converter produces with a span whose source name is the
+node's label (``OpType<TAB>name``); calls a converter emitted before its result (a reshape of
+a bias, a transpose of a Gemm weight) take the label of the next tagged binding. The span is
+TVM's own field for where an expression came from: passes that keep it (FuseOps, constant
+folding) need nothing, and ``optimize.run_stage`` puts back what the others drop (layout
+conversion, legalization), so every fused kernel can name the nodes it computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+SEP = "\t"
+
+
+def label(op_type: str, name: str) -> str:
+    return f"{op_type}{SEP}{name}"
+
+
+def parse(lbl: str) -> tuple[str, str]:
+    """(op type, node name) of a label."""
+    op, _, name = lbl.partition(SEP)
+    return op, name
+
+
+def span_label(expr) -> str | None:
+    span = getattr(expr, "span", None)
+    if span is None:
+        return None
+    name = str(span.source_name.name)
+    return name if SEP in name else None
+
+
+def _span(lbl: str):
+    import tvm
+
+    return tvm.ir.Span(tvm.ir.SourceName(lbl), 0, 0, 0, 0)
+
+
+def with_label(expr, lbl: str):
+    """``expr`` with every untagged call in it (not under a variable) tagged ``lbl``."""
+    from tvm import relax
+
+    if isinstance(expr, relax.Call) and span_label(expr) is None:
+        args = [with_label(a, lbl) for a in expr.args]
+        return relax.Call(expr.op, args, expr.attrs, expr.ty_args, _span(lbl))
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([with_label(f, lbl) for f in expr.fields])
+    return expr
+
+
+class Current:
+    """The node being converted, for an import error to name."""
+
+    op: str | None = None
+    name: str | None = None
+
+
+@contextlib.contextmanager
+def tagging(importer_class):
+    """While TVM's ONNX importer runs, tag what each node's converter returns with its label."""
+    original = importer_class.__dict__["_convert_operator"]
+    count = [0]
+
+    def convert(self, op_name, inputs, attrs, opset):
+        node = attrs.get("tvm_custom", {}).get("name") or f"{op_name}_{count[0]}"
+        count[0] += 1
+        Current.op, Current.name = op_name, node
+        result = original(self, op_name, inputs, attrs, opset)
+        try:
+            return self.bb.normalize(with_label(result, label(op_name, node)))
+        except Exception:  # noqa: BLE001 - provenance is for reports: the model imports without it
+            return result
+
+    importer_class._convert_operator = convert
+    Current.op = Current.name = None
+    try:
+        yield
+    finally:
+        importer_class._convert_operator = original
+
+
+def bindings(func):
+    for block in func.body.blocks:
+        yield from block.bindings
+
+
+def labels_of(mod) -> dict:
+    """Every binding var of the module's Relax functions -> its label (where it has one)."""
+    from tvm import relax
+
+    out = {}
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            for b in bindings(func):
+                lbl = span_label(b.value)
+                if lbl is not None:
+                    out[b.var] = lbl
+    return out
+
+
+def untagged(mod) -> int:
+    from tvm import relax
+
+    n = 0
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            n += sum(1 for b in bindings(func) if isinstance(b.value, relax.Call) and span_label(b.value) is None)
+    return n
+
+
+def restore(mod, known: dict):
+    """Tag every untagged call binding of ``mod``'s Relax functions: with the label its variable
+    had before a pass (``known``, from ``labels_of``), else the next tagged binding's, else the
+    previous one's. Returns the module (unchanged where nothing was missing)."""
+    from tvm import relax
+
+    def plan(func) -> dict:
+        order = [b for b in bindings(func) if isinstance(b.value, relax.Call)]
+        lbls = [span_label(b.value) or known.get(b.var) for b in order]
+        nxt = None
+        for i in range(len(order) - 1, -1, -1):
+            lbls[i] = lbls[i] or nxt
+            nxt = lbls[i]
+        prev = None
+        for i, lbl in enumerate(lbls):
+            lbls[i] = lbl or prev
+            prev = lbls[i]
+        return {b.var: lbl for b, lbl in zip(order, lbls) if lbl and span_label(b.value) is None}
+
+    @relax.expr_functor.mutator
+    class Tag(relax.PyExprMutator):
+        def __init__(self, todo, mod=None):
+            super().__init__(mod)
+            self.todo = todo
+
+        def visit_var_binding_(self, binding):
+            value = self.visit_expr(binding.value)
+            lbl = self.todo.get(binding.var)
+            if lbl is not None and isinstance(value, relax.Call):
+                value = self.builder_.normalize(
+                    relax.Call(value.op, value.args, value.attrs, value.ty_args, _span(lbl)))
+                self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+            else:
+                self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+
+    changed = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            todo = plan(func)
+            if todo:
+                changed[gv] = Tag(todo).visit_expr(func)
+    if not changed:
+        return mod
+    import tvm
+
+    funcs = dict(mod.functions_items())
+    funcs.update(changed)
+    return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)

@@ -1,0 +1,242 @@
+"""The layer report: each compiled kernel, the ONNX nodes it computes, how it is scheduled, its
+layout and its FLOPs; and the artifact's static memory plan.
+
+``Collector`` rides along the optimize passes (``optimize.run_stage``): it keeps the node labels
+the import put on every call (``frontend/provenance.py``) through passes that drop them, reads
+the layouts convolutions were given before they are legalized, and, right after FuseOps, the
+nodes each fused function covers. ``kernel_sites`` then lists, for every kernel call of ``main``
+in order, the kernel and its nodes; compile adds the schedule source and FLOPs and writes it
+as ``layers.json`` beside the library, which ``deploy compile --report`` prints and
+``deploy profile`` joins with measured times.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .frontend import provenance
+
+LAYERS = "layers.json"
+_LAYOUT_ATTRS = ("data_layout", "layout")
+
+
+class Collector:
+    def __init__(self):
+        self.fused: dict[str, list[str]] = {}    # fused function -> labels of the nodes in it
+        self.layouts: dict[str, str] = {}        # node label -> data layout of its conv/pool
+        self._calls: list = []                   # main's call bindings before the pass
+
+    def before(self, mod, name: str) -> dict:
+        if name == "LegalizeOps":
+            self._read_layouts(mod)
+        self._calls = _main_calls(mod)
+        return provenance.labels_of(mod)
+
+    def after(self, mod, name: str, known: dict):
+        if name == "FuseOps":
+            self._read_fused(mod)
+        known = self._follow(mod, known)
+        if provenance.untagged(mod):
+            try:
+                mod = provenance.restore(mod, known)
+            except Exception:  # noqa: BLE001 - the report may lose a label, the compile nothing
+                pass
+        return mod
+
+    def _follow(self, mod, known: dict) -> dict:
+        """Labels for main's calls that a pass made anew. A call of a fused function computes its
+        nodes (the last one's label); FuseTIR turns each such call into a call of a new TIR
+        kernel with new variables, and AttachAttrLayoutFreeBuffers renames every kernel, both
+        keeping main's calls in order: where the count is unchanged, pair them by position."""
+        now = _main_calls(mod)
+        known = dict(known)
+        for var, callee, lbl in now:
+            if lbl is None and callee in self.fused and self.fused[callee]:
+                known.setdefault(var, self.fused[callee][-1])
+        if len(now) != len(self._calls):
+            return known
+        for (var, callee, _), (_, old_callee, old_label) in zip(now, self._calls):
+            if old_label:
+                known.setdefault(var, old_label)
+            if callee and callee != old_callee and old_callee in self.fused and callee not in self.fused:
+                self.fused[callee] = self.fused[old_callee]
+        return known
+
+    def _read_layouts(self, mod) -> None:
+        from tvm import relax
+
+        for _, func in mod.functions_items():
+            if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+                continue
+            for b in provenance.bindings(func):
+                call = b.value
+                lbl = provenance.span_label(call)
+                if lbl is None or not isinstance(call, relax.Call) or call.attrs is None:
+                    continue
+                for key in _LAYOUT_ATTRS:
+                    value = getattr(call.attrs, key, None)
+                    if isinstance(value, str) and value:
+                        self.layouts.setdefault(lbl, value)
+                        break
+
+    def _read_fused(self, mod) -> None:
+        from tvm import relax
+
+        for gv, func in mod.functions_items():
+            if not isinstance(func, relax.Function) or not func.attrs or "Primitive" not in func.attrs.keys():
+                continue
+            lbls = []
+            for b in provenance.bindings(func):
+                lbl = provenance.span_label(b.value)
+                if lbl and lbl not in lbls:
+                    lbls.append(lbl)
+            self.fused[gv.name_hint] = lbls
+
+
+def _callee(call):
+    """The GlobalVar a call runs (a call_tir's kernel, or a function called directly), or None."""
+    import tvm
+    from tvm import relax
+
+    if not isinstance(call, relax.Call):
+        return None
+    if isinstance(call.op, tvm.ir.Op) and call.op.name in ("relax.call_tir", "relax.call_tir_inplace") \
+            and call.args and isinstance(call.args[0], tvm.ir.GlobalVar):
+        return call.args[0]
+    if isinstance(call.op, tvm.ir.GlobalVar):
+        return call.op
+    return None
+
+
+def _main_calls(mod) -> list:
+    """(var, callee name or None, label) of each call binding of ``main``, in order."""
+    from tvm import relax
+
+    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        return []
+    out = []
+    for b in provenance.bindings(mod["main"]):
+        if isinstance(b.value, relax.Call):
+            gv = _callee(b.value)
+            out.append((b.var, gv.name_hint if gv is not None else None, provenance.span_label(b.value)))
+    return out
+
+
+def kernel_sites(mod, collector: Collector) -> list[dict]:
+    """Every call of a TIR kernel in ``main``, in order: {"kernel", "nodes": [[op, name], ...]}."""
+    import tvm
+    from tvm import relax, tirx
+
+    sites = []
+    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        return sites
+    main = mod["main"]
+
+    def visit(expr):
+        callee = _callee(expr)
+        if callee is None or not isinstance(mod[callee], tirx.PrimFunc):
+            return
+        name = callee.name_hint
+        lbls = list(collector.fused.get(name, []))
+        own = provenance.span_label(expr)
+        if own and own not in lbls:
+            lbls.append(own)
+        sites.append({"kernel": name, "nodes": [list(provenance.parse(lbl)) for lbl in lbls],
+                      "layouts": sorted({collector.layouts[lbl] for lbl in lbls if lbl in collector.layouts})})
+
+    relax.analysis.post_order_visit(main, visit)
+    return sites
+
+
+def kernel_flops(mod) -> dict[str, float]:
+    """FLOPs of every TIR kernel where TVM can count them."""
+    import tvm
+    from tvm import s_tir, tirx
+
+    out = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            try:
+                out[gv.name_hint] = float(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": func})))
+            except Exception:  # noqa: BLE001 - FLOPs are for the report
+                pass
+    return out
+
+
+def report(sites: list[dict], schedules: dict[str, str], flops: dict[str, float]) -> dict:
+    """The ``layers.json`` content."""
+    kernels = []
+    for s in sites:
+        k = dict(s)
+        k["schedule"] = schedules.get(s["kernel"], "TVM plain loops")
+        if s["kernel"] in flops:
+            k["flops"] = flops[s["kernel"]]
+        kernels.append(k)
+    return {"format": 1, "kernels": kernels}
+
+
+def read(artifact: Path) -> dict | None:
+    path = Path(artifact) / LAYERS
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def node_text(nodes: list, limit: int = 3) -> str:
+    """"Conv /c/Conv + Relu /Relu" (the first ``limit`` nodes, then a count)."""
+    parts = [f"{op} {name}" for op, name in nodes[:limit]]
+    more = len(nodes) - limit
+    return " + ".join(parts) + (f" (+{more} more)" if more > 0 else "") if parts else "-"
+
+
+def memory_plan(mod) -> dict:
+    """The static memory plan of a module after TVM's StaticPlanBlockMemory: the bytes of the
+    storage the functions allocate with sizes known at build time (``alloc_storage``), and how
+    many tensors are allocated at run time instead (sizes known only then)."""
+    import tvm
+    from tvm import relax
+
+    static_bytes, dynamic = 0, 0
+
+    def visit(expr):
+        nonlocal static_bytes, dynamic
+        if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)):
+            return
+        if expr.op.name == "relax.memory.alloc_storage":
+            size = expr.args[0]
+            if isinstance(size, relax.ShapeExpr) and all(isinstance(v, tvm.tirx.IntImm) for v in size.values):
+                n = 1
+                for v in size.values:
+                    n *= int(v)
+                static_bytes += n
+            else:
+                dynamic += 1
+        elif expr.op.name == "relax.builtin.alloc_tensor":
+            dynamic += 1
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return {"workspace_bytes": static_bytes, "dynamic_allocations": dynamic}
+
+
+def param_bytes(mod) -> int:
+    """Bytes of the constants (weights) the module's Relax functions hold."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    seen, total = set(), 0
+
+    def visit(expr):
+        nonlocal total
+        if isinstance(expr, tvm.ir.expr.Constant) and hasattr(expr.value, "shape") and expr not in seen:
+            seen.add(expr)
+            data = expr.value
+            total += int(np.prod([int(s) for s in data.shape], dtype=np.int64)) * np.dtype(str(data.dtype)).itemsize
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return total
