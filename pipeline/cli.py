@@ -119,8 +119,9 @@ def compile(
     random_calibration: RandomCalibrationOpt = False,
     check: Annotated[Optional[bool], typer.Option("--check/--no-check", help="Compare the artifact with ONNX Runtime before writing it (default: where it runs here natively; --check runs ARM artifacts under qemu-user).")] = None,
     check_inputs: Annotated[Optional[Path], typer.Option("--check-inputs", help="Inputs for the check: an .npz keyed by input name (default: seeded random).")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Print the layer report: each kernel, the ONNX nodes it computes, its schedule and layout.")] = False,
 ):
-    """Compile MODEL for a target into an artifact directory (library + manifest.json; ARM: + runner, lib/)."""
+    """Compile MODEL for a target into an artifact directory (library + manifest.json + layers.json; ARM: + runner, lib/)."""
     from .compile import CompileArgs, compile_model
     from .frontend.cleanup import parse_shape
     from .tune import parse_duration
@@ -131,7 +132,36 @@ def compile(
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
                               tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,
-                              check=check, check_inputs=check_inputs))
+                              check=check, check_inputs=check_inputs, report=report))
+
+
+@app.command()
+def profile(
+    artifact: Path,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="The ONNX model: ONNX Runtime's profile of the same nodes next to deploy's.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report directory [ARTIFACT-profile]: report.html, profile.png, profile.json.")] = None,
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=file.npy (repeatable); random if omitted.")] = None,
+    threads: int = 2,
+    runs: Annotated[int, typer.Option(help="Inferences timed per engine (medians are reported).")] = 20,
+    warmup: Annotated[int, typer.Option(help="Inferences per engine before timing.")] = 5,
+    top: Annotated[int, typer.Option(help="Kernels in the table and the chart.")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole profile as JSON.")] = False,
+):
+    """Where the time goes: each kernel's time, share and GFLOP/s with the ONNX nodes it computes, next to
+    ONNX Runtime's time for those nodes; writes report.html (charts) and profile.png."""
+    from . import profile as prof
+    from .report import write_report
+    from .runtime import Artifact
+
+    art = Artifact(artifact)
+    result = prof.profile(art, model, threads=threads, runs=runs, warmup=warmup, inputs=_load_inputs(input or []))
+    out = output or artifact.parent / f"{artifact.name}-profile"
+    files = write_report(result, out, top=top)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    prof.print_profile(result, top=top)
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
 
 
 @app.command()

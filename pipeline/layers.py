@@ -26,6 +26,7 @@ class Collector:
         self.fused: dict[str, list[str]] = {}    # fused function -> labels of the nodes in it
         self.layouts: dict[str, str] = {}        # node label -> data layout of its conv/pool
         self._calls: list = []                   # main's call bindings before the pass
+        self.sites: dict = {}                    # main's call var -> labels of the nodes it computes
 
     def before(self, mod, name: str) -> dict:
         if name == "LegalizeOps":
@@ -36,6 +37,7 @@ class Collector:
     def after(self, mod, name: str, known: dict):
         if name == "FuseOps":
             self._read_fused(mod)
+            self._read_groups(mod)
         known = self._follow(mod, known)
         if provenance.untagged(mod):
             try:
@@ -51,17 +53,56 @@ class Collector:
         keeping main's calls in order: where the count is unchanged, pair them by position."""
         now = _main_calls(mod)
         known = dict(known)
-        for var, callee, lbl in now:
-            if lbl is None and callee in self.fused and self.fused[callee]:
-                known.setdefault(var, self.fused[callee][-1])
-        if len(now) != len(self._calls):
-            return known
-        for (var, callee, _), (_, old_callee, old_label) in zip(now, self._calls):
-            if old_label:
-                known.setdefault(var, old_label)
-            if callee and callee != old_callee and old_callee in self.fused and callee not in self.fused:
-                self.fused[callee] = self.fused[old_callee]
+        sites = {}
+        paired = len(now) == len(self._calls)
+        for i, (var, callee, lbl) in enumerate(now):
+            if var in self.sites:
+                sites[var] = self.sites[var]
+            elif paired and self._calls[i][0] in self.sites:
+                sites[var] = self.sites[self._calls[i][0]]
+            elif callee in self.fused:
+                sites[var] = self.fused[callee]
+            if lbl is None and sites.get(var):
+                known.setdefault(var, sites[var][-1])
+            if paired and self._calls[i][2]:
+                known.setdefault(var, self._calls[i][2])
+        self.sites = sites
         return known
+
+    def _read_groups(self, mod) -> None:
+        """The nodes of each call of a fused function. FuseOps gives identical groups one
+        function (whose body names the first group's nodes only) and new variables, but keeps
+        main in order: walk main's calls before and after it together, each fused call taking the
+        earliest unclaimed calls before it of the kernels its body calls."""
+        from tvm import relax
+
+        if not _has_main(mod):
+            return
+        old = [(callee, lbl) for _, callee, lbl in self._calls]
+        claimed = [False] * len(old)
+        start = 0
+        for b in provenance.bindings(mod["main"]):
+            gv = _callee(b.value)
+            if gv is None:
+                continue
+            func = mod[gv]
+            if isinstance(func, relax.Function) and gv.name_hint in self.fused:
+                want = [c for c in (_callee(x.value) for x in provenance.bindings(func)) if c is not None]
+                want = [c.name_hint for c in want]
+            else:
+                want = [gv.name_hint]
+            lbls = []
+            for name in want:
+                for i in range(start, len(old)):
+                    if not claimed[i] and old[i][0] == name:
+                        claimed[i] = True
+                        if old[i][1] and old[i][1] not in lbls:
+                            lbls.append(old[i][1])
+                        break
+            while start < len(old) and (claimed[start] or old[start][0] is None):
+                start += 1
+            if lbls and gv.name_hint in self.fused:
+                self.sites[b.var] = lbls
 
     def _read_layouts(self, mod) -> None:
         from tvm import relax
@@ -109,6 +150,24 @@ def _callee(call):
     return None
 
 
+def _has_main(mod) -> bool:
+    return "main" in [gv.name_hint for gv in mod.get_global_vars()]
+
+
+def _arg_vars(expr) -> list:
+    """The variables an expression reads (through tuples)."""
+    from tvm import relax
+
+    out = []
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            out.append(e)
+
+    relax.analysis.post_order_visit(expr, visit)
+    return out
+
+
 def _main_calls(mod) -> list:
     """(var, callee name or None, label) of each call binding of ``main``, in order."""
     from tvm import relax
@@ -129,23 +188,14 @@ def kernel_sites(mod, collector: Collector) -> list[dict]:
     from tvm import relax, tirx
 
     sites = []
-    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
-        return sites
-    main = mod["main"]
-
-    def visit(expr):
-        callee = _callee(expr)
-        if callee is None or not isinstance(mod[callee], tirx.PrimFunc):
-            return
-        name = callee.name_hint
-        lbls = list(collector.fused.get(name, []))
-        own = provenance.span_label(expr)
+    for var, name, own in _main_calls(mod):
+        if name is None or not isinstance(mod[name], tirx.PrimFunc):
+            continue
+        lbls = list(collector.sites.get(var) or collector.fused.get(name, []))
         if own and own not in lbls:
             lbls.append(own)
         sites.append({"kernel": name, "nodes": [list(provenance.parse(lbl)) for lbl in lbls],
                       "layouts": sorted({collector.layouts[lbl] for lbl in lbls if lbl in collector.layouts})})
-
-    relax.analysis.post_order_visit(main, visit)
     return sites
 
 

@@ -13,12 +13,13 @@ import numpy as np
 from .errors import DeployError
 
 
-def ort_session(model, threads: int = 0, optimize: bool = True):
+def ort_session(model, threads: int = 0, optimize: bool = True, options=None):
     """An ONNX Runtime CPU session of ``model`` (a path, or an onnx.ModelProto); ``threads=0`` is ORT's
-    default. ``optimize=False`` turns off ORT's graph optimizations (calibration observes tensors by name)."""
+    default. ``optimize=False`` turns off ORT's graph optimizations (calibration observes tensors by name);
+    ``options``: SessionOptions to start from (the profiler's)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    opts = options or ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3

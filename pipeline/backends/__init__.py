@@ -31,6 +31,7 @@ class Backend:
     supports_runner = False           # the C++ runner can drive its artifacts
     has_default_schedules = False     # schedules kernels without tuning records itself
     unscheduled = "TVM plain loops"   # what a kernel with neither a record nor a default schedule runs
+    host_timed = False                # a kernel's time is the host clock around its call (deploy profile)
 
     # -- optimize
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:

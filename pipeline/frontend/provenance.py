@@ -117,9 +117,32 @@ def restore(mod, known: dict):
     previous one's. Returns the module (unchanged where nothing was missing)."""
     from tvm import relax
 
+    old = list(dict.fromkeys(known.values()))  # labels in the order of their bindings before the pass
+    pos = {lbl: i for i, lbl in enumerate(old)}
+
     def plan(func) -> dict:
         order = [b for b in bindings(func) if isinstance(b.value, relax.Call)]
         lbls = [span_label(b.value) or known.get(b.var) for b in order]
+        present = {lbl for lbl in lbls if lbl}
+        # a run of untagged bindings between two tagged ones gets the labels that were between
+        # those two before the pass and are gone now (ConvertLayout rebuilds each convolution),
+        # spread over the run in order; a run with none gets the next tagged binding's label
+        i = 0
+        while i < len(lbls):
+            if lbls[i]:
+                i += 1
+                continue
+            j = i
+            while j < len(lbls) and not lbls[j]:
+                j += 1
+            lo = pos.get(lbls[i - 1], -1) if i > 0 else -1
+            hi = pos.get(lbls[j], len(old)) if j < len(lbls) else len(old)
+            lost = [lbl for lbl in old[lo + 1:hi] if lbl not in present]
+            if lost:
+                for k in range(i, j):
+                    lbls[k] = lost[(k - i) * len(lost) // (j - i)]
+                present.update(lost)
+            i = j
         nxt = None
         for i in range(len(order) - 1, -1, -1):
             lbls[i] = lbls[i] or nxt

@@ -85,6 +85,7 @@ class CpuBackend(Backend):
     tvm_kinds = ("llvm", "c")
     supports_runner = True
     has_default_schedules = True
+    host_timed = True
 
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
         """NHWC layout, then VNNI and Winograd rewrites of the NHWC convolutions (opt level 3)."""

@@ -1,0 +1,320 @@
+"""Where the time goes: each kernel of an artifact timed where it runs, next to ONNX Runtime's
+time for the same ONNX nodes.
+
+deploy: the Relax VM's instrument hook times every call of ``main`` (kernels and VM built-ins);
+each kernel call is named by the artifact's ``layers.json`` (the ONNX nodes it computes, its
+schedule, layout and FLOPs). ONNX Runtime: its own profiler, per node. Each engine runs in a
+process of its own (their thread pools slow each other in one), with the same inputs and
+thread count; times are medians over ``runs`` inferences after a warm-up.
+``report.py`` turns the result into report.html and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import layers
+from .backends import for_family
+from .bench import set_threads
+from .errors import DeployError
+from .runtime import Artifact, check_inputs, random_inputs
+
+# the op a fused kernel is counted under in the per-op-type summary: the first of these it covers
+ANCHORS = ("Conv", "ConvTranspose", "QLinearConv", "MatMul", "Gemm", "QLinearMatMul", "MatMulInteger",
+           "ConvInteger", "Attention", "LSTM", "GRU", "RNN", "MaxPool", "AveragePool", "GlobalAveragePool",
+           "LayerNormalization", "Softmax", "Resize", "Gather", "Einsum")
+# ONNX Runtime's fused node types, counted under the ONNX op they start from
+ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcFusedConv": "Conv",
+             "QuickGelu": "Gelu", "BiasGelu": "Gelu", "FastGelu": "Gelu", "SkipLayerNormalization": "LayerNormalization",
+             "SimplifiedLayerNormalization": "LayerNormalization"}
+BUILTINS = "VM built-ins"
+
+
+def _deploy_child(path: str, threads: int, inputs_file: str, runs: int, warmup: int) -> dict:
+    set_threads(threads)
+    with np.load(inputs_file) as z:
+        inputs = {k: z[k] for k in z.files}
+    art = Artifact(path)
+    run = art.bind(inputs)
+    for _ in range(warmup):
+        run()
+    e2e = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run()
+        e2e.append(time.perf_counter() - t0)
+    calls: list[tuple[str, float]] = []
+    start = [0.0]
+
+    def instrument(func, symbol, before, ret, *args):
+        now = time.perf_counter()
+        if before:
+            start[0] = now
+        else:
+            calls.append((str(symbol), now - start[0]))
+        return 0
+
+    art.set_instrument(instrument)
+    run()  # the call sequence once, untimed
+    calls.clear()
+    for _ in range(runs):
+        run()
+    art.set_instrument(None)
+    n = len(calls) // runs
+    seq = [(calls[j][0], float(np.median([calls[r * n + j][1] for r in range(runs)]))) for j in range(n)]
+    return {"e2e_ms": float(np.median(e2e)) * 1e3, "calls": [(s, t * 1e3) for s, t in seq]}
+
+
+def _ort_child(model: str, threads: int, inputs_file: str, runs: int, warmup: int) -> dict:
+    import onnxruntime as ort
+
+    from .reference import ort_session
+
+    with np.load(inputs_file) as z:
+        inputs = {k: z[k] for k in z.files}
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"deploy-ort-profile-{os.getpid()}")
+    sess = ort_session(Path(model), threads, options=so)
+    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    e2e = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        e2e.append(time.perf_counter() - t0)
+    path = Path(sess.end_profiling())
+    events = json.loads(path.read_text())
+    path.unlink(missing_ok=True)
+    times: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            name = e["name"][: -len("_kernel_time")]
+            times.setdefault(name, []).append(e["dur"] / 1e3)
+            ops[name] = e.get("args", {}).get("op_name", "?")
+    nodes = [{"name": k, "op_type": ops[k], "ms": float(np.median(v[-runs:]))} for k, v in times.items()]
+    return {"e2e_ms": float(np.median(e2e)) * 1e3, "nodes": nodes}
+
+
+def _in_process(fn, *args):
+    """Run ``fn(*args)`` in a fresh process (spawned: TVM in a forked process is not safe)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        try:
+            return pool.apply(fn, args)
+        except DeployError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the child's error, as one message
+            raise DeployError(f"profiling failed in {fn.__name__.strip('_').replace('_child', '')}: "
+                              f"{type(e).__name__}: {str(e)[:300]}", hint="run with -v") from e
+
+
+def check_profilable(art: Artifact) -> None:
+    t = art.manifest["target"]
+    if art.emulated or not for_family(t["family"]).host_timed or not for_family(t["family"]).runs_here(t):
+        raise DeployError(
+            f"deploy profile times kernels on this machine's CPU; '{t['preset']}' artifacts do not run natively here",
+            hint="profile an x86-64 build of the model here, or run the bundle's runner on the board "
+                 "(`deploy package`)")
+
+
+def anchor(nodes: list) -> str:
+    ops = [op for op, _ in nodes]
+    for a in ANCHORS:
+        if a in ops:
+            return a
+    return ops[0] if ops else "?"
+
+
+def profile(art: Artifact, model: Path | None = None, threads: int = 2, runs: int = 20, warmup: int = 5,
+            inputs: dict[str, np.ndarray] | None = None) -> dict:
+    """Per-kernel times of ``art`` (and ONNX Runtime's per-node times, given ``model``), joined on
+    the ONNX nodes each kernel computes."""
+    check_profilable(art)
+    art.check_integrity()
+    inputs = random_inputs(art.inputs) if inputs is None else dict(
+        zip([s["name"] for s in art.inputs], check_inputs(art.inputs, inputs)))
+    layer_report = layers.read(art.path)
+    with tempfile.TemporaryDirectory(prefix="deploy-profile-") as td:
+        f = Path(td) / "inputs.npz"
+        np.savez(f, **inputs)
+        ours = _in_process(_deploy_child, str(art.path), threads, str(f), runs, warmup)
+        theirs = _in_process(_ort_child, str(model), threads, str(f), runs, warmup) if model else None
+    return join(art, ours, theirs, layer_report, threads, runs, model)
+
+
+def join(art: Artifact, ours: dict, theirs: dict | None, layer_report: dict | None, threads: int, runs: int,
+         model: Path | None) -> dict:
+    sites: dict[str, list[dict]] = {}
+    for k in (layer_report or {}).get("kernels", []):
+        sites.setdefault(k["kernel"], []).append(k)
+    seen: dict[str, int] = {}
+    rows, builtins_ms = [], 0.0
+    for symbol, ms in ours["calls"]:
+        if symbol not in sites and (symbol.startswith("vm.") or layer_report is not None):
+            builtins_ms += ms
+            continue
+        i = seen.get(symbol, 0)
+        seen[symbol] = i + 1
+        info = sites.get(symbol, [{}])
+        site = info[i] if i < len(info) else info[-1]
+        row = {"kernel": symbol, "call": i, "ms": ms, "nodes": site.get("nodes", []),
+               "schedule": site.get("schedule"), "layouts": site.get("layouts", []), "flops": site.get("flops")}
+        if row["flops"]:
+            row["gflops_per_s"] = row["flops"] / (ms * 1e-3) / 1e9 if ms > 0 else None
+        rows.append(row)
+    kernels_ms = sum(r["ms"] for r in rows)
+    for r in rows:
+        r["share"] = r["ms"] / kernels_ms if kernels_ms else 0.0
+        r["op_type"] = anchor(r["nodes"])
+    out = {"artifact": str(art.path), "target": art.target, "threads": threads, "runs": runs,
+           "model": str(model) if model else None,
+           "deploy": {"e2e_ms": ours["e2e_ms"], "kernels_ms": kernels_ms, "builtins_ms": builtins_ms,
+                      "kernel_calls": len(rows), "kernels": rows},
+           "node_names": layer_report is not None}
+    summary: dict[str, dict] = {}
+    for r in rows:
+        summary.setdefault(r["op_type"], {"op_type": r["op_type"], "deploy_ms": 0.0, "onnxruntime_ms": 0.0,
+                                          "deploy_kernels": 0})
+        summary[r["op_type"]]["deploy_ms"] += r["ms"]
+        summary[r["op_type"]]["deploy_kernels"] += 1
+    if theirs is not None:
+        names = _onnx_names(model)
+        by_name: dict[str, dict] = {}
+        for n in theirs["nodes"]:
+            onnx_name = _ort_to_onnx(n["name"], names)
+            if onnx_name is not None:
+                n["onnx_node"] = onnx_name
+                by_name.setdefault(onnx_name, {"ms": 0.0})
+                by_name[onnx_name]["ms"] += n["ms"]
+        owner: dict[str, dict] = {}  # an ONNX node's ORT time goes to the slowest deploy kernel computing it
+        for r in rows:
+            for _, name in r["nodes"]:
+                if name in by_name and (name not in owner or owner[name]["ms"] < r["ms"]):
+                    owner[name] = r
+        for r in rows:
+            r["onnxruntime_ms"] = 0.0
+        for name, r in owner.items():
+            r["onnxruntime_ms"] += by_name[name]["ms"]
+        for n in theirs["nodes"]:
+            op = ORT_FUSED.get(n["op_type"], n["op_type"])
+            summary.setdefault(op, {"op_type": op, "deploy_ms": 0.0, "onnxruntime_ms": 0.0, "deploy_kernels": 0})
+            summary[op]["onnxruntime_ms"] += n["ms"]
+        out["onnxruntime"] = {"e2e_ms": theirs["e2e_ms"], "nodes_ms": sum(n["ms"] for n in theirs["nodes"]),
+                              "nodes": theirs["nodes"],
+                              "matched_nodes": len(owner), "total_nodes": len(theirs["nodes"])}
+    out["op_types"] = sorted(summary.values(), key=lambda s: -max(s["deploy_ms"], s["onnxruntime_ms"]))
+    return out
+
+
+def _onnx_names(model: Path | None) -> dict[str, str]:
+    """Node names, and each output tensor's producing node, of the ONNX model."""
+    import onnx
+
+    out: dict[str, str] = {}
+    if model is None:
+        return out
+    graph = onnx.load(str(model), load_external_data=False).graph
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        for t in node.output:
+            out.setdefault(t, name)
+    for i, node in enumerate(graph.node):
+        out[node.name or f"{node.op_type}_{i}"] = node.name or f"{node.op_type}_{i}"
+    return out
+
+
+def _ort_to_onnx(ort_name: str, names: dict[str, str]) -> str | None:
+    """The ONNX node an ONNX Runtime node stands for: its own name, or (for nodes ORT made, such as
+    its NCHWc convolutions, named after their output tensor) the node producing that tensor."""
+    for cand in (ort_name, ort_name.removesuffix("_nchwc")):
+        if cand in names:
+            return names[cand]
+    return None
+
+
+# -- terminal output
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, width=200)
+
+
+def print_profile(result: dict, top: int = 15) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    d = result["deploy"]
+    o = result.get("onnxruntime")
+    rows = sorted(d["kernels"], key=lambda r: -r["ms"])
+    t = Table(title=f"top {min(top, len(rows))} of {len(rows)} kernel calls ({result['threads']} threads, "
+                    f"medians of {result['runs']} runs)", title_justify="left")
+    for col, just in (("#", "right"), ("kernel", "left"), ("ms", "right"), ("share", "right"),
+                      ("GFLOP/s", "right"), ("ONNX nodes", "left"), ("schedule", "left")):
+        t.add_column(col, justify=just)
+    if o:
+        t.add_column("ORT ms", justify="right")
+    for i, r in enumerate(rows[:top], 1):
+        g = r.get("gflops_per_s")
+        cells = [str(i), escape(r["kernel"]), f"{r['ms']:.3f}", f"{100 * r['share']:.1f}%",
+                 f"{g:.1f}" if g else "-", escape(layers.node_text(r["nodes"])), escape(r.get("schedule") or "-")]
+        if o:
+            cells.append(f"{r['onnxruntime_ms']:.3f}" if r.get("onnxruntime_ms") else "-")
+        t.add_row(*cells)
+    con = _console()
+    con.print(t)
+    s = Table(title="by op type (a fused kernel counts under its main op)", title_justify="left")
+    for col in ("op type", "deploy ms", "kernels") + (("ORT ms", "ratio") if o else ()):
+        s.add_column(col, justify="left" if col == "op type" else "right")
+    for r in result["op_types"][:top]:
+        cells = [escape(r["op_type"]), f"{r['deploy_ms']:.3f}", str(r["deploy_kernels"])]
+        if o:
+            ratio = r["deploy_ms"] / r["onnxruntime_ms"] if r["onnxruntime_ms"] else None
+            cells += [f"{r['onnxruntime_ms']:.3f}", f"{ratio:.2f}x" if ratio else "-"]
+        s.add_row(*cells)
+    con.print(s)
+    cover = d["kernels_ms"] / d["e2e_ms"] if d["e2e_ms"] else 0
+    con.print(f"deploy: kernels {d['kernels_ms']:.3f} ms + VM built-ins {d['builtins_ms']:.3f} ms; end to end "
+              f"{d['e2e_ms']:.3f} ms (kernels {100 * cover:.0f}% of it)")
+    if o:
+        con.print(f"onnxruntime: nodes {o['nodes_ms']:.3f} ms; end to end {o['e2e_ms']:.3f} ms; "
+                  f"{o['matched_nodes']} of {o['total_nodes']} of its nodes matched to deploy kernels by name")
+    if not result["node_names"]:
+        con.print("note: this artifact has no layers.json (built by an older deploy): recompile it to see the "
+                  "ONNX nodes of each kernel")
+
+
+def print_layers(artifact: Path) -> None:
+    """The layer report of an artifact: each kernel call, its ONNX nodes, schedule, layout, GFLOP."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    report = layers.read(artifact)
+    if report is None:
+        raise DeployError(f"{artifact} has no {layers.LAYERS}", hint="recompile it with this version of deploy")
+    kernels = report["kernels"]
+    t = Table(title=f"{len(kernels)} kernel calls in {artifact}", title_justify="left")
+    for col in ("#", "kernel", "ONNX nodes", "schedule", "layout", "GFLOP"):
+        t.add_column(col, justify="right" if col in ("#", "GFLOP") else "left")
+    for i, k in enumerate(kernels, 1):
+        t.add_row(str(i), escape(k["kernel"]), escape(layers.node_text(k["nodes"], limit=4)), escape(k["schedule"]),
+                  escape(",".join(k.get("layouts") or []) or "-"),
+                  f"{k['flops'] / 1e9:.3f}" if k.get("flops") else "-")
+    con = _console()
+    con.print(t)
+    by: dict[str, int] = {}
+    for k in kernels:
+        by[k["schedule"]] = by.get(k["schedule"], 0) + 1
+    con.print("schedules: " + ", ".join(f"{v} {escape(k)}" for k, v in sorted(by.items(), key=lambda x: -x[1])))
