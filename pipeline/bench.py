@@ -53,22 +53,57 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
+def _throughput(make_run, concurrency: int, seconds: float) -> dict:
+    """Inferences per second with ``concurrency`` requests in flight: one thread per request, each
+    with its own runner from ``make_run()``, running back to back for ``seconds``."""
+    import threading
+
+    runs = [make_run() for _ in range(concurrency)]
+    for r in runs:
+        r()
+    counts = [0] * concurrency
+    go = threading.Event()
+    deadline = [0.0]
+
+    def loop(i):
+        go.wait()
+        while time.perf_counter() < deadline[0]:
+            runs[i]()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    deadline[0] = t0 + seconds
+    go.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"concurrency": concurrency, "inferences": sum(counts), "seconds": round(elapsed, 3),
+            "per_second": sum(counts) / elapsed}
+
+
 def _serve(kind: str, path: str, threads: int, inputs_file: str, conn) -> None:
-    """A benchmark process: one engine, loaded once; times ``n`` single inferences per request."""
+    """A benchmark process: one engine, loaded once; times ``n`` single inferences per request, or
+    measures throughput with N requests in flight."""
     try:
         with np.load(inputs_file) as z:
             inputs = {k: z[k] for k in z.files}
         if kind == "deploy":
             set_threads(threads)
-            run = Artifact(path).bind(inputs)
+
+            def make_run():  # a VM per request in flight: a VM runs one call at a time
+                return Artifact(path).bind(inputs)
         else:
             from .reference import ort_session
 
             sess = ort_session(Path(path), threads)
             feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
 
-            def run():
-                sess.run(None, feed)
+            def make_run():  # ONNX Runtime sessions take concurrent runs
+                return lambda: sess.run(None, feed)
+        run = make_run()
         run()
         rss_loaded = _peak_rss_mb()
         conn.send(("ready", rss_loaded))
@@ -77,6 +112,9 @@ def _serve(kind: str, path: str, threads: int, inputs_file: str, conn) -> None:
             if msg[0] == "stop":
                 conn.send(("stopped", {"peak_rss_mb": _peak_rss_mb(), "rss_after_first_run_mb": rss_loaded}))
                 return
+            if msg[0] == "throughput":
+                conn.send(("throughput", _throughput(make_run, msg[1], msg[2])))
+                continue
             times = []
             for _ in range(msg[1]):
                 t0 = time.perf_counter()
@@ -112,6 +150,10 @@ class _Engine:
         self.conn.send(("run", n))
         return self._reply("times")
 
+    def throughput(self, concurrency: int, seconds: float) -> dict:
+        self.conn.send(("throughput", concurrency, seconds))
+        return self._reply("throughput")
+
     def stop(self) -> dict:
         self.conn.send(("stop",))
         out = self._reply("stopped")
@@ -124,9 +166,12 @@ class _Engine:
 
 
 def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat: int = 20,
-          min_seconds: float = 2.0, warmup: int = 3, inputs: dict[str, np.ndarray] | None = None) -> dict:
+          min_seconds: float = 2.0, warmup: int = 3, inputs: dict[str, np.ndarray] | None = None,
+          iterations: int | None = None, concurrency: int | None = None) -> dict:
     """deploy's latency and, given the model, ONNX Runtime's, each engine in its own process, in
-    ``repeat`` alternating turns of about ``min_seconds / repeat`` each; every inference timed."""
+    ``repeat`` alternating turns of about ``min_seconds / repeat`` each (or ``iterations``
+    inferences in all); every inference timed. ``concurrency`` N adds throughput with N requests
+    in flight (inferences per second), measured for each engine in alternating turns too."""
     artifact.check_integrity()
     inputs = random_inputs(artifact.inputs) if inputs is None else dict(
         zip([s["name"] for s in artifact.inputs], check_inputs(artifact.inputs, inputs)))
@@ -142,7 +187,8 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
             for e in engines:
                 e.run(warmup)
                 once = min(e.run(3))
-                per_turn.append(max(1, int(share / max(once, 1e-6))))
+                per_turn.append(max(1, -(-iterations // repeat)) if iterations
+                                else max(1, int(share / max(once, 1e-6))))
             samples: dict[str, list[float]] = {e.kind: [] for e in engines}
             turns: dict[str, list[float]] = {e.kind: [] for e in engines}
             for _ in range(repeat):
@@ -150,12 +196,17 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
                     t = e.run(n)
                     samples[e.kind] += t
                     turns[e.kind].append(float(np.median(t)))
+            through: dict[str, list[dict]] = {e.kind: [] for e in engines}
+            if concurrency:
+                for _ in range(2):  # two alternating turns each, the better one counts
+                    for e in engines:
+                        through[e.kind].append(e.throughput(concurrency, max(0.5, min_seconds / 4)))
             memory = {e.kind: e.stop() for e in engines}
         finally:
             for e in engines:
                 e.kill()
     out = {"threads": threads, "deploy": Latency.of(samples["deploy"]).__dict__,
-           "memory": {"deploy": memory["deploy"]}}
+           "memory": {"deploy": dict(memory["deploy"], **_plan(artifact))}}
     if model_path is not None:
         o = Latency.of(samples["onnxruntime"])
         out["onnxruntime"] = o.__dict__
@@ -163,6 +214,30 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
         out["ratio"] = out["deploy"]["median_ms"] / o.median_ms
         out["ratio_definition"] = RATIO_DEFINITION
         out["turn_ratios"] = [round(a / b, 4) for a, b in zip(turns["deploy"], turns["onnxruntime"])]
+    if concurrency:
+        best = {k: max(v, key=lambda r: r["per_second"]) for k, v in through.items()}
+        out["throughput"] = dict(concurrency=concurrency, **best)
+        if "onnxruntime" in best:
+            out["throughput"]["ratio"] = best["onnxruntime"]["per_second"] / best["deploy"]["per_second"]
+            out["throughput"]["ratio_definition"] = THROUGHPUT_RATIO_DEFINITION
+    return out
+
+
+THROUGHPUT_RATIO_DEFINITION = ("ONNX Runtime's inferences per second / deploy's, with the same requests in flight "
+                               "(below 1: deploy serves more); the better of two alternating turns each")
+
+
+def _plan(artifact: Artifact) -> dict:
+    """The artifact's static memory plan from its manifest (compile records it), in MB."""
+    mem = artifact.manifest.get("memory") or {}
+    out = {}
+    if "params_bytes" in mem:
+        out["params_mb"] = round(mem["params_bytes"] / 1e6, 3)
+    if "workspace_bytes" in mem:
+        out["workspace_mb"] = round(mem["workspace_bytes"] / 1e6, 3)
+        out["workspace_note"] = ("static plan: storage the VM allocates once and reuses for every inference"
+                                 + (f"; {mem['dynamic_allocations']} tensors allocated per run besides"
+                                    if mem.get("dynamic_allocations") else ""))
     return out
 
 

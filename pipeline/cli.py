@@ -299,10 +299,12 @@ def bench(
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="ONNX model to time ONNX Runtime on, for the ratio.")] = None,
     threads: int = 2,
     repeat: int = 20,
-    seconds: Annotated[float, typer.Option(help="Rough total time per engine.")] = 2.0,
+    seconds: Annotated[float, typer.Option("--seconds", "--duration", help="Rough total time per engine.")] = 2.0,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Timed inferences per engine (instead of --seconds).")] = None,
     warmup: Annotated[int, typer.Option(help="Inferences per engine before timing.")] = 3,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Also measure throughput with N requests in flight (inferences/s).")] = None,
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=file.npy (repeatable); random if omitted.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Every figure as JSON.")] = False,
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time on a board registered there.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="The board's key at the tracker.")] = None,
 ):
@@ -319,8 +321,12 @@ def bench(
     elif art.emulated:
         r = b.bench_emulated(art, threads=threads, repeat=min(repeat, 5))
     else:
+        if concurrency is not None and concurrency < 1:
+            raise DeployError(f"--concurrency {concurrency} must be at least 1", hint="e.g. --concurrency 2")
+        if iterations is not None and iterations < 1:
+            raise DeployError(f"--iterations {iterations} must be at least 1", hint="e.g. --iterations 200")
         r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds, warmup=warmup,
-                    inputs=_load_inputs(input or []))
+                    inputs=_load_inputs(input or []), iterations=iterations, concurrency=concurrency)
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
@@ -344,6 +350,18 @@ def bench(
         typer.echo(line("onnxruntime", r["onnxruntime"], r["memory"]["onnxruntime"]))
         typer.echo(f"ratio        {r['ratio']:.3f}x ({'slower' if r['ratio'] > 1 else 'faster'}) = "
                    + r["ratio_definition"])
+    mem = r["memory"]["deploy"]
+    if "workspace_mb" in mem:
+        typer.echo(f"memory       deploy: weights {mem['params_mb']:.1f} MB, workspace {mem['workspace_mb']:.1f} MB "
+                   f"({mem['workspace_note']})")
+    tp = r.get("throughput")
+    if tp:
+        for name in ("deploy", "onnxruntime"):
+            if name in tp:
+                typer.echo(f"{'throughput':<12} {name}: {tp[name]['per_second']:.1f} inferences/s with "
+                           f"{tp['concurrency']} in flight ({tp[name]['inferences']} in {tp[name]['seconds']} s)")
+        if "ratio" in tp:
+            typer.echo(f"             {tp['ratio']:.3f}x = {tp['ratio_definition']}")
 
 
 @app.command()

@@ -148,7 +148,8 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
         plan = build_library(mod, preset, lib)
     with step("layer report"):
         try:
-            layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources, layers.kernel_flops(mod))
+            layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources, layers.kernel_flops(mod),
+                                         prep.loaded.model.graph)
             write_json(tmp / layers.LAYERS, layer_report)
             memory = dict(params_bytes=layers.param_bytes(mod), **plan)
         except Exception as e:  # noqa: BLE001 - a report must never break a compile

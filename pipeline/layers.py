@@ -18,6 +18,7 @@ from pathlib import Path
 from .frontend import provenance
 
 LAYERS = "layers.json"
+SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast", "Expand"}
 _LAYOUT_ATTRS = ("data_layout", "layout")
 
 
@@ -214,11 +215,23 @@ def kernel_flops(mod) -> dict[str, float]:
     return out
 
 
-def report(sites: list[dict], schedules: dict[str, str], flops: dict[str, float]) -> dict:
-    """The ``layers.json`` content."""
+def report(sites: list[dict], schedules: dict[str, str], flops: dict[str, float], original=None) -> dict:
+    """The ``layers.json`` content. ``original``: the user's ONNX graph, whose node names replace
+    those the clean-up made (onnxslim's Gemm from MatMul + Add is named after the MatMul's output)."""
+    index = provenance.name_index(original) if original is not None else {}
+    ops = {n.name or f"{n.op_type}_{i}": n.op_type for i, n in enumerate(original.node)} if original is not None else {}
     kernels = []
     for s in sites:
         k = dict(s)
+        if index:
+            nodes = []
+            for op, name in s["nodes"]:
+                orig = provenance.original_node(name, index)
+                # a reshape the clean-up put around a node keeps its own op type
+                node = ([op if op in SHAPE_OPS else ops.get(orig, op), orig] if orig else [op, name])
+                if node not in nodes:
+                    nodes.append(node)
+            k["nodes"] = nodes
         k["schedule"] = schedules.get(s["kernel"], "TVM plain loops")
         if s["kernel"] in flops:
             k["flops"] = flops[s["kernel"]]

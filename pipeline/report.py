@@ -32,7 +32,13 @@ def _figure(result: dict, top: int):
     types = result["op_types"][:top]
     fig, (a, b) = plt.subplots(2, 1, figsize=(11, 0.32 * (len(rows) + len(types)) + 3.2),
                                gridspec_kw={"height_ratios": [max(len(rows), 1), max(len(types), 1)]})
-    labels = [f"{r['kernel'][:38]}  ({layers.node_text(r['nodes'], limit=1)[:40]})" for r in rows][::-1]
+    def label(r):
+        main = [n for n in r["nodes"] if n[0] == r["op_type"]] or r["nodes"]
+        more = f" +{len(r['nodes']) - 1}" if len(r["nodes"]) > 1 else ""
+        node = f"{main[0][0]} {main[0][1]}"[:44] if main else "-"
+        return f"{r['kernel'][:36]}  ({node}{more})"
+
+    labels = [label(r) for r in rows][::-1]
     y = list(range(len(rows)))
     h = 0.4 if ort else 0.7
     a.barh([i + (h / 2 if ort else 0) for i in y], [r["ms"] for r in rows][::-1], height=h, color=DEPLOY_COLOR,

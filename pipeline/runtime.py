@@ -197,7 +197,7 @@ class Artifact:
     def set_instrument(self, fn) -> None:
         """Call ``fn(func, symbol, before, ret, *args)`` around every call the VM makes (None: stop)."""
         self.load()
-        self._vm.set_instrument(fn or (lambda *a: 0))
+        self._vm.set_instrument(fn)
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:
         """Seconds per run, ``repeat`` samples each averaging ``number`` runs."""

@@ -16,6 +16,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# headless Chromium renders `deploy profile`'s report.html in the tests (they skip it when absent)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium (headless, for the HTML report test)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } \
+      || echo "setup: chromium is not available here; the HTML report test will be skipped" >&2
+  else
+    echo "setup: the HTML report test needs: sudo apt-get install chromium" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

@@ -108,7 +108,7 @@ def import_model(model: onnx.ModelProto):
                               hint=f"pass --input-shape {spec.name}=DIMxDIM...")
         shape_dict[spec.name] = spec.shape
     try:
-        with log.tvm_quiet(), converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter):
+        with log.tvm_quiet(), converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
     except DeployError:
         raise
@@ -120,4 +120,4 @@ def import_model(model: onnx.ModelProto):
             f"TVM's ONNX importer failed{where}: {type(e).__name__}: {msg[-1] if msg else ''}"[:600],
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
         ) from e
-    return provenance.restore(mod, {})
+    return provenance.restore(mod, {}, order)

@@ -60,26 +60,79 @@ class Current:
 
 @contextlib.contextmanager
 def tagging(importer_class):
-    """While TVM's ONNX importer runs, tag what each node's converter returns with its label."""
+    """While TVM's ONNX importer runs, tag what each node's converter emits and returns with its label."""
+    from tvm import relax
+
     original = importer_class.__dict__["_convert_operator"]
+    emit = relax.BlockBuilder.emit
     count = [0]
+    current = [None]
+    order: list[str] = []  # every node's label, in the order the nodes were converted
 
     def convert(self, op_name, inputs, attrs, opset):
         node = attrs.get("tvm_custom", {}).get("name") or f"{op_name}_{count[0]}"
         count[0] += 1
         Current.op, Current.name = op_name, node
-        result = original(self, op_name, inputs, attrs, opset)
+        current[0] = label(op_name, node)
+        order.append(current[0])
+        try:
+            result = original(self, op_name, inputs, attrs, opset)
+        finally:
+            current[0] = None
         try:
             return self.bb.normalize(with_label(result, label(op_name, node)))
         except Exception:  # noqa: BLE001 - provenance is for reports: the model imports without it
             return result
 
+    def tagged_emit(self, expr, name_hint=""):
+        if current[0] is not None:
+            try:
+                expr = with_label(expr, current[0])
+            except Exception:  # noqa: BLE001
+                pass
+        return emit(self, expr, name_hint)
+
     importer_class._convert_operator = convert
+    relax.BlockBuilder.emit = tagged_emit
     Current.op = Current.name = None
     try:
-        yield
+        yield order
     finally:
         importer_class._convert_operator = original
+        relax.BlockBuilder.emit = emit
+
+
+def name_index(graph) -> dict[str, str]:
+    """An ONNX graph's node names, and each output tensor's producing node."""
+    out: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
+        for t in node.output:
+            out.setdefault(t, node.name or f"{node.op_type}_{i}")
+    for i, node in enumerate(graph.node):
+        out[node.name or f"{node.op_type}_{i}"] = node.name or f"{node.op_type}_{i}"
+    return out
+
+
+_MADE_SUFFIXES = ("_nchwc", "_new_reshape", "_pre_reshape", "_post_reshape")
+
+
+def original_node(name: str, index: dict[str, str]) -> str | None:
+    """The node of the user's model that a node some optimizer made stands for: the node itself;
+    onnxslim's "<output tensor>[_pre_reshape|_post_reshape]" (a Gemm from MatMul + Add) and ONNX
+    Runtime's "<output tensor>_nchwc" name the node producing that tensor; ONNX Runtime's
+    "<node>/MatMulAddFusion" and "<node>_new_reshape" the node they started from."""
+    cands = [name]
+    for suffix in _MADE_SUFFIXES:
+        if name.endswith(suffix):
+            cands.append(name.removesuffix(suffix))
+    path = name.rstrip("/")
+    while "/" in path.lstrip("/"):
+        path = path.rsplit("/", 1)[0]
+        cands.append(path)
+    for cand in cands:
+        if cand in index:
+            return index[cand]
+    return None
 
 
 def bindings(func):
@@ -111,13 +164,15 @@ def untagged(mod) -> int:
     return n
 
 
-def restore(mod, known: dict):
+def restore(mod, known: dict, order: list[str] | None = None):
     """Tag every untagged call binding of ``mod``'s Relax functions: with the label its variable
-    had before a pass (``known``, from ``labels_of``), else the next tagged binding's, else the
-    previous one's. Returns the module (unchanged where nothing was missing)."""
+    had before a pass (``known``, from ``labels_of``); else, in a run of untagged bindings, with
+    the labels that were between the run's two tagged neighbours before (``order``: all labels in
+    order, by default those of ``known``) and are gone now; else the next tagged binding's, else
+    the previous one's. Returns the module (unchanged where nothing was missing)."""
     from tvm import relax
 
-    old = list(dict.fromkeys(known.values()))  # labels in the order of their bindings before the pass
+    old = list(dict.fromkeys(order if order is not None else known.values()))
     pos = {lbl: i for i, lbl in enumerate(old)}
 
     def plan(func) -> dict:
