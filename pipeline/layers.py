@@ -28,6 +28,7 @@ class Collector:
         self.layouts: dict[str, str] = {}        # node label -> data layout of its conv/pool
         self._calls: list = []                   # main's call bindings before the pass
         self.sites: dict = {}                    # main's call var -> labels of the nodes it computes
+        self.skipped: list[dict] = []            # optional passes TVM failed on ({"stage", "reason"})
 
     def before(self, mod, name: str) -> dict:
         if name == "LegalizeOps":

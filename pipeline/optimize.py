@@ -12,6 +12,7 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
 
 from __future__ import annotations
 
+from .errors import last_line
 
 
 def _simplify(opt_level: int) -> list:
@@ -132,9 +133,20 @@ def run_stage(mod, passes: list, target, collector=None):
         for p in passes:
             name = str(p.info.name)
             known = collector.before(mod, name)
-            mod = tvm.transform.Sequential([p])(mod)
+            try:
+                mod = tvm.transform.Sequential([p])(mod)
+            except Exception as e:  # noqa: BLE001 - an optimization must never break a compile
+                if name not in OPTIONAL_PASSES:
+                    raise
+                collector.skipped.append({"stage": f"pass {name}", "reason": last_line(e)[:300]})
+                continue
             mod = collector.after(mod, name, known)
         return mod
+
+
+# passes inside a required stage that are optimizations only: where TVM fails on one (a
+# CombineParallelMatmul whose shared operand is a constant), the stage goes on without it
+OPTIONAL_PASSES = {"CombineParallelMatmul", "EliminateCommonSubexpr"}
 
 
 def build_pipeline(backend, target):

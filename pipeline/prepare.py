@@ -122,5 +122,9 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
                 fallbacks.append({"stage": stage, "reason": reason})
                 continue
             passes[stage] = [str(p.info.name) for p in stage_passes]
+        for skip in collector.skipped:
+            log.warn(f"optimize: {skip['stage']} does not apply to this model and was skipped ({skip['reason']})")
+        fallbacks += collector.skipped
+        collector.skipped = []
         dump(stage, mod)
     return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector)

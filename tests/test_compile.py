@@ -18,7 +18,7 @@ def cnn_artifact(models, tmp_path_factory):
 
 
 def test_compile_matches_onnxruntime(cnn_artifact, models):
-    assert sorted(p.name for p in cnn_artifact.path.iterdir()) == ["manifest.json", "model.so"]
+    assert sorted(p.name for p in cnn_artifact.path.iterdir()) == ["layers.json", "manifest.json", "model.so"]
     assert_matches_ort(pipeline.load(cnn_artifact.path), models / "cnn.onnx")
 
 

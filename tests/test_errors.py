@@ -114,7 +114,7 @@ def test_output_exists_needs_force(cli, models, tmp_path):
     assert (tmp_path / "a" / "keep.txt").exists()
     rc, _, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a", "--force")
     assert rc == 0, err
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.so"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["layers.json", "manifest.json", "model.so"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 

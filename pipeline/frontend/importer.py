@@ -23,10 +23,11 @@ _CONVERTED_BY_IMPORTER = {"If"}
 
 
 def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Every op TVM's ONNX importer cannot convert, mapped to the names of its nodes."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    """Every op TVM's ONNX importer cannot convert (with deploy's converters), mapped to the names of its nodes."""
+    from tvm.relax.frontend.onnx import onnx_frontend
 
-    convert_map = _get_convert_map()
+    with converters.installed():
+        convert_map = onnx_frontend._get_convert_map()
     opset = opset_of(model)
     found: dict[str, list[str]] = {}
     consts = _constants(model.graph)

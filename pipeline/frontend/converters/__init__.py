@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("clip", "isinf", "layer_norm", "mod")
+MODULES = ("clip", "isinf", "layer_norm", "mod", "rnn")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,102 @@
+"""LSTM, GRU and RNN (deploy's converters: TVM's ONNX frontend has none), exported from torch:
+sequence-first and batch-first, bidirectional, 2 layers, initial states; for x86-64 and, run
+under qemu-user, rpi4. Plus a TVM pass that fails inside a required stage falling back."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import pipeline
+from conftest import ort_run
+
+
+class Seq(torch.nn.Module):
+    def __init__(self, cell: str, batch_first: bool, bidirectional: bool, layers: int, with_state: bool = False):
+        super().__init__()
+        self.rnn = getattr(torch.nn, cell)(16, 24, num_layers=layers, batch_first=batch_first,
+                                           bidirectional=bidirectional)
+        self.head = torch.nn.Linear(24 * (2 if bidirectional else 1), 5)
+        self.with_state = with_state
+
+    def forward(self, x, *state):
+        y, _ = self.rnn(x, *state) if state else self.rnn(x)
+        return self.head(y)
+
+
+def export(tmp_path, cell, batch_first, bidirectional, layers, state=False):
+    torch.manual_seed(0)
+    m = Seq(cell, batch_first, bidirectional, layers).eval()
+    x = torch.randn(2, 9, 16) if batch_first else torch.randn(9, 2, 16)
+    args, names = (x,), ["x"]
+    if state:
+        h = torch.randn(layers * (2 if bidirectional else 1), 2, 24)
+        args, names = ((x, (h, torch.randn_like(h))) if cell == "LSTM" else (x, h)), ["x", "h0", "c0"][:3 if cell == "LSTM" else 2]
+    path = tmp_path / f"{cell}-{batch_first}-{bidirectional}-{layers}.onnx"
+    torch.onnx.export(m, args, str(path), input_names=names, output_names=["y"], opset_version=14, dynamo=False)
+    assert cell in {n.op_type for n in onnx.load(str(path)).graph.node}
+    return path, m, args
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("batch_first,bidirectional,layers", [(False, False, 1), (True, True, 2)])
+def test_recurrent_torch_exports_match(tmp_path, cell, batch_first, bidirectional, layers):
+    path, m, args = export(tmp_path, cell, batch_first, bidirectional, layers)
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "art")
+    x = args[0].numpy()
+    ours = art({"x": x})["y"]
+    np.testing.assert_allclose(ours, ort_run(path, {"x": x})["y"], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(ours, m(*args).detach().numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_lstm_with_initial_states(tmp_path):
+    path, m, args = export(tmp_path, "LSTM", True, True, 2, state=True)
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "art")
+    feed = {"x": args[0].numpy(), "h0": args[1][0].numpy(), "c0": args[1][1].numpy()}
+    feed = {k: v for k, v in feed.items() if k in {s["name"] for s in art.inputs}}
+    np.testing.assert_allclose(art(feed)["y"], ort_run(path, feed)["y"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_recurrent_on_rpi4_under_qemu(tmp_path, cell):
+    path, _, args = export(tmp_path, cell, True, True, 2)
+    art = pipeline.compile(path, "rpi4", output=tmp_path / "rpi4", check=True)  # the check runs it under qemu
+    assert art.manifest["check"]["status"] == "passed", art.manifest["check"]
+    x = args[0].numpy()
+    r = art.run_runner({"x": x})
+    np.testing.assert_allclose(r.outputs["y"], ort_run(path, {"x": x})["y"], atol=1e-5, rtol=1e-4)
+
+
+def test_unequal_sequence_lengths_are_refused_by_name(tmp_path):
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 2, 3])
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((1, 20, 3)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((1, 20, 5)).astype(np.float32), "R")
+    lens = numpy_helper.from_array(np.array([4, 2], np.int32), "L")
+    node = helper.make_node("LSTM", ["X", "W", "R", "", "L"], ["Y"], hidden_size=5, name="lstm0")
+    g = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, 1, 2, 5])],
+                          [w, r, lens])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    with pytest.raises(pipeline.DeployError, match=r"lstm0.*sequence_lens other than the full length 4"):
+        pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+
+
+def test_an_optimization_pass_tvm_fails_on_is_skipped(tmp_path):
+    """Two MatMuls sharing a constant left operand: TVM's CombineParallelMatmul raises on them."""
+    c = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32), "C")
+    nodes = [helper.make_node("MatMul", ["C", "X"], ["Y1"]), helper.make_node("Relu", ["X"], ["R"]),
+             helper.make_node("MatMul", ["C", "R"], ["Y2"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 5])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5]) for n in ("Y1", "Y2")], [c])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert {"stage": "pass CombineParallelMatmul"}.items() <= art.manifest["fallbacks"][0].items()
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    ref = ort_run(tmp_path / "m.onnx", {"X": x})
+    for k, v in art({"X": x}).items():
+        np.testing.assert_allclose(v, ref[k], atol=1e-5)
