@@ -34,6 +34,12 @@ def _lower(backend, target, opt_level: int) -> list:
     if opt_level < 2:
         names = ("FuseOps", "FuseTIR")
         passes = [p for p in passes if not any(n in str(p.info.name) for n in names)]
+    overrides = backend.legalize_overrides(target) if opt_level >= 2 else {}
+    if overrides:
+        from tvm import relax
+
+        passes = [relax.transform.LegalizeOps(customize_legalize_map=overrides) if str(p.info.name) == "LegalizeOps"
+                  else p for p in passes]
     return passes + backend.extra_lower_passes(target)
 
 

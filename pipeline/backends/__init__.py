@@ -46,6 +46,10 @@ class Backend:
     def extra_lower_passes(self, target) -> list:
         return []
 
+    def legalize_overrides(self, target) -> dict:
+        """op name -> legalization replacing TVM's (``LegalizeOps(customize_legalize_map=...)``), at -O 2+."""
+        return {}
+
     # -- schedules and tuning
     def apply_default_schedules(self, mod, target, chosen: dict | None = None):
         """Schedule what the database left unscheduled; ``chosen`` gets PrimFunc (before) -> rule name."""

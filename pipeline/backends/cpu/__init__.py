@@ -105,6 +105,11 @@ class CpuBackend(Backend):
 
         return pipeline
 
+    def legalize_overrides(self, target) -> dict:
+        from .fastmath import overrides
+
+        return overrides()
+
     def extra_lower_passes(self, target) -> list:
         import tvm
 
