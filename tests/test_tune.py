@@ -40,6 +40,11 @@ def test_tune_then_compile_applies_records_and_stays_correct(tuned, models, tmp_
     art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", db=db)
     assert art.manifest["tuning"]["tuned_kernels"] >= 3
     assert_matches_ort(art, models / "cnn.onnx")
+    # the layer report says which kernels run a tuning record
+    from pipeline import layers
+
+    sources = [k["schedule"] for k in layers.read(art.path)["kernels"]]
+    assert sum(1 for s in sources if s == "tuning record") >= 3, sources
 
 
 def test_second_model_reuses_shared_workloads(tuned, tmp_path):

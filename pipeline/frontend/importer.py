@@ -92,7 +92,7 @@ def check_supported(model: onnx.ModelProto) -> None:
                  for op, nodes in sorted(missing.items())]
         raise DeployError(
             f"{len(missing)} op type(s) in this model cannot be imported by TVM:\n    " + "\n    ".join(lines),
-            hint="replace or remove these ops before export (export in eval mode: model.eval(); export RNNs "
+            hint="replace or remove these ops before export (export in eval mode: model.eval(); export loops "
                  "unrolled, or keep them out of the deployed subgraph)",
         )
 

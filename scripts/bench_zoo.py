@@ -1,0 +1,341 @@
+"""A zoo of architectures nobody here tuned for: deploy (untuned, or --tune) against ONNX Runtime.
+
+    .venv/bin/python scripts/bench_zoo.py [--models resnet50,vit_b_16] [--tune 10m] [--out benchmarks/zoo.txt]
+
+Every model is built locally with random weights (torch 2.13 CPU; transformers' configs build
+models without downloading anything), exported to ONNX (TorchScript exporter, opset 17), compiled
+for this CPU (the built-in check compares it with ONNX Runtime) and timed with deploy's bench:
+each engine in its own process, alternating turns, batch 1, the same thread count. The table gives
+ONNX Runtime's and deploy's median latency, the ratio (deploy / ORT: below 1 is faster) and
+deploy's GFLOP/s, then the geometric mean of the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402
+from pipeline.bench import bench  # noqa: E402
+from pipeline.frontend.inspect import flops  # noqa: E402
+
+
+# -- hand-written architectures (what transformers has no config for)
+
+
+class Fire(nn.Module):
+    def __init__(self, cin, s, e):
+        super().__init__()
+        self.s, self.e1, self.e3 = nn.Conv2d(cin, s, 1), nn.Conv2d(s, e, 1), nn.Conv2d(s, e, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.s(x))
+        return torch.cat([torch.relu(self.e1(x)), torch.relu(self.e3(x))], 1)
+
+
+class SqueezeNet(nn.Module):  # SqueezeNet 1.1
+    def __init__(self):
+        super().__init__()
+        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        self.f = nn.Sequential(nn.Conv2d(3, 64, 3, 2), nn.ReLU(), pool(), Fire(64, 16, 64), Fire(128, 16, 64), pool(),
+                               Fire(128, 32, 128), Fire(256, 32, 128), pool(), Fire(256, 48, 192),
+                               Fire(384, 48, 192), Fire(384, 64, 256), Fire(512, 64, 256))
+        self.head = nn.Sequential(nn.Conv2d(512, 1000, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):
+        return self.head(self.f(x))
+
+
+def _shuffle(x, groups=2):
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride = stride
+        mid = cout // 2
+        bn = nn.BatchNorm2d
+        if stride == 2:
+            self.left = nn.Sequential(nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), bn(cin),
+                                      nn.Conv2d(cin, mid, 1, bias=False), bn(mid), nn.ReLU())
+        cin_r = cin if stride == 2 else mid
+        self.right = nn.Sequential(nn.Conv2d(cin_r, mid, 1, bias=False), bn(mid), nn.ReLU(),
+                                   nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), bn(mid),
+                                   nn.Conv2d(mid, mid, 1, bias=False), bn(mid), nn.ReLU())
+
+    def forward(self, x):
+        if self.stride == 1:
+            a, b = x.chunk(2, dim=1)
+            out = torch.cat([a, self.right(b)], 1)
+        else:
+            out = torch.cat([self.left(x), self.right(x)], 1)
+        return _shuffle(out)
+
+
+class ShuffleNetV2(nn.Module):  # 1.0x
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Conv2d(3, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        cin = 24
+        for cout, n in ((116, 4), (232, 8), (464, 4)):
+            layers += [ShuffleUnit(cin, cout, 2)] + [ShuffleUnit(cout, cout, 1) for _ in range(n - 1)]
+            cin = cout
+        layers += [nn.Conv2d(cin, 1024, 1, bias=False), nn.BatchNorm2d(1024), nn.ReLU()]
+        self.f = nn.Sequential(*layers)
+        self.fc = nn.Linear(1024, 1000)
+
+    def forward(self, x):
+        return self.fc(self.f(x).mean((2, 3)))
+
+
+def conv_bn_silu(cin, cout, k=3, s=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.SiLU())
+
+
+class C2f(nn.Module):
+    def __init__(self, c, n=1):
+        super().__init__()
+        self.cv1, self.cv2 = conv_bn_silu(c, c, 1), conv_bn_silu(c * (2 + n) // 2, c, 1)
+        self.m = nn.ModuleList(nn.Sequential(conv_bn_silu(c // 2, c // 2), conv_bn_silu(c // 2, c // 2)) for _ in range(n))
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        for m in self.m:
+            y.append(y[-1] + m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class YoloStyle(nn.Module):
+    """A YOLOv8n-sized detector: SiLU convs, C2f blocks, a 3-scale neck and decoupled heads."""
+
+    def __init__(self, w=(16, 32, 64, 128, 256), classes=80):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn_silu(3, w[0], 3, 2), conv_bn_silu(w[0], w[1], 3, 2), C2f(w[1]))
+        self.p3 = nn.Sequential(conv_bn_silu(w[1], w[2], 3, 2), C2f(w[2], 2))
+        self.p4 = nn.Sequential(conv_bn_silu(w[2], w[3], 3, 2), C2f(w[3], 2))
+        self.p5 = nn.Sequential(conv_bn_silu(w[3], w[4], 3, 2), C2f(w[4]))
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.n4, self.n3 = conv_bn_silu(w[4] + w[3], w[3], 1), conv_bn_silu(w[3] + w[2], w[2], 1)
+        self.heads = nn.ModuleList(nn.Sequential(conv_bn_silu(c, 64), nn.Conv2d(64, 64 + classes, 1)) for c in (w[2], w[3], w[4]))
+
+    def forward(self, x):
+        p3 = self.p3(self.stem(x))
+        p4 = self.p4(p3)
+        p5 = self.p5(p4)
+        n4 = self.n4(torch.cat([self.up(p5), p4], 1))
+        n3 = self.n3(torch.cat([self.up(n4), p3], 1))
+        return torch.cat([h(f).flatten(2) for h, f in zip(self.heads, (n3, n4, p5))], 2)
+
+
+class UNetDecoder(nn.Module):
+    """A DBNet/U-Net style text detector: strided conv encoder, ConvTranspose decoder with skips."""
+
+    def __init__(self, w=(32, 64, 128, 256)):
+        super().__init__()
+        blk = lambda a, b, s: nn.Sequential(nn.Conv2d(a, b, 3, s, 1), nn.BatchNorm2d(b), nn.ReLU())  # noqa: E731
+        self.enc = nn.ModuleList([blk(3, w[0], 2), blk(w[0], w[1], 2), blk(w[1], w[2], 2), blk(w[2], w[3], 2)])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(w[3], w[2], 2, 2), nn.ConvTranspose2d(w[2], w[1], 2, 2),
+                                 nn.ConvTranspose2d(w[1], w[0], 2, 2)])
+        self.fuse = nn.ModuleList([blk(2 * w[2], w[2], 1), blk(2 * w[1], w[1], 1), blk(2 * w[0], w[0], 1)])
+        self.head = nn.Sequential(nn.ConvTranspose2d(w[0], 16, 2, 2), nn.ReLU(), nn.Conv2d(16, 1, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        skips = []
+        for e in self.enc:
+            x = e(x)
+            skips.append(x)
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1])):
+            x = fuse(torch.cat([up(x), skip], 1))
+        return self.head(x)
+
+
+class Conv1dAudio(nn.Module):
+    """A keyword-spotting / mel front end: 1-D convolutions over 80 mel bins x 300 frames."""
+
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 80
+        for cout, k, s in ((128, 5, 1), (128, 3, 2), (256, 3, 1), (256, 3, 2), (256, 3, 1), (512, 3, 2)):
+            layers += [nn.Conv1d(c, cout, k, s, k // 2), nn.BatchNorm1d(cout), nn.ReLU()]
+            c = cout
+        self.f = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, 35)
+
+    def forward(self, x):
+        return self.fc(self.f(x).mean(-1))
+
+
+class LSTMTagger(nn.Module):
+    """A speech/OCR-style sequence model: 2-layer bidirectional LSTM over 100 steps of 80 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(80, 128, num_layers=2, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(256, 40)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0])
+
+
+# -- transformers' architectures, from configs (random weights, nothing downloaded)
+
+
+def _hf(name: str):
+    import transformers as T
+
+    eager = {"attn_implementation": "eager"}
+    if name == "resnet50":
+        return T.ResNetModel(T.ResNetConfig()), "image"
+    if name == "efficientnet_b0":
+        return T.EfficientNetModel(T.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0,
+                                                        image_size=224, hidden_dim=1280)), "image"
+    if name == "mobilenet_v2":
+        return T.MobileNetV2Model(T.MobileNetV2Config()), "image"
+    if name == "convnext_tiny":
+        return T.ConvNextModel(T.ConvNextConfig()), "image"
+    if name == "regnet_y_400mf":
+        return T.RegNetModel(T.RegNetConfig(hidden_sizes=[48, 104, 208, 440], depths=[1, 3, 6, 6],
+                                            groups_width=8, layer_type="y")), "image"
+    if name == "vit_b_16":
+        return T.ViTModel(T.ViTConfig(**eager), add_pooling_layer=False), "image"
+    if name == "swin_tiny":
+        return T.SwinModel(T.SwinConfig(**eager)), "image"
+    if name == "bert_base":
+        return T.BertModel(T.BertConfig(**eager), add_pooling_layer=False), "text"
+    if name == "distilbert":
+        return T.DistilBertModel(T.DistilBertConfig(**eager)), "text"
+    if name == "gpt2_2layer":
+        return T.GPT2Model(T.GPT2Config(n_layer=2, **eager)), "text"
+    if name == "wav2vec2_2layer":
+        return T.Wav2Vec2Model(T.Wav2Vec2Config(num_hidden_layers=2, **eager)), "audio"
+    raise KeyError(name)
+
+
+HAND = {"squeezenet": (SqueezeNet, (1, 3, 224, 224)), "shufflenet_v2": (ShuffleNetV2, (1, 3, 224, 224)),
+        "yolo_style": (YoloStyle, (1, 3, 320, 320)), "unet_convtranspose": (UNetDecoder, (1, 3, 256, 256)),
+        "conv1d_audio": (Conv1dAudio, (1, 80, 300)), "lstm_tagger": (LSTMTagger, (1, 100, 80))}
+HF = ["resnet50", "efficientnet_b0", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "vit_b_16", "swin_tiny",
+      "bert_base", "distilbert", "gpt2_2layer", "wav2vec2_2layer"]
+ZOO = HF[:5] + ["squeezenet", "shufflenet_v2", "yolo_style", "unet_convtranspose"] + HF[5:] + ["conv1d_audio", "lstm_tagger"]
+
+
+class _HFWrap(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, *a):
+        out = self.m(*a)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def export(name: str, out: Path) -> Path:
+    torch.manual_seed(0)
+    path = out / f"{name}.onnx"
+    if path.exists():
+        return path
+    if name in HAND:
+        cls, shape = HAND[name]
+        m, args, names = cls().eval(), (torch.randn(*shape),), ["input"]
+    else:
+        hf, kind = _hf(name)
+        m = _HFWrap(hf.eval()).eval()
+        if kind == "image":
+            args, names = (torch.randn(1, 3, 224, 224),), ["pixel_values"]
+        elif kind == "text":
+            args, names = (torch.randint(0, 1000, (1, 128)),), ["input_ids"]
+        else:
+            args, names = (torch.randn(1, 16000),), ["input_values"]
+    with torch.no_grad():
+        torch.onnx.export(m, args, str(path), input_names=names, output_names=["output"], opset_version=17,
+                          dynamo=False)
+    return path
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(ZOO))
+    ap.add_argument("--tune", help="tune each model this long first (e.g. 10m), records kept in --db")
+    ap.add_argument("--db", type=Path, help="tuning database root [the per-user one]")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per engine and model")
+    ap.add_argument("--work", type=Path, default=ROOT / "artifacts" / "zoo")
+    ap.add_argument("--out", type=Path, help="also write the table here")
+    a = ap.parse_args()
+    names = a.models.split(",") if a.models else ZOO
+    a.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            model = export(name, a.work)
+            gflop = flops(__import__("onnx").load(str(model), load_external_data=False)) / 1e9
+            from pipeline.tune import parse_duration
+
+            art = pipeline.compile(model, "x86-64", output=a.work / f"{name}-x86-64", force=True,
+                                   tune_budget=parse_duration(a.tune) if a.tune else None, db=a.db)
+            compile_s = time.perf_counter() - t0
+            r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3)
+            rows.append(dict(model=name, gflop=gflop, ort_ms=r["onnxruntime"]["median_ms"],
+                             deploy_ms=r["deploy"]["median_ms"], ratio=r["ratio"],
+                             gflops=gflop / (r["deploy"]["median_ms"] / 1e3) if gflop else None,
+                             check=art.manifest["check"]["status"], compile_s=compile_s))
+        except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the end of the run
+            msg = e.message if isinstance(e, pipeline.DeployError) else f"{type(e).__name__}: {e}"
+            rows.append(dict(model=name, error=" ".join(str(msg).split())[:160]))
+            traceback.print_exc()
+        print(_row(rows[-1]), flush=True)
+    text = _table(rows, a)
+    print(text)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+
+
+def _row(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['model']} | - | - | - | - | - | failed: {r['error']} |"
+    g = f"{r['gflops']:.1f}" if r.get("gflops") else "-"
+    return (f"| {r['model']} | {r['gflop']:.2f} | {r['ort_ms']:.2f} | {r['deploy_ms']:.2f} | {r['ratio']:.2f}x | {g} | "
+            f"{r['check']}, compiled in {r['compile_s']:.0f} s |")
+
+
+def _table(rows: list[dict], a) -> str:
+    import platform
+
+    import onnxruntime
+    import tvm
+
+    ok = [r for r in rows if "error" not in r]
+    lines = [f"# deploy model zoo, {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
+             f"{a.threads} threads, batch 1, {'tuned ' + a.tune if a.tune else 'untuned'}",
+             f"# deploy {pipeline.__version__} (TVM {tvm.__version__}) vs ONNX Runtime {onnxruntime.__version__}; "
+             "each engine in its own process, alternating turns; ratio = deploy p50 / ORT p50", "",
+             "| model | GFLOP | ORT ms | deploy ms | ratio | deploy GFLOP/s | notes |", "|---|---|---|---|---|---|---|"]
+    lines += [_row(r) for r in rows]
+    ratios = [r["ratio"] for r in ok]
+    lines += ["", f"geometric mean of the ratios over {len(ok)} models: {geomean(ratios):.2f}x; "
+                  f"faster than ORT on {sum(1 for x in ratios if x < 1)}; slowest {max(ratios, default=float('nan')):.2f}x"
+                  + (f"; {len(rows) - len(ok)} failed" if len(ok) < len(rows) else "")]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
