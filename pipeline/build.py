@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import log
 from .backends import for_preset
-from .errors import CodegenError, DeployError
+from .errors import CodegenError, DeployError, last_line
 from .layers import memory_plan
 from .optimize import build_pipeline
 from .targets import Preset
@@ -70,8 +70,7 @@ def build_library(mod, preset: Preset, out: Path) -> dict:
                 config=dict(ctx.config)):
             exe = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(backend, target))
     except Exception as e:
-        lines = str(e).strip().splitlines()
-        raise CodegenError(f"TVM failed to compile the model for '{preset.name}': {lines[-1] if lines else e}"[:800],
+        raise CodegenError(f"TVM failed to compile the model for '{preset.name}': {last_line(e)}"[:800],
                           hint="run with -v for the full log") from e
     fcompile = cc.cross_compiler(preset.cross_compiler) if preset.cross_compiler else None
     try:

@@ -31,5 +31,16 @@ class CheckFailed(DeployError):
 
 
 def last_line(e: BaseException) -> str:
-    """The last line of an exception's message (TVM puts the cause there), or its type's name."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+    """The line of an exception's message that says what failed: TVM puts the cause last, except
+    where it prints the offending IR after it ("Offending call: R.nn.conv2d_transpose(...)"): then
+    the error line, with the op it names."""
+    import re
+
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    for i, ln in enumerate(lines):
+        if ln.startswith("Offending call") and i > 0:
+            op = re.search(r"R\.([\w.]+)\(", " ".join(lines[i:i + 2]))
+            return lines[i - 1] + (f" (op: {op.group(1)})" if op else "")
+    return lines[-1]

@@ -50,13 +50,23 @@ def _layout() -> list:
     from tvm import relax
 
     t = relax.transform
-    convert = t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+    # conv2d_transpose stays NCHW: TVM legalizes it in NCHW only (apache/tvm#19694), and left to
+    # layout inference it follows its NHWC input and reaches the VM unlowered
+    convert = t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]})
 
     @tvm.transform.module_pass(opt_level=0, name="ConvertLayoutWhereConv2d")
     def where_conv(mod, _ctx):
         return convert(mod) if _has_conv2d(mod) else mod
 
     return [where_conv, t.FoldConstant(), t.DeadCodeElimination()]
+
+
+def _conv1d() -> list:
+    from tvm import relax
+
+    from .conv1d import conv1d_as_conv2d
+
+    return [_rewrite_pass("Conv1dAsConv2d", conv1d_as_conv2d), relax.transform.FoldConstant()]
 
 
 def _int8_vnni() -> list:
@@ -88,10 +98,11 @@ class CpuBackend(Backend):
     host_timed = True
 
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
-        """NHWC layout, then VNNI and Winograd rewrites of the NHWC convolutions (opt level 3)."""
+        """1-D convolutions as 2-D, NHWC layout, then VNNI and Winograd rewrites of the NHWC
+        convolutions (opt level 3)."""
         if opt_level < 3:
             return []
-        stages: PassList = [("layout", _layout)]
+        stages: PassList = [("conv1d-as-conv2d", _conv1d), ("layout", _layout)]
         from .vnni import supported
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
