@@ -190,3 +190,34 @@ def test_exp_erf_tanh_sigmoid_softmax_are_vectorizable_and_match_ort(tmp_path):
     ref = ort_run(tmp_path / "m.onnx", {"x": x})
     for k in ref:
         np.testing.assert_allclose(ours[k], ref[k], rtol=2e-5, atol=2e-6, err_msg=k)  # NaN where ORT has NaN
+
+
+@pytest.mark.parametrize("k,s,p,d,g", [(5, 1, 2, 1, 1), (3, 2, 1, 1, 1), (3, 1, 2, 2, 1), (4, 2, 1, 1, 4), (10, 5, 0, 1, 1)],
+                         ids=["k5", "stride2", "dilated", "grouped", "wav2vec-stem"])
+def test_conv1d_computes_as_conv2d_and_matches_ort(tmp_path, k, s, p, d, g):
+    from pipeline import layers
+
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k], strides=[s], pads=[p, p], dilations=[d],
+                              group=g),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m = _model(nodes, [("x", [1, 16, 77])], ["y"], [("w", _w(24, 16 // g, k)), ("b", _w(24))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    conv = [kk for kk in layers.read(art.path)["kernels"] if any(op == "Conv" for op, _ in kk["nodes"])
+            and kk["schedule"] == "default: ConvMatmul"]
+    assert conv and "NHWC" in conv[0]["layouts"]
+    assert "Conv1dAsConv2d" in art.manifest["passes"]["conv1d-as-conv2d"]
+
+
+def test_conv_transpose_after_an_nhwc_conv_compiles_at_o3(tmp_path):
+    """The layout pass keeps ConvTranspose NCHW (TVM lowers it in NCHW only)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ConvTranspose", ["r", "wt"], ["u"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["u", "w2"], ["y"], kernel_shape=[1, 1])]
+    m = _model(nodes, [("x", [1, 8, 12, 12])], ["y"], [("w", _w(16, 8, 3, 3)), ("wt", _w(16, 8, 2, 2)), ("w2", _w(4, 8, 1, 1))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a", opt_level=3)
+    assert not art.manifest.get("fallbacks"), art.manifest.get("fallbacks")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
