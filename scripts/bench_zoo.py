@@ -264,6 +264,19 @@ def export(name: str, out: Path) -> Path:
     return path
 
 
+def _gflop(art, model) -> float:
+    """GFLOP per inference: TVM's count over the compiled kernels (layers.json), else the ONNX graph's."""
+    from pipeline import layers
+
+    report = layers.read(art.path)
+    total = sum(k.get("flops", 0) for k in report["kernels"]) if report else 0
+    if not total:
+        import onnx
+
+        total = flops(onnx.load(str(model), load_external_data=False))
+    return total / 1e9
+
+
 def geomean(xs):
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
@@ -286,12 +299,12 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             model = export(name, a.work)
-            gflop = flops(__import__("onnx").load(str(model), load_external_data=False)) / 1e9
             from pipeline.tune import parse_duration
 
             art = pipeline.compile(model, "x86-64", output=a.work / f"{name}-x86-64", force=True,
                                    tune_budget=parse_duration(a.tune) if a.tune else None, db=a.db)
             compile_s = time.perf_counter() - t0
+            gflop = _gflop(art, model)
             r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3)
             rows.append(dict(model=name, gflop=gflop, ort_ms=r["onnxruntime"]["median_ms"],
                              deploy_ms=r["deploy"]["median_ms"], ratio=r["ratio"],
