@@ -186,8 +186,7 @@ def _main_calls(mod) -> list:
 
 def kernel_sites(mod, collector: Collector) -> list[dict]:
     """Every call of a TIR kernel in ``main``, in order: {"kernel", "nodes": [[op, name], ...]}."""
-    import tvm
-    from tvm import relax, tirx
+    from tvm import tirx
 
     sites = []
     for var, name, own in _main_calls(mod):

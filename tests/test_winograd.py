@@ -44,7 +44,7 @@ def _conv_model(path, ci, co, h, w, pads=(1, 1, 1, 1), stride=1, dilation=1, gro
 
 def _rewritten(tmp_path, model) -> int:
     pipeline.compile(model, "x86-64", output=tmp_path / "ir-a", dump_ir=tmp_path / "ir", force=True)
-    return (tmp_path / "ir" / "03-winograd.py").read_text().count("R.matmul(")
+    return next((tmp_path / "ir").glob("*-winograd.py")).read_text().count("R.matmul(")
 
 
 CASES = [  # name, ci, co, h, w, pads, batch
@@ -68,7 +68,7 @@ def test_rewritten_conv_matches_ort(tmp_path, name, ci, co, h, w, pads, batch):
 def test_residual_chain_fuses_unpack_with_next_pack_and_matches_ort(tmp_path):
     model = _conv_model(tmp_path / "m.onnx", 32, 32, 40, 40, blocks=3)
     assert _rewritten(tmp_path, model) == 3
-    lowered = (tmp_path / "ir" / "04-lower.py").read_text()
+    lowered = next((tmp_path / "ir").glob("*-lower.py")).read_text()
     assert "fused_deploy_winograd_unpack" in lowered and "deploy_winograd_pack" in lowered
     art = pipeline.compile(model, "x86-64", output=tmp_path / "a")
     assert art.manifest["tuning"]["tuned_kernels"] == 0
