@@ -221,3 +221,22 @@ def test_conv_transpose_after_an_nhwc_conv_compiles_at_o3(tmp_path):
     art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a", opt_level=3)
     assert not art.manifest.get("fallbacks"), art.manifest.get("fallbacks")
     assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+
+
+def test_ragged_matmul_is_padded_to_whole_vectors_and_matches_ort(tmp_path):
+    """ViT's attention: 197 tokens (prime) left ConvMatmul's vector block ragged and scalar (9 GFLOP/s);
+    the rule pads the block to whole vectors (pad_einsum) and cuts the result back."""
+    from pipeline import targets
+    from pipeline.prepare import prepare_module
+    from pipeline.schedule import apply_database
+
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Mul", ["s", "c"], ["y"])]
+    m = _model(nodes, [("q", [3, 197, 64]), ("k", [3, 197, 64])], ["y"], [("c", np.array(0.125, np.float32))])
+    onnx.save(m, tmp_path / "m.onnx")
+    preset = targets.get_preset("x86-64")
+    mod, _, _ = apply_database(prepare_module(tmp_path / "m.onnx", preset, {}, 3).mod, preset, None)
+    matmul = [f.script() for gv, f in mod.functions_items() if "matmul" in gv.name_hint]
+    assert matmul and "_pad" in matmul[0] and "T.vectorized" in matmul[0]
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)

@@ -23,6 +23,10 @@ class ConvMatmul(CPUScheduleRule):
         reds = reduction_blocks(sch, blocks)
         if len(reds) != 1:
             return None
+        padded = self._pad_ragged(sch, reds[0], target)
+        if padded:
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+            reds = reduction_blocks(sch, blocks)
         main = reds[0]
         idx = [i for i, b in enumerate(blocks) if sch.get(b).same_as(sch.get(main))][0]
         producers, consumers = blocks[:idx], blocks[idx + 1:]
@@ -87,3 +91,29 @@ class ConvMatmul(CPUScheduleRule):
             sch.vectorize(iloops[-1])
         schedule_producers(sch, producers, lanes)
         return sch
+
+    def _pad_ragged(self, sch, main, target) -> bool:
+        """A matmul whose output width is not a multiple of the vector (ViT's 197 tokens) is padded
+        to one (``pad_einsum``: padded copies of its inputs, the result cut back), so that its
+        register tiles are whole and vectorize; False where it is not ragged or cannot be padded."""
+        plain = plain_block(sch, main)
+        if plain is None:
+            return False
+        loops, kinds = plain
+        n_s = kinds.index(REDUCE) if REDUCE in kinds else len(kinds)
+        ext = [extent(lp, sch) for lp in loops]
+        if n_s < 2 or any(e is None for e in ext):
+            return False
+        lanes = vector_lanes(target, str(sch.get(main).writes[0].source.dtype))
+        v_ext = ext[n_s - 1]
+        if v_ext < lanes or v_ext % lanes == 0:
+            return False
+        padding = [1] * len(kinds)
+        padding[n_s - 1] = lanes
+        if ext[n_s - 2] > self.max_rows and ext[n_s - 2] % self.max_rows:
+            padding[n_s - 2] = self.max_rows
+        try:
+            sch.pad_einsum(main, padding)
+        except Exception:  # noqa: BLE001 - not an einsum TVM can pad: schedule it ragged
+            return False
+        return True
