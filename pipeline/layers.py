@@ -41,12 +41,10 @@ class Collector:
             self._read_fused(mod)
             self._read_groups(mod)
         known = self._follow(mod, known)
-        if provenance.untagged(mod):
-            try:
-                mod = provenance.restore(mod, known)
-            except Exception:  # noqa: BLE001 - the report may lose a label, the compile nothing
-                pass
-        return mod
+        try:
+            return provenance.restore(mod, known)  # the module itself where nothing lost its label
+        except Exception:  # noqa: BLE001 - the report may lose a label, the compile nothing
+            return mod
 
     def _follow(self, mod, known: dict) -> dict:
         """Labels for main's calls that a pass made anew. A call of a fused function computes its
@@ -109,9 +107,7 @@ class Collector:
     def _read_layouts(self, mod) -> None:
         from tvm import relax
 
-        for _, func in mod.functions_items():
-            if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
-                continue
+        for _, func in provenance.relax_functions(mod):
             for b in provenance.bindings(func):
                 call = b.value
                 lbl = provenance.span_label(call)
@@ -156,25 +152,11 @@ def _has_main(mod) -> bool:
     return "main" in [gv.name_hint for gv in mod.get_global_vars()]
 
 
-def _arg_vars(expr) -> list:
-    """The variables an expression reads (through tuples)."""
-    from tvm import relax
-
-    out = []
-
-    def visit(e):
-        if isinstance(e, relax.Var):
-            out.append(e)
-
-    relax.analysis.post_order_visit(expr, visit)
-    return out
-
-
 def _main_calls(mod) -> list:
     """(var, callee name or None, label) of each call binding of ``main``, in order."""
     from tvm import relax
 
-    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+    if not _has_main(mod):
         return []
     out = []
     for b in provenance.bindings(mod["main"]):
@@ -219,7 +201,7 @@ def report(sites: list[dict], schedules: dict[str, str], flops: dict[str, float]
     """The ``layers.json`` content. ``original``: the user's ONNX graph, whose node names replace
     those the clean-up made (onnxslim's Gemm from MatMul + Add is named after the MatMul's output)."""
     index = provenance.name_index(original) if original is not None else {}
-    ops = {n.name or f"{n.op_type}_{i}": n.op_type for i, n in enumerate(original.node)} if original is not None else {}
+    ops = provenance.node_ops(original) if original is not None else {}
     kernels = []
     for s in sites:
         k = dict(s)

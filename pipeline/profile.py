@@ -24,7 +24,7 @@ from .backends import for_family
 from .frontend import provenance
 from .bench import set_threads
 from .errors import DeployError
-from .runtime import Artifact, check_inputs, random_inputs
+from .runtime import Artifact, inputs_for, read_npz
 
 # the op a fused kernel is counted under in the per-op-type summary: the first of these it covers
 ANCHORS = ("Conv", "ConvTranspose", "QLinearConv", "MatMul", "Gemm", "QLinearMatMul", "MatMulInteger",
@@ -36,13 +36,11 @@ ANCHOR_NAMES = {"Erf": "Gelu"}
 ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcFusedConv": "Conv",
              "QuickGelu": "Gelu", "BiasGelu": "Gelu", "FastGelu": "Gelu", "SkipLayerNormalization": "LayerNormalization",
              "SimplifiedLayerNormalization": "LayerNormalization", "BiasSoftmax": "Softmax"}
-BUILTINS = "VM built-ins"
 
 
 def _deploy_child(path: str, threads: int, inputs_file: str, runs: int, warmup: int) -> dict:
     set_threads(threads)
-    with np.load(inputs_file) as z:
-        inputs = {k: z[k] for k in z.files}
+    inputs = read_npz(inputs_file)
     art = Artifact(path)
     run = art.bind(inputs)
     for _ in range(warmup):
@@ -77,8 +75,7 @@ def _ort_child(model: str, threads: int, inputs_file: str, runs: int, warmup: in
 
     from .reference import ort_session
 
-    with np.load(inputs_file) as z:
-        inputs = {k: z[k] for k in z.files}
+    inputs = read_npz(inputs_file)
     so = ort.SessionOptions()
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"deploy-ort-profile-{os.getpid()}")
@@ -146,8 +143,7 @@ def profile(art: Artifact, model: Path | None = None, threads: int = 2, runs: in
     the ONNX nodes each kernel computes."""
     check_profilable(art)
     art.check_integrity()
-    inputs = random_inputs(art.inputs) if inputs is None else dict(
-        zip([s["name"] for s in art.inputs], check_inputs(art.inputs, inputs)))
+    inputs = inputs_for(art.inputs, inputs)
     layer_report = layers.read(art.path)
     with tempfile.TemporaryDirectory(prefix="deploy-profile-") as td:
         f = Path(td) / "inputs.npz"
@@ -187,20 +183,21 @@ def join(art: Artifact, ours: dict, theirs: dict | None, layer_report: dict | No
                       "kernel_calls": len(rows), "kernels": rows},
            "node_names": layer_report is not None}
     summary: dict[str, dict] = {}
+
+    def op_entry(op: str) -> dict:
+        return summary.setdefault(op, {"op_type": op, "deploy_ms": 0.0, "onnxruntime_ms": 0.0, "deploy_kernels": 0})
+
     for r in rows:
-        summary.setdefault(r["op_type"], {"op_type": r["op_type"], "deploy_ms": 0.0, "onnxruntime_ms": 0.0,
-                                          "deploy_kernels": 0})
-        summary[r["op_type"]]["deploy_ms"] += r["ms"]
-        summary[r["op_type"]]["deploy_kernels"] += 1
+        op_entry(r["op_type"])["deploy_ms"] += r["ms"]
+        op_entry(r["op_type"])["deploy_kernels"] += 1
     if theirs is not None:
         names, onnx_ops = _onnx_names(model)
-        by_name: dict[str, dict] = {}
+        ort_ms: dict[str, float] = {}  # ONNX node -> ORT's time for it
         for n in theirs["nodes"]:
             onnx_name = provenance.original_node(n["name"], names)
             if onnx_name is not None:
                 n["onnx_node"] = onnx_name
-                by_name.setdefault(onnx_name, {"ms": 0.0})
-                by_name[onnx_name]["ms"] += n["ms"]
+                ort_ms[onnx_name] = ort_ms.get(onnx_name, 0.0) + n["ms"]
         # an ONNX node's ORT time goes to the slowest deploy kernel computing it, preferring one
         # that computes the node itself over one that reshapes around it
         owner: dict[str, dict] = {}
@@ -208,18 +205,16 @@ def join(art: Artifact, ours: dict, theirs: dict | None, layer_report: dict | No
         for r in rows:
             for op, name in r["nodes"]:
                 key = (op not in layers.SHAPE_OPS, r["ms"])
-                if name in by_name and (name not in owner or rank[name] < key):
+                if name in ort_ms and (name not in owner or rank[name] < key):
                     owner[name], rank[name] = r, key
         for r in rows:
             r["onnxruntime_ms"] = 0.0
         for name, r in owner.items():
-            r["onnxruntime_ms"] += by_name[name]["ms"]
+            r["onnxruntime_ms"] += ort_ms[name]
         for n in theirs["nodes"]:
             # counted under the op of the model's node it stands for (ORT's Gemm from MatMul + Add is a MatMul)
             op = onnx_ops.get(n.get("onnx_node")) or ORT_FUSED.get(n["op_type"], n["op_type"])
-            op = ANCHOR_NAMES.get(op, op)
-            summary.setdefault(op, {"op_type": op, "deploy_ms": 0.0, "onnxruntime_ms": 0.0, "deploy_kernels": 0})
-            summary[op]["onnxruntime_ms"] += n["ms"]
+            op_entry(ANCHOR_NAMES.get(op, op))["onnxruntime_ms"] += n["ms"]
         out["onnxruntime"] = {"e2e_ms": theirs["e2e_ms"], "nodes_ms": sum(n["ms"] for n in theirs["nodes"]),
                               "nodes": theirs["nodes"],
                               "matched_nodes": sum(1 for n in theirs["nodes"] if n.get("onnx_node") in owner),
@@ -236,7 +231,7 @@ def _onnx_names(model: Path | None) -> tuple[dict[str, str], dict[str, str]]:
     if model is None:
         return {}, {}
     graph = onnx.load(str(model), load_external_data=False).graph
-    return provenance.name_index(graph), {n.name or f"{n.op_type}_{i}": n.op_type for i, n in enumerate(graph.node)}
+    return provenance.name_index(graph), provenance.node_ops(graph)
 
 
 # -- terminal output

@@ -34,7 +34,7 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
 
     def walk(graph):
         for i, node in enumerate(graph.node):
-            label = node.name or f"{node.op_type}_{i}"
+            label = provenance.node_name(node, i)
             op = node.op_type
             key = op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"
             if _training_mode(node, consts):

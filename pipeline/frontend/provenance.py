@@ -1,8 +1,8 @@
 """Which ONNX node each piece of the Relax graph came from.
 
 The import tags every call a node's converter produces with a span whose source name is the
-node's label (``OpType<TAB>name``); calls a converter emitted before its result (a reshape of
-a bias, a transpose of a Gemm weight) take the label of the next tagged binding. The span is
+node's label (``OpType<TAB>name``); calls TVM emitted inside a converter (a reshape of a bias,
+a transpose of a Gemm weight) get the labels of the nodes converted around them (``restore``). The span is
 TVM's own field for where an expression came from: passes that keep it (FuseOps, constant
 folding) need nothing, and ``optimize.run_stage`` puts back what the others drop (layout
 conversion, legalization), so every fused kernel can name the nodes it computes.
@@ -73,14 +73,14 @@ def tagging(importer_class):
         node = attrs.get("tvm_custom", {}).get("name") or f"{op_name}_{count[0]}"
         count[0] += 1
         Current.op, Current.name = op_name, node
-        current[0] = label(op_name, node)
-        order.append(current[0])
+        lbl = current[0] = label(op_name, node)
+        order.append(lbl)
         try:
             result = original(self, op_name, inputs, attrs, opset)
         finally:
             current[0] = None
         try:
-            return self.bb.normalize(with_label(result, label(op_name, node)))
+            return self.bb.normalize(with_label(result, lbl))
         except Exception:  # noqa: BLE001 - provenance is for reports: the model imports without it
             return result
 
@@ -102,14 +102,24 @@ def tagging(importer_class):
         relax.BlockBuilder.emit = emit
 
 
+def node_name(node, index: int) -> str:
+    """A node's name; an unnamed one is called after its op and its place in the graph."""
+    return node.name or f"{node.op_type}_{index}"
+
+
+def node_ops(graph) -> dict[str, str]:
+    """Each node's name -> its op type."""
+    return {node_name(n, i): n.op_type for i, n in enumerate(graph.node)}
+
+
 def name_index(graph) -> dict[str, str]:
     """An ONNX graph's node names, and each output tensor's producing node."""
+    names = [node_name(n, i) for i, n in enumerate(graph.node)]
     out: dict[str, str] = {}
-    for i, node in enumerate(graph.node):
+    for node, name in zip(graph.node, names):
         for t in node.output:
-            out.setdefault(t, node.name or f"{node.op_type}_{i}")
-    for i, node in enumerate(graph.node):
-        out[node.name or f"{node.op_type}_{i}"] = node.name or f"{node.op_type}_{i}"
+            out.setdefault(t, name)
+    out.update({name: name for name in names})
     return out
 
 
@@ -140,28 +150,24 @@ def bindings(func):
         yield from block.bindings
 
 
+def relax_functions(mod):
+    """(GlobalVar, function) of the module's Relax functions that have binding blocks."""
+    from tvm import relax
+
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            yield gv, func
+
+
 def labels_of(mod) -> dict:
     """Every binding var of the module's Relax functions -> its label (where it has one)."""
-    from tvm import relax
-
     out = {}
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
-            for b in bindings(func):
-                lbl = span_label(b.value)
-                if lbl is not None:
-                    out[b.var] = lbl
+    for _, func in relax_functions(mod):
+        for b in bindings(func):
+            lbl = span_label(b.value)
+            if lbl is not None:
+                out[b.var] = lbl
     return out
-
-
-def untagged(mod) -> int:
-    from tvm import relax
-
-    n = 0
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
-            n += sum(1 for b in bindings(func) if isinstance(b.value, relax.Call) and span_label(b.value) is None)
-    return n
 
 
 def restore(mod, known: dict, order: list[str] | None = None):
@@ -176,8 +182,8 @@ def restore(mod, known: dict, order: list[str] | None = None):
     pos = {lbl: i for i, lbl in enumerate(old)}
 
     def plan(func) -> dict:
-        order = [b for b in bindings(func) if isinstance(b.value, relax.Call)]
-        lbls = [span_label(b.value) or known.get(b.var) for b in order]
+        calls = [b for b in bindings(func) if isinstance(b.value, relax.Call)]
+        lbls = [span_label(b.value) or known.get(b.var) for b in calls]
         present = {lbl for lbl in lbls if lbl}
         # a run of untagged bindings between two tagged ones gets the labels that were between
         # those two before the pass and are gone now (ConvertLayout rebuilds each convolution),
@@ -199,14 +205,14 @@ def restore(mod, known: dict, order: list[str] | None = None):
                 present.update(lost)
             i = j
         nxt = None
-        for i in range(len(order) - 1, -1, -1):
+        for i in range(len(calls) - 1, -1, -1):
             lbls[i] = lbls[i] or nxt
             nxt = lbls[i]
         prev = None
         for i, lbl in enumerate(lbls):
             lbls[i] = lbl or prev
             prev = lbls[i]
-        return {b.var: lbl for b, lbl in zip(order, lbls) if lbl and span_label(b.value) is None}
+        return {b.var: lbl for b, lbl in zip(calls, lbls) if lbl and span_label(b.value) is None}
 
     @relax.expr_functor.mutator
     class Tag(relax.PyExprMutator):
@@ -220,16 +226,13 @@ def restore(mod, known: dict, order: list[str] | None = None):
             if lbl is not None and isinstance(value, relax.Call):
                 value = self.builder_.normalize(
                     relax.Call(value.op, value.args, value.attrs, value.ty_args, _span(lbl)))
-                self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
-            else:
-                self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+            self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
 
     changed = {}
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
-            todo = plan(func)
-            if todo:
-                changed[gv] = Tag(todo).visit_expr(func)
+    for gv, func in relax_functions(mod):
+        todo = plan(func)
+        if todo:
+            changed[gv] = Tag(todo).visit_expr(func)
     if not changed:
         return mod
     import tvm
