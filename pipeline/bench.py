@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import DeployError
 from .remote import connect, parse_tracker
-from .runtime import Artifact, check_inputs, random_inputs
+from .runtime import Artifact, check_inputs, inputs_for, random_inputs, read_npz
 
 RATIO_DEFINITION = ("deploy's median latency / ONNX Runtime's median latency (each engine in its own process, "
                     "timed in alternating turns)")
@@ -88,8 +88,7 @@ def _serve(kind: str, path: str, threads: int, inputs_file: str, conn) -> None:
     """A benchmark process: one engine, loaded once; times ``n`` single inferences per request, or
     measures throughput with N requests in flight."""
     try:
-        with np.load(inputs_file) as z:
-            inputs = {k: z[k] for k in z.files}
+        inputs = read_npz(inputs_file)
         if kind == "deploy":
             set_threads(threads)
 
@@ -173,8 +172,7 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     inferences in all); every inference timed. ``concurrency`` N adds throughput with N requests
     in flight (inferences per second), measured for each engine in alternating turns too."""
     artifact.check_integrity()
-    inputs = random_inputs(artifact.inputs) if inputs is None else dict(
-        zip([s["name"] for s in artifact.inputs], check_inputs(artifact.inputs, inputs)))
+    inputs = inputs_for(artifact.inputs, inputs)
     kinds = [("deploy", artifact.path)] + ([("onnxruntime", Path(model_path))] if model_path is not None else [])
     engines: list[_Engine] = []
     with tempfile.TemporaryDirectory(prefix="deploy-bench-") as td:

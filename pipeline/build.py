@@ -77,8 +77,7 @@ def build_library(mod, preset: Preset, out: Path) -> dict:
         with log.tvm_quiet():
             exe.export_library(str(out), fcompile=fcompile)
     except Exception as e:
-        lines = str(e).strip().splitlines()
-        raise DeployError(f"linking the library failed: {lines[-1] if lines else e}"[:800],
+        raise DeployError(f"linking the library failed: {last_line(e)}"[:800],
                           hint="run with -v for the linker's output") from e
     backend.check_library(preset, out)
     return plan

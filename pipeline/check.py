@@ -80,15 +80,13 @@ def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
 
 def load_check_inputs(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
     """``--check-inputs``: an .npz keyed by input name, one sample with the artifact's shapes."""
-    from .runtime import check_inputs
+    from .runtime import inputs_for, read_npz
 
     try:
-        with np.load(path) as z:
-            data = {k: z[k] for k in z.files}
+        data = read_npz(path)
     except (OSError, ValueError) as e:
         raise DeployError(f"cannot read --check-inputs {path}: {e}", hint="pass an .npz made by numpy.savez")
-    arrays = check_inputs(specs, data)
-    return dict(zip([s["name"] for s in specs], arrays))
+    return inputs_for(specs, data)
 
 
 def check_artifact(artifact, reference_model, precision: str, inputs: dict | None = None,

@@ -114,6 +114,23 @@ def _call_tir_guard():
     return as_pass(Hide, "HideCallTIRFromMixedPrecision"), as_pass(Unhide, "RestoreCallTIR")
 
 
+def rewrite_functions(bb, mod, *rules):
+    """Apply each ``(pattern, rewrite)`` of ``rules`` (``relax.dpl.rewrite_call``), in order, to
+    every Relax function of ``mod``; the rewritten ones go into ``bb`` (a BlockBuilder of ``mod``,
+    where the rewrites add their kernels). Returns ``bb.get()``."""
+    from tvm import relax
+    from tvm.relax.dpl.rewrite import rewrite_call
+
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            new = func
+            for pattern, rewrite in rules:
+                new = rewrite_call(pattern, rewrite, new)
+            if not new.same_as(func):
+                bb.update_func(gv, new)
+    return bb.get()
+
+
 def pipeline_for(backend, target, opt_level: int, precision: str = "fp32",
                  int8: bool = False) -> list[tuple[str, object, bool]]:
     """The named stages for a backend (``backends.for_preset``) at an opt level, as

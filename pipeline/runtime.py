@@ -59,6 +59,19 @@ def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray]) -> list[np.nd
     return arrays
 
 
+def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """``inputs`` checked against the specs and in their order, or seeded random ones if None."""
+    if inputs is None:
+        return random_inputs(specs)
+    return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs)))
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, by name."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 class Artifact:
     """A compiled artifact directory; call it with numpy arrays to run it here."""
 

@@ -14,7 +14,7 @@ def conv1d_as_conv2d(mod):
     """Rewrite every NCW/OIW conv1d; returns (mod, count)."""
     from tvm import relax
     from tvm.relax.dpl import is_op, wildcard
-    from tvm.relax.dpl.rewrite import rewrite_call
+    from ...optimize import rewrite_functions
 
     pattern = is_op("relax.nn.conv1d")(wildcard(), wildcard())
     count = [0]
@@ -32,10 +32,4 @@ def conv1d_as_conv2d(mod):
         count[0] += 1
         return relax.op.squeeze(y, [2])
 
-    bb = relax.BlockBuilder(mod)
-    for gv, f in list(mod.functions.items()):
-        if isinstance(f, relax.Function):
-            new = rewrite_call(pattern, rewrite, f)
-            if not new.same_as(f):
-                bb.update_func(gv, new)
-    return bb.get(), count[0]
+    return rewrite_functions(relax.BlockBuilder(mod), mod, (pattern, rewrite)), count[0]

@@ -87,7 +87,7 @@ def vnni_rewrite(mod):
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
-    from tvm.relax.dpl.rewrite import rewrite_call
+    from ...optimize import rewrite_functions
 
     x_pat, w_pat, xq_pat, z_pat = wildcard(), is_const(), wildcard(), is_const()
     conv = is_op("relax.nn.conv2d")(x_pat, w_pat)
@@ -170,14 +170,9 @@ def vnni_rewrite(mod):
                         (1, 1), (1, 1), (1, 1, rows))
         return relax.op.reshape(out, lead + [n_out])
 
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            new = rewrite_call(conv_zp, lambda o, m: rewrite(o, m, zp_form=True), func)
-            new = rewrite_call(conv, rewrite, new)
-            new = rewrite_call(matmul, rewrite_matmul, new)
-            if not new.same_as(func):
-                bb.update_func(gv, new)
-    return bb.get(), count[0]
+    mod = rewrite_functions(bb, mod, (conv_zp, lambda o, m: rewrite(o, m, zp_form=True)), (conv, rewrite),
+                            (matmul, rewrite_matmul))
+    return mod, count[0]
 
 
 def register_intrinsic() -> str:

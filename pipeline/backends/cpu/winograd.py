@@ -156,7 +156,7 @@ def winograd_rewrite(mod):
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
-    from tvm.relax.dpl.rewrite import rewrite_call
+    from ...optimize import rewrite_functions
 
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
     bb = relax.BlockBuilder(mod)
@@ -189,12 +189,7 @@ def winograd_rewrite(mod):
         count[0] += 1
         return relax.call_tir(unpack, [m], out_ty=relax.TensorType(list(out_shape), "float32"))
 
-    for gv, f in list(mod.functions.items()):
-        if isinstance(f, relax.Function):
-            new = rewrite_call(conv, rewrite, f)
-            if not new.same_as(f):
-                bb.update_func(gv, new)
-    return bb.get(), count[0]
+    return rewrite_functions(bb, mod, (conv, rewrite)), count[0]
 
 
 def _find(sch, rule: str):
