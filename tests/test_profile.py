@@ -130,6 +130,12 @@ def test_profile_cli_writes_the_report(cli, models, tmp_path):
     assert (tmp_path / "rep" / "report.html").is_file() and (tmp_path / "rep" / "profile.png").stat().st_size > 1000
 
 
+def test_profile_names_a_missing_model(cli, models, tmp_path):
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "cnn")
+    rc, _, err = cli("profile", art.path, "--model", tmp_path / "gone.onnx")
+    assert rc == 2 and "gone.onnx does not exist" in err and "Traceback" not in err
+
+
 def test_profile_refuses_an_arm_artifact(cli, models, tmp_path):
     art = pipeline.compile(models / "cnn.onnx", "rpi4", output=tmp_path / "rpi4")
     rc, out, err = cli("profile", art.path)
