@@ -78,7 +78,7 @@ def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
     return res
 
 
-def load_check_inputs(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
+def load_check_inputs(path: Path, specs: list[dict], dims: dict | None = None) -> dict[str, np.ndarray]:
     """``--check-inputs``: an .npz keyed by input name, one sample with the artifact's shapes."""
     from .runtime import inputs_for, read_npz
 
@@ -86,38 +86,54 @@ def load_check_inputs(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
         data = read_npz(path)
     except (OSError, ValueError) as e:
         raise DeployError(f"cannot read --check-inputs {path}: {e}", hint="pass an .npz made by numpy.savez")
-    return inputs_for(specs, data)
+    return inputs_for(specs, data, dims)
 
 
 def check_artifact(artifact, reference_model, precision: str, inputs: dict | None = None,
                    seed: int = 0) -> dict:
     """Run ``artifact`` and ONNX Runtime (``reference_model``: a path or an onnx.ModelProto) on the
-    same inputs; the manifest's ``check`` record. Raises DeployError when an output differs."""
+    same inputs; the manifest's ``check`` record. Raises DeployError when an output differs.
+
+    An artifact with dynamic dims is checked at several sizes (frontend.dims.sample_points:
+    each specialization, the smallest, the largest and an odd size between)."""
+    from .frontend.dims import sample_points
     from .reference import ort_session
-    from .runtime import random_inputs
 
     tol = TOLERANCES[precision]
-    source = f"--check-inputs ({len(inputs)} input(s))" if inputs is not None else f"random, seed {seed}"
-    inputs = random_inputs(artifact.inputs, seed) if inputs is None else inputs
+    dims = artifact.dims
+    if inputs is not None:
+        runs = [(f"--check-inputs ({len(inputs)} input(s))", inputs)]
+    elif dims:
+        runs = [(", ".join(f"{k}={v}" for k, v in p.items()), artifact.random_inputs(seed, p))
+                for p in sample_points(dims)]
+    else:
+        runs = [(f"random, seed {seed}", artifact.random_inputs(seed))]
     try:
         sess = ort_session(reference_model)
         names = [o.name for o in sess.get_outputs()]
-        feed = {i.name: inputs[i.name] for i in sess.get_inputs() if i.name in inputs}
-        ref = dict(zip(names, sess.run(names, feed)))
     except Exception as e:  # noqa: BLE001 - ORT cannot run it: nothing to check against
-        reason = f"ONNX Runtime cannot run this model: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
-        log.warn(f"  not checked: {reason}")
-        return {"status": "skipped", "reason": reason}
-    ours = artifact.run(inputs)
-    outputs, bad = {}, []
-    for name, r in ref.items():
-        if name not in ours:
-            bad.append(f"{name}: missing from the artifact's outputs")
-            continue
-        res = compare_output(ours[name], r, tol)
-        outputs[name] = res
-        if not res["ok"]:
-            bad.append(f"{name}: {res['why']}")
+        return _skipped(e)
+    outputs, bad, points = {}, [], []
+    for source, feed_all in runs:
+        try:
+            feed = {i.name: feed_all[i.name] for i in sess.get_inputs() if i.name in feed_all}
+            ref = dict(zip(names, sess.run(names, feed)))
+        except Exception as e:  # noqa: BLE001
+            return _skipped(e)
+        ours = artifact.run(feed_all)
+        where = f" at {source}" if dims else ""
+        for name, r in ref.items():
+            if name not in ours:
+                bad.append(f"{name}: missing from the artifact's outputs")
+                continue
+            res = compare_output(ours[name], r, tol)
+            key = f"{name} @ {source}" if dims else name
+            outputs[key] = res
+            if not res["ok"]:
+                bad.append(f"{name}{where}: {res['why']}")
+        points.append(source)
+    source = (f"random, seed {seed}, at {len(points)} sizes ({'; '.join(points)})" if dims and inputs is None
+              else runs[0][0])
     record = {"status": "failed" if bad else "passed", "inputs": source, "tolerance": tol.describe(),
               "outputs": {k: {f: v for f, v in r.items() if f not in ("ok", "why")} for k, r in outputs.items()}}
     if bad:
@@ -126,5 +142,11 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
                           hint="nothing was written; try --opt-level 2 (fewer optimizations), or report the "
                                "model; --no-check keeps the artifact anyway")
     worst = max((r.get("max_abs", 0.0) for r in outputs.values()), default=0.0)
-    log.info(f"  matches ONNX Runtime on {source} inputs: {len(outputs)} output(s), max abs error {worst:.3g}")
+    log.info(f"  matches ONNX Runtime on {source} inputs: {len(ref)} output(s), max abs error {worst:.3g}")
     return record
+
+
+def _skipped(e: Exception) -> dict:
+    reason = f"ONNX Runtime cannot run this model: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
+    log.warn(f"  not checked: {reason}")
+    return {"status": "skipped", "reason": reason}

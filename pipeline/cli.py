@@ -85,6 +85,7 @@ CalibratorOpt = Annotated[str, typer.Option("--calibrator", help="int8 calibrato
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel or per tensor.")]
 ExcludeOpt = Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float under int8 (repeatable).")]
 AccuracyDropOpt = Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="int8 gate: largest allowed drop (1 - top-1 agreement, or 1 - cosine) on held-out samples; sensitive layers fall back to float.")]
+DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", help="A dynamic dim and its range: S=1..512; sizes after @ get kernels of their own: S=1..512@128,256 (repeatable).")]
 RandomCalibrationOpt = Annotated[bool, typer.Option("--random-calibration", help="Calibrate int8 on random inputs (testing only: accuracy is meaningless).")]
 
 
@@ -102,7 +103,8 @@ def compile(
     model: Path,
     target: Annotated[str, typer.Option("--target", "-t", help="Target preset (see `deploy targets`) or a .toml file.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Artifact directory [artifacts/MODEL-TARGET].")] = None,
-    input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224; binds dynamic dims (repeatable).")] = None,
+    input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224; binds dynamic dims (repeatable). A dim may be a name with a --dim range: NAME=BxS.")] = None,
+    dim: DimOpt = None,
     opt_level: Annotated[int, typer.Option("--opt-level", "-O", help="0 none, 1 simplify, 2 + fusion, 3 + layout.")] = 3,
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each stage into DIR.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
@@ -129,7 +131,7 @@ def compile(
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, max_accuracy_drop,
                              random_calibration)
-    compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes,
+    compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes, dims=dim or [],
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
                               tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,
                               check=check, check_inputs=check_inputs, report=report))
@@ -173,6 +175,7 @@ def tune(
     time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="Stop after this long, counted from the start of the command: 90s, 20m, 1h.")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224 (repeatable).")] = None,
+    dim: DimOpt = None,
     opt_level: Annotated[int, typer.Option("--opt-level", "-O")] = 3,
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker to measure on.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="Device key registered at the tracker.")] = None,
@@ -192,7 +195,7 @@ def tune(
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, None,
                              random_calibration)
-    summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, trials=trials,
+    summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, dims=dim or [], trials=trials,
                                   trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
                                   opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, precision=prec,
                                   quant=quant),

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import layers, log
 from .backends import for_family, for_preset
 from .build import build_library, check_toolchain
+from .frontend.dims import Dim, parse_dims
 from .errors import CheckFailed, CodegenError, DeployError, last_line
 from .files import write_json
 from .manifest import LIB_NAME, MANIFEST, make_manifest
@@ -33,7 +34,8 @@ class CompileArgs:
     model: Path
     target: str
     output: Path | None = None
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    input_shapes: dict[str, list] = field(default_factory=dict)  # sizes, or dim names (a range in dims)
+    dims: dict[str, Dim] = field(default_factory=dict)  # dynamic dims: name -> range (frontend.dims)
     opt_level: int = 3
     dump_ir: Path | None = None
     force: bool = False
@@ -50,6 +52,10 @@ class CompileArgs:
         log.info("[bold]deploy compile[/bold]")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "dims":
+                if value:
+                    log.info(f"  {'dims':<13} {' '.join(str(d) for d in value.values())}")
+                continue
             if f.name == "quant":
                 if self.int8:
                     for k, v in value.display().items():
@@ -88,6 +94,10 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             board_runtime.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
             board_runtime.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
     quant_options.check(args.precision, args.quant)
+    args.dims = parse_dims(args.dims)
+    if args.dims and args.int8:
+        raise DeployError("--quantize int8 takes static shapes only: calibration runs one shape",
+                          hint="compile int8 with --input-shape sizes (one artifact per shape), or fp32/fp16 with --dim")
     backend.check_precision(preset, args.precision)
     if show:
         args.display()
@@ -97,11 +107,12 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         from .tune import TuneArgs, tune_model
 
         tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
-                            trials=10**6, time_budget=args.tune_budget, db=args.db, opt_level=args.opt_level,
+                            dims=args.dims, trials=10**6, time_budget=args.tune_budget, db=args.db,
+                            opt_level=args.opt_level,
                             precision=args.precision, quant=args.quant), show=show)
     step = Steps()
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
-                          onnx_hook=hook, precision=precision)
+                          onnx_hook=hook, precision=precision, dims=args.dims)
     sources: dict = {}
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks, sources=sources)
@@ -165,6 +176,9 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
         manifest["memory"] = memory
         if layer_report is not None:
             manifest["layers"] = {"file": layers.LAYERS, "kernel_calls": len(layer_report["kernels"])}
+        if args.dims:
+            manifest["dims"] = {n: d.to_dict() for n, d in args.dims.items()}
+            manifest["functions"] = prep.specialized
         if prep.fallbacks:
             manifest["fallbacks"] = prep.fallbacks
         manifest["precision"] = {"compute": args.precision}
@@ -225,7 +239,7 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
                                                        "(`deploy verify ARTIFACT --model MODEL`)")
         return {"status": "skipped", "reason": why}
     with step("check against ONNX Runtime"):
-        inputs = load_check_inputs(args.check_inputs, art.inputs) if args.check_inputs else None
+        inputs = load_check_inputs(args.check_inputs, art.inputs, art.dims) if args.check_inputs else None
         reference = quantized.model if quantized is not None else prep.loaded.path
         return check_artifact(art, reference, "int8" if prep.int8 else args.precision, inputs)
 

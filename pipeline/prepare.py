@@ -16,6 +16,7 @@ from .errors import DeployError, last_line
 from .backends import for_preset
 from .frontend import qoperator
 from .frontend.cleanup import cleanup
+from .frontend.dims import bind_shape, function_name, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
 from .optimize import pipeline_for, run_stage
@@ -71,23 +72,28 @@ class Prepared:
     fallbacks: list[dict] = field(default_factory=list)  # optional stages skipped: {"stage", "reason"}
     int8: bool = False      # QDQ pairs (calibrated or in the model) compute in int8
     collector: object = None  # layers.Collector: the ONNX nodes of each fused kernel
+    specialized: list[dict] = field(default_factory=list)  # {"name": "main_S128", "dims": {"S": 128}}
 
 
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
-                   dump_ir: Path | None = None, step=None, onnx_hook=None, precision: str = "fp32") -> Prepared:
+                   dump_ir: Path | None = None, step=None, onnx_hook=None, precision: str = "fp32",
+                   dims: dict | None = None) -> Prepared:
     """load -> clean-up -> import -> optimize, shared by compile and tune.
 
     ``onnx_hook`` transforms the cleaned-up ONNX model before import (int8 calibration writes
     QDQ there); QDQ pairs around conv2d/matmul become int8 compute right after import.
     ``precision`` is the float precision the graph is optimized for (fp32 under int8).
+    ``dims`` (frontend.dims) keeps those input dims symbolic; each combination of their optimized
+    sizes is imported again with the sizes bound, as a function of its own (``main_S128``).
     """
     step = step or (lambda name: contextlib.nullcontext())
     passes: dict[str, list[str]] = {}
     with step("load"):
         loaded = load_model(model)
         check_supported(loaded.model)
+    dims = dims or {}
     with step("clean-up"):
-        cleaned = cleanup(loaded.model, input_shapes)
+        cleaned = cleanup(loaded.model, input_shapes, dims)
     if qoperator.present(cleaned):
         with step("quantize: QOperator -> QDQ"):
             cleaned = qoperator.to_qdq(cleaned)
@@ -95,7 +101,13 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         with step("quantize: calibrate"):
             cleaned = onnx_hook(cleaned)
     with step("import"):
-        mod = import_model(cleaned)
+        mod = import_model(cleaned, dims)
+    specialized = []
+    for binding in specializations(dims):
+        name = function_name(binding)
+        with step(f"import: {name} ({', '.join(f'{k}={v}' for k, v in binding.items())})"):
+            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook)
+        specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
     int8 = has_qdq(cleaned)
@@ -127,4 +139,38 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         fallbacks += collector.skipped
         collector.skipped = []
         dump(stage, mod)
-    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector)
+    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized)
+
+
+def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook):
+    """``mod`` with one more function: the model imported with the dims in ``binding`` bound
+    (clean-up folds what those sizes make constant, as for a static model)."""
+    shapes = {n: bind_shape(s, binding) for n, s in input_shapes.items()}
+    rest = {n: d for n, d in dims.items() if n not in binding}
+    cleaned = cleanup(_rename_dims(model, input_shapes, binding), shapes, rest)
+    if qoperator.present(cleaned):
+        cleaned = qoperator.to_qdq(cleaned)
+    if onnx_hook is not None:
+        cleaned = onnx_hook(cleaned)
+    spec = import_model(cleaned, rest)
+    out = mod.clone() if hasattr(mod, "clone") else mod
+    out[name] = spec["main"].with_attr("global_symbol", name)
+    return out
+
+
+def _rename_dims(model, input_shapes: dict, binding: dict):
+    """The model with its own dim_params named in ``binding`` set to those sizes (a dim the
+    user names in --input-shape is bound there instead)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in inits or vi.name in input_shapes:
+            continue
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in binding:
+                value = binding[d.dim_param]
+                d.Clear()
+                d.dim_value = value
+    return model

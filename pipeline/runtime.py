@@ -20,14 +20,20 @@ from .backends.cpu.board import runner as board_runner
 from .backends.cpu.features import host_arch, missing_features
 from .errors import DeployError, last_line
 from .files import sha256_file
+from .frontend.dims import Dim, bind_shape, pick_function, resolve
 from .manifest import read_manifest
 
 
-def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(specs: list[dict], seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs; a symbolic dim takes its size from ``dims`` (name -> size)."""
     rng = np.random.default_rng(seed)
     out = {}
     for s in specs:
-        shape, dtype = tuple(s["shape"]), np.dtype(s["dtype"])
+        shape = tuple(bind_shape(s["shape"], dims or {}))
+        if any(not isinstance(d, int) for d in shape):
+            raise DeployError(f"input '{s['name']}' has the dynamic shape {s['shape']}: random inputs need a size "
+                              "for each dim", hint="give the sizes (--shapes DIM=N), or pass inputs")
+        dtype = np.dtype(s["dtype"])
         if dtype.kind == "f":
             out[s["name"]] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
@@ -37,8 +43,15 @@ def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Inputs in the model's order, or one error listing every mismatch."""
+def _spec_text(s: dict) -> str:
+    return f"{s['name']} {s['dtype']}[{', '.join(str(d) for d in s['shape'])}]"
+
+
+def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray], dims: dict | None = None) -> list[np.ndarray]:
+    """Inputs in the model's order, or one error listing every mismatch. A symbolic dim (a name
+    in a spec's shape) takes any size in its range in ``dims`` (name -> frontend.dims.Dim), the
+    same size in every input that has it."""
+    dims = dims or {}
     names = [s["name"] for s in specs]
     problems = [f"unknown input '{k}'" for k in inputs if k not in names]
     arrays = []
@@ -48,22 +61,32 @@ def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray]) -> list[np.nd
             problems.append(f"missing input '{s['name']}' ({s['dtype']}{s['shape']})")
             continue
         a = np.asarray(a)
-        if list(a.shape) != list(s["shape"]):
+        if len(a.shape) != len(s["shape"]) or any(isinstance(d, int) and d != n for d, n in zip(s["shape"], a.shape)):
             problems.append(f"input '{s['name']}' has shape {list(a.shape)}, the artifact expects {s['shape']}")
         if a.dtype != np.dtype(s["dtype"]):
             problems.append(f"input '{s['name']}' has dtype {a.dtype}, the artifact expects {s['dtype']}")
         arrays.append(a)
+    if not problems and any(isinstance(d, str) for s in specs for d in s["shape"]):
+        problems += resolve(specs, arrays, dims)[1]
     if problems:
+        ranges = "; dims: " + ", ".join(str(d) for d in dims.values()) if dims else ""
         raise DeployError("bad inputs: " + "; ".join(problems),
-                          hint="inputs: " + ", ".join(f"{s['name']} {s['dtype']}{s['shape']}" for s in specs))
+                          hint="inputs: " + ", ".join(_spec_text(s) for s in specs) + ranges)
     return arrays
 
 
-def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """``inputs`` checked against the specs and in their order, or seeded random ones if None."""
+def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None, dims: dict | None = None,
+               sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """``inputs`` checked against the specs and in their order, or seeded random ones (of the
+    ``sizes`` given to symbolic dims) if None."""
     if inputs is None:
-        return random_inputs(specs)
-    return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs)))
+        return random_inputs(specs, dims=sizes if sizes is not None else default_sizes(dims or {}))
+    return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs, dims)))
+
+
+def default_sizes(dims: dict) -> dict[str, int]:
+    """The size random inputs give each dim when none is asked for: its first optimized size, else its smallest."""
+    return {n: (d.opt[0] if d.opt else d.min) for n, d in dims.items()}
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -109,6 +132,25 @@ class Artifact:
     @property
     def outputs(self) -> list[dict]:
         return self.manifest["model"]["outputs"]
+
+    @property
+    def dims(self) -> dict[str, Dim]:
+        """The dynamic dims (name -> range), empty for a static artifact."""
+        return {n: Dim.from_dict(n, d) for n, d in self.manifest.get("dims", {}).items()}
+
+    @property
+    def functions(self) -> list[dict]:
+        """The functions compiled for optimized sizes: {"name": "main_S128", "dims": {"S": 128}}."""
+        return self.manifest.get("functions", [])
+
+    def random_inputs(self, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+        return random_inputs(self.inputs, seed, sizes if sizes is not None else default_sizes(self.dims))
+
+    def function_for(self, arrays: list) -> str:
+        """The VM function that runs inputs of these shapes: a specialization, else ``main``."""
+        if not self.functions:
+            return "main"
+        return pick_function(self.functions, resolve(self.inputs, arrays, self.dims)[0])
 
     def check_integrity(self) -> None:
         lib = self.library
@@ -166,12 +208,12 @@ class Artifact:
         return self
 
     def run(self, inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        inputs = random_inputs(self.inputs) if inputs is None else inputs
+        inputs = self.random_inputs() if inputs is None else inputs
         if self.emulated:
             return self.run_runner(inputs).outputs
         try:
-            args = self._device_args(inputs)  # loads the library first
-            flat = flatten_outputs(self._vm["main"](*args))
+            fn, args = self._device_args(inputs)  # loads the library first
+            flat = flatten_outputs(self._vm[fn](*args))
         except DeployError:
             raise
         except Exception as e:  # noqa: BLE001 - TVM's runtime: one message, not its trace
@@ -190,21 +232,23 @@ class Artifact:
                               hint="recompile it with a cross target, or with runner=True")
         self.check_integrity()
         if inputs is not None:
-            inputs = dict(zip([s["name"] for s in self.inputs], check_inputs(self.inputs, inputs)))
+            inputs = dict(zip([s["name"] for s in self.inputs], check_inputs(self.inputs, inputs, self.dims)))
         return board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
                                  threads=threads)
 
-    def _device_args(self, inputs: dict[str, np.ndarray]) -> list:
-        """The inputs, checked against the manifest and copied to the device, in ``main``'s order."""
+    def _device_args(self, inputs: dict[str, np.ndarray]) -> tuple[str, list]:
+        """The function for these inputs' shapes, and the inputs, checked against the manifest
+        and copied to the device, in its order."""
         import tvm
 
         self.load()
-        return [tvm.runtime.tensor(a, self._dev) for a in check_inputs(self.inputs, inputs)]
+        arrays = check_inputs(self.inputs, inputs, self.dims)
+        return self.function_for(arrays), [tvm.runtime.tensor(a, self._dev) for a in arrays]
 
     def bind(self, inputs: dict[str, np.ndarray]):
-        """A call of ``main`` on these inputs, copied to the device once (for timing one inference)."""
-        args = self._device_args(inputs)
-        fn = self._vm["main"]
+        """A call of the model on these inputs, copied to the device once (for timing one inference)."""
+        name, args = self._device_args(inputs)
+        fn = self._vm[name]
         return lambda: fn(*args)
 
     def set_instrument(self, fn) -> None:
@@ -214,9 +258,9 @@ class Artifact:
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int) -> list[float]:
         """Seconds per run, ``repeat`` samples each averaging ``number`` runs."""
-        args = self._device_args(inputs)
-        self._vm["main"](*args)  # warm up
-        timer = self._vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
+        name, args = self._device_args(inputs)
+        self._vm[name](*args)  # warm up
+        timer = self._vm.time_evaluator(name, self._dev, number=number, repeat=repeat)
         return list(timer(*args).results)
 
 

@@ -79,7 +79,17 @@ def test_unbound_dynamic_dim_names_it_and_the_flag(cli, models, tmp_path):
     assert "unknown input" in _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64",
                                    "--input-shape", "img=1x3x32x32", "-o", tmp_path / "a")
     assert "bad --input-shape" in _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64",
-                                       "--input-shape", "image=1xAx3", "-o", tmp_path / "a")
+                                       "--input-shape", "image=1x0x3", "-o", tmp_path / "a")
+    err = _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64", "--input-shape", "image=Bx3x32x32",
+               "-o", tmp_path / "a")
+    assert "dim 'B' has no range; add --dim B=MIN..MAX" in err
+    err = _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64", "--dim", "N=1..4", "--dim", "S=1..9",
+               "-o", tmp_path / "a")
+    assert "--dim S is not a dim of any input" in err
+    for bad, why in [("N=4..1", "1 <= MIN <= MAX"), ("N=1..8@9", "[9] are outside 1..8"), ("=1..8", "needs a name")]:
+        assert why in _err(cli, "compile", models / "cnn_dyn.onnx", "--target", "x86-64", "--dim", bad,
+                           "-o", tmp_path / "a")
+    assert not (tmp_path / "a").exists()
 
 
 def test_missing_cross_compiler_names_the_package(cli, models, tmp_path):

@@ -8,69 +8,108 @@ ONNX optimizer) folds those subgraphs to constants and onnx's shape inference fi
 from __future__ import annotations
 
 import copy
+import re
 
 import onnx
 
 from .. import log
 from ..errors import DeployError
+from .dims import Dim
 from .specs import graph_inputs
 
+_DIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-def parse_shape(text: str) -> tuple[str, list[int]]:
-    """'name=1x3x224x224' -> ('name', [1, 3, 224, 224])."""
+
+def parse_shape(text: str) -> tuple[str, list]:
+    """'name=1x3x224x224' -> ('name', [1, 3, 224, 224]); a dim may be a name given a range with
+    --dim: 'input_ids=BxS' -> ('input_ids', ['B', 'S'])."""
     name, sep, dims = text.rpartition("=")
     try:
         if not sep or not name:
             raise ValueError
-        shape = [int(d) for d in dims.lower().replace(",", "x").split("x") if d != ""]
-        if any(d <= 0 for d in shape):
+        shape: list = []
+        for d in dims.split(",") if "," in dims else dims.split("x"):  # names with an x: B,text_len
+            d = d.strip()
+            if d == "":
+                continue
+            if _DIM_NAME.match(d):
+                shape.append(d)
+            elif int(d) <= 0:
+                raise ValueError
+            else:
+                shape.append(int(d))
+        if not shape:
             raise ValueError
     except ValueError:
-        raise DeployError(f"bad --input-shape '{text}'", hint="write it as NAME=1x3x224x224 (positive ints)")
+        raise DeployError(f"bad --input-shape '{text}'",
+                          hint="write it as NAME=1x3x224x224 (positive ints), or name a dynamic dim: "
+                               "NAME=Bx3x224x224 --dim B=1..32")
     return name, shape
 
 
-def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
-    """Write the given shapes into the graph inputs; error on unknown names or unbound dims."""
+def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
+                      dims: dict[str, Dim] | None = None) -> onnx.ModelProto:
+    """Write the given shapes into the graph inputs; error on unknown names or unbound dims.
+
+    A dim named in ``dims`` stays symbolic (under that name): it is given in ``shapes`` by name
+    (``input_ids=BxS``) or is the model's own dim_param of that name. Every other dynamic dim
+    needs a size.
+    """
+    dims = dims or {}
     specs = {s.name: s for s in graph_inputs(model)}
     unknown = sorted(set(shapes) - set(specs))
     if unknown:
         raise DeployError(f"--input-shape names unknown input(s) {unknown}",
                           hint=f"the model's inputs are: {', '.join(specs)}")
-    problems = []
+    problems, used = [], set()
+    final: dict[str, list] = {}
     for name, spec in specs.items():
         given = shapes.get(name)
-        if given is None:
-            dyn = spec.symbolic
-            if dyn:
-                dims = ", ".join(f"'{d}' (axis {i})" for i, d in dyn)
-                example = "x".join(str(d) if isinstance(d, int) else "1" for d in spec.shape)
-                problems.append(f"input '{name}' {spec.shape}: dynamic {dims} has no value; "
-                                f"pass e.g. --input-shape {name}={example}")
-            continue
-        if len(given) != len(spec.shape):
+        if given is not None and len(given) != len(spec.shape):
             problems.append(f"input '{name}' has rank {len(spec.shape)} {spec.shape}, --input-shape gives {given}")
             continue
-        for i, (d, g) in enumerate(zip(spec.shape, given)):
+        shape = list(given if given is not None else spec.shape)
+        for i, (d, g) in enumerate(zip(spec.shape, shape)):
             if isinstance(d, int) and d != g:
                 problems.append(f"input '{name}' axis {i} is fixed to {d} in the model, --input-shape gives {g}")
+            elif isinstance(g, str) and g not in dims:
+                if given is not None:
+                    problems.append(f"input '{name}' axis {i}: dim '{g}' has no range; add --dim {g}=MIN..MAX")
+                else:
+                    example = "x".join(str(x) if isinstance(x, int) else "1" for x in spec.shape)
+                    problems.append(f"input '{name}' {spec.shape}: dynamic '{g}' (axis {i}) has no value; "
+                                    f"pass e.g. --input-shape {name}={example}, or a range: --dim {g}=1..64")
+            elif g is None:
+                example = "x".join(str(x) if isinstance(x, int) else "1" for x in spec.shape)
+                problems.append(f"input '{name}' {spec.shape}: axis {i} is dynamic and unnamed; "
+                                f"pass e.g. --input-shape {name}={example}")
+            elif isinstance(g, str):
+                used.add(g)
+        final[name] = shape
+    for d in sorted(set(dims) - used):
+        if not problems:
+            problems.append(f"--dim {d} is not a dim of any input (inputs: "
+                            + "; ".join(f"{n} {s.shape}" for n, s in specs.items()) + ")")
     if problems:
         raise DeployError("cannot bind the input shapes:\n    " + "\n    ".join(problems),
-                          hint="every dynamic dimension needs a value: --input-shape NAME=1x3x224x224 (repeatable)")
+                          hint="every dynamic dimension needs a size (--input-shape NAME=1x3x224x224) or a range "
+                               "(--input-shape NAME=Bx3x224x224 --dim B=1..32)")
     model = copy.deepcopy(model)
     inits = {i.name for i in model.graph.initializer}
     for vi in model.graph.input:
-        if vi.name in inits or vi.name not in shapes:
+        if vi.name in inits or vi.name not in final:
             continue
-        dims = vi.type.tensor_type.shape.dim
-        for d, g in zip(dims, shapes[vi.name]):
+        for d, g in zip(vi.type.tensor_type.shape.dim, final[vi.name]):
             d.Clear()
-            d.dim_value = g
+            if isinstance(g, str):
+                d.dim_param = g
+            else:
+                d.dim_value = g
     return model
 
 
-def cleanup(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
-    model = bind_input_shapes(model, shapes)
+def cleanup(model: onnx.ModelProto, shapes: dict[str, list], dims: dict[str, Dim] | None = None) -> onnx.ModelProto:
+    model = bind_input_shapes(model, shapes, dims)
     try:
         import onnxslim
 

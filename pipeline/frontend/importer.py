@@ -97,17 +97,20 @@ def check_supported(model: onnx.ModelProto) -> None:
         )
 
 
-def import_model(model: onnx.ModelProto):
-    """Convert a cleaned-up ONNX model (all input shapes static) to a Relax IRModule."""
+def import_model(model: onnx.ModelProto, dims: dict | None = None):
+    """Convert a cleaned-up ONNX model to a Relax IRModule. Input shapes are static except the
+    dims named in ``dims`` (frontend.dims), which become symbolic sizes with their range."""
     from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
+    dims = dims or {}
     check_supported(model)
     shape_dict = {}
     for spec in graph_inputs(model):
-        if any(not isinstance(d, int) for d in spec.shape):
+        if any(not isinstance(d, int) and d not in dims for d in spec.shape):
             raise DeployError(f"input '{spec.name}' still has a dynamic shape {spec.shape}",
-                              hint=f"pass --input-shape {spec.name}=DIMxDIM...")
-        shape_dict[spec.name] = spec.shape
+                              hint=f"pass --input-shape {spec.name}=DIMxDIM..., or a range for the dim (--dim)")
+        if all(isinstance(d, int) for d in spec.shape):
+            shape_dict[spec.name] = spec.shape
     try:
         with log.tvm_quiet(), converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
@@ -121,4 +124,16 @@ def import_model(model: onnx.ModelProto):
             f"TVM's ONNX importer failed{where}: {type(e).__name__}: {msg[-1] if msg else ''}"[:600],
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
         ) from e
-    return provenance.restore(mod, {}, order)
+    mod = provenance.restore(mod, {}, order)
+    if dims:
+        mod = _with_bounds(mod, dims)
+    return mod
+
+
+def _with_bounds(mod, dims: dict):
+    """Tell TVM each symbolic dim's largest size: its memory planner then allocates every
+    intermediate once, for the largest shape, instead of at every run."""
+    main = mod["main"].with_attr("tir_var_upper_bound", {n: d.max for n, d in dims.items()})
+    mod = mod.clone() if hasattr(mod, "clone") else mod
+    mod["main"] = main
+    return mod

@@ -27,6 +27,7 @@ from ..prepare import Steps, prepare_module
 from ..quantize import options as quant_options
 from ..quantize.options import QuantOptions
 from ..remote import connect, parse_tracker
+from ..frontend.dims import parse_dims, static_shapes
 from ..targets import Preset, get_preset
 from . import database as tuning_db
 from .progress import Progress, stops_on
@@ -36,7 +37,8 @@ from .progress import Progress, stops_on
 class TuneArgs:
     model: Path
     target: str
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    input_shapes: dict[str, list] = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)  # dynamic dims (frontend.dims): their specializations are tuned
     trials: int = 64 * 20            # measured candidates in all
     trials_per_task: int = 64
     time_budget: float | None = None  # seconds
@@ -57,6 +59,8 @@ class TuneArgs:
                     for k, q in v.display().items():
                         log.info(f"  {k:<16} {q}")
                 continue
+            if f.name == "dims":
+                v = " ".join(str(d) for d in v.values()) if v else None
             if v not in (None, {}, False):
                 log.info(f"  {f.name:<16} {v}")
 
@@ -180,19 +184,26 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     if args.trials < 1 or args.trials_per_task < 1:
         raise DeployError("--trials must be at least 1", hint="e.g. --trials 1000")
     quant_options.check(args.precision, args.quant)
+    args.dims = parse_dims(args.dims)
     runner = _runner(args, preset)
     if show:
         args.display()
     step = Steps()
     hook = args.quant.hook() if args.precision == "int8" else None
     prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step,
-                          onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32")
+                          onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32", dims=args.dims)
     target = preset.tvm_target()
     tdb = tuning_db.for_target(preset, args.db)
     database = tdb.open()
     with step("extract tasks"), log.tvm_quiet():
         tasks = ms.relax_integration.extract_tasks(prep.mod, target)
     tasks = [t for t in tasks if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+    dynamic = [t for t in tasks if not static_shapes(t.dispatched[0]["main"])]
+    if dynamic:
+        tasks = [t for t in tasks if t not in dynamic]
+        log.info(f"{len(dynamic)} kernel(s) have dynamic shapes: they keep their default schedules "
+                 + ("(the optimized sizes' kernels are tuned)" if prep.specialized else
+                    "(give optimized sizes, --dim S=1..512@128, to get kernels that tune)"))
     records = {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks}
     best_before, est_before = _estimate(tasks, records)
     todo = [t for t in tasks if len(records[t.task_name]) < args.trials_per_task]
