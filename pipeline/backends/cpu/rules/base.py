@@ -49,7 +49,11 @@ def vectorize_inner(sch, block, lanes: int) -> None:
     if not loops:
         return
     ext = extent(loops[-1], sch)
-    if ext is None or ext <= 1:
+    if ext is None:  # a dynamic dim innermost: lanes-wide chunks (the last one guarded), unrolled
+        _, inner = sch.split(loops[-1], factors=[None, lanes])
+        sch.unroll(inner)
+        return
+    if ext <= 1:
         return
     if ext <= lanes * 4 and (ext % lanes == 0 or ext < lanes):
         sch.vectorize(loops[-1])
@@ -59,21 +63,22 @@ def vectorize_inner(sch, block, lanes: int) -> None:
 
 
 def parallel_outer(sch, loops: list) -> None:
-    """Fuse the leading loops that have static extents and run them in parallel."""
+    """Fuse the leading loops until there are 64 iterations or more and run them in parallel. A
+    loop of symbolic extent (a dynamic dim) counts as large: it ends the fused group."""
     lead = []
+    total = 1
     for lp in loops:
-        if extent(lp, sch) is None:
-            break
+        e = extent(lp, sch)
         lead.append(lp)
-        total = 1
-        for l2 in lead:
-            total *= extent(l2, sch)
+        if e is None:
+            break
+        total *= e
         if total >= 64:
             break
     if not lead:
         return
     fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
-    if (extent(fused, sch) or 1) > 1:
+    if (extent(fused, sch) or 2) > 1:
         sch.parallel(fused)
 
 

@@ -23,6 +23,7 @@ class ConvMatmul(CPUScheduleRule):
         reds = reduction_blocks(sch, blocks)
         if len(reds) != 1:
             return None
+        dynamic = any(extent(lp, sch) is None for lp in sch.get_loops(reds[0]))
         padded = self._pad_ragged(sch, reds[0], target)
         if padded:
             blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -42,25 +43,26 @@ class ConvMatmul(CPUScheduleRule):
         dtype = str(out.dtype)
         lanes = vector_lanes(target, dtype)
         ext = [extent(lp, sch) for lp in loops]
-        if any(e is None for e in ext):
-            return None
         ok, epilogue = fuse_epilogue(sch, consumers)
         if not ok:
             return None
-        # tiles: vectors along the last spatial axis, rows along the previous non-unit one
-        s_ext = ext[:n_s]
+        # tiles: vectors along the last spatial axis, rows along the previous non-unit one. A
+        # dynamic dim (None) counts as large: its last block is ragged (guarded)
+        big = 1 << 30
+        s_ext = [big if e is None else e for e in ext[:n_s]]
         v_ext = s_ext[-1]
         vec = pick(v_ext, [k * lanes for k in range(self.max_vectors, 0, -1)]) if v_ext >= lanes else v_ext
-        if v_ext >= lanes and v_ext % lanes:
+        if v_ext >= lanes and v_ext % lanes or ext[n_s - 1] is None:
             vec = lanes
         row_axis = next((i for i in range(n_s - 2, -1, -1) if s_ext[i] > 1), None)
         nvec = max(1, vec // lanes)
         max_rows = max(1, min(self.max_rows, self.max_acc // nvec))
         rows = pick(s_ext[row_axis], list(range(max_rows, 0, -1))) if row_axis is not None else 1
-        if row_axis is not None and rows < 3 and s_ext[row_axis] > max_rows:
+        if row_axis is not None and (rows < 3 and s_ext[row_axis] > max_rows or ext[row_axis] is None):
             rows = max_rows  # a ragged last block beats a 1-row block
         s_loops = list(loops[:n_s])
         r_loops = list(loops[n_s:])
+        whole = divisible(sch, s_loops[-1], vec)  # no ragged vector block: safe to vectorize
         v_o, v_i = sch.split(s_loops[-1], factors=[None, vec])
         outer = s_loops[:-1]
         if row_axis is not None and rows > 1:
@@ -75,12 +77,17 @@ class ConvMatmul(CPUScheduleRule):
         sch.reorder(*first, *r_loops, *inner)
         par = sch.fuse(*first) if outer else v_o
         sch.parallel(par)
+        if dynamic:
+            # a dynamic dim's buffers come from the workspace, which LLVM cannot tell apart: it would
+            # keep the accumulators in memory. A local tile of them (a fixed size) stays in registers
+            acc = sch.cache_write(main, 0, "local")
+            sch.reverse_compute_at(acc, par)
+            vectorize_inner(sch, acc, lanes)
         if epilogue is not None:
             sch.reverse_compute_at(epilogue, par)
             ep_loops = sch.get_loops(epilogue)[1:]
             if ep_loops:
                 vectorize_inner(sch, epilogue, lanes)
-        whole = v_ext % vec == 0 or vec == v_ext  # no ragged vector block: safe to vectorize
         if len(inner) == 2:
             sch.unroll(inner[0])
         if whole:
@@ -93,27 +100,41 @@ class ConvMatmul(CPUScheduleRule):
         return sch
 
     def _pad_ragged(self, sch, main, target) -> bool:
-        """A matmul whose output width is not a multiple of the vector (ViT's 197 tokens) is padded
-        to one (``pad_einsum``: padded copies of its inputs, the result cut back), so that its
-        register tiles are whole and vectorize; False where it is not ragged or cannot be padded."""
+        """A matmul whose output width is not a multiple of the vector (ViT's 197 tokens), or whose
+        rows or width are a dynamic dim, is padded to whole tiles (``pad_einsum``: padded copies
+        of its inputs, the result cut back), so that its register tiles are whole and vectorize
+        with no guard inside; False where it is not ragged or cannot be padded."""
         plain = plain_block(sch, main)
         if plain is None:
             return False
         loops, kinds = plain
         n_s = kinds.index(REDUCE) if REDUCE in kinds else len(kinds)
         ext = [extent(lp, sch) for lp in loops]
-        if n_s < 2 or any(e is None for e in ext):
+        if n_s < 2:
             return False
         lanes = vector_lanes(target, str(sch.get(main).writes[0].source.dtype))
-        v_ext = ext[n_s - 1]
-        if v_ext < lanes or v_ext % lanes == 0:
+        v_ext, r_ext = ext[n_s - 1], ext[n_s - 2]
+        ragged_vec = v_ext is None or (v_ext >= lanes and v_ext % lanes)
+        if not ragged_vec and r_ext is not None:
             return False
         padding = [1] * len(kinds)
-        padding[n_s - 1] = lanes
-        if ext[n_s - 2] > self.max_rows and ext[n_s - 2] % self.max_rows:
+        if ragged_vec:
+            padding[n_s - 1] = lanes
+        if r_ext is None or (r_ext > self.max_rows and r_ext % self.max_rows):
             padding[n_s - 2] = self.max_rows
         try:
             sch.pad_einsum(main, padding)
         except Exception:  # noqa: BLE001 - not an einsum TVM can pad: schedule it ragged
             return False
         return True
+
+
+def divisible(sch, loop, factor: int) -> bool:
+    """Whether the loop's extent (static, or a dynamic dim's expression) is a multiple of ``factor``."""
+    from tvm import tirx
+    from tvm.sym.analyzer import Analyzer
+
+    ext = sch.get(loop).extent
+    if isinstance(ext, tirx.IntImm):
+        return int(ext) % factor == 0 or int(ext) == factor
+    return bool(Analyzer().can_prove(tirx.floormod(ext, factor) == 0))

@@ -25,7 +25,7 @@ class Injective(CPUScheduleRule):
             return None
         last = last[0]
         loops = sch.get_loops(last)
-        if not loops or any(extent(lp, sch) is None for lp in loops):
+        if not loops:
             return None
         dtype = str(sch.get(last).writes[0].source.dtype)
         lanes = vector_lanes(target, dtype)

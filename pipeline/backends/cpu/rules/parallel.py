@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import SPATIAL, extent, parallel_outer, plain_block, start
+from .base import SPATIAL, parallel_outer, plain_block, start
 
 
 class Parallel(CPUScheduleRule):
@@ -22,7 +22,7 @@ class Parallel(CPUScheduleRule):
             loops, kinds = plain
             lead = []
             for lp, k in zip(loops, kinds):
-                if k != SPATIAL or extent(lp, sch) is None:
+                if k != SPATIAL:
                     break
                 lead.append(lp)
             if lead:
