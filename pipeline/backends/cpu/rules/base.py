@@ -64,15 +64,14 @@ def vectorize_inner(sch, block, lanes: int) -> None:
 
 def parallel_outer(sch, loops: list) -> None:
     """Fuse the leading loops until there are 64 iterations or more and run them in parallel. A
-    loop of symbolic extent (a dynamic dim) counts as large: it ends the fused group."""
+    loop of symbolic extent (a dynamic dim, maybe a batch of 1) counts as one iteration."""
     lead = []
     total = 1
+    if len(loops) > 1 and any(extent(lp, sch) is None for lp in loops):
+        loops = loops[:-1]  # leave each thread an inner loop to run, whatever the sizes
     for lp in loops:
-        e = extent(lp, sch)
         lead.append(lp)
-        if e is None:
-            break
-        total *= e
+        total *= extent(lp, sch) or 1
         if total >= 64:
             break
     if not lead:

@@ -1,0 +1,47 @@
+"""Row-wise reductions over a dynamic dim (softmax over attention scores of any length)."""
+
+from __future__ import annotations
+
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+from .base import SPATIAL, extent, plain_block, reduction_blocks, start
+
+
+class DynamicRows(CPUScheduleRule):
+    """Softmax, layer norm and the like when a loop has a symbolic extent: one parallel loop over
+    the rows, every stage of a row computed inside it, row by row.
+
+    dlight's Reduction splits the row into vectors guarded lane by lane, and keeps every stage's
+    full-size intermediate; here each row's stages are plain loops of the row's length (LLVM
+    vectorizes them with a scalar tail) over intermediates of one row. Static shapes are left to
+    the other rules."""
+
+    def apply(self, func, target, _):
+        sch, blocks = start(self, func, target)
+        if sch is None or len(blocks) < 2 or not reduction_blocks(sch, blocks):
+            return None
+        if all(extent(lp, sch) is not None for b in blocks for lp in sch.get_loops(b)):
+            return None
+        for b in blocks[:-1]:
+            if reduction_blocks(sch, [b]):
+                continue
+            if len(sch.get_consumers(b)) == 1:
+                try:
+                    sch.compute_inline(b)
+                except Exception:  # noqa: BLE001 - keep the stage
+                    pass
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        last = blocks[-1]
+        plain = plain_block(sch, last)
+        if plain is None or any(k != SPATIAL for k in plain[1]) or len(plain[0]) < 2:
+            return None
+        loops = plain[0]
+        row = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+        sch.parallel(row)
+        for b in reversed(blocks[:-1]):
+            sch.compute_at(b, row, preserve_unit_loops=False)
+            if reduction_blocks(sch, [b]):
+                # the row's max / sum: a local scalar (in a register), not a workspace word
+                # that LLVM must store at every step
+                sch.set_scope(b, 0, "local")
+        return sch
