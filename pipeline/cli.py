@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from . import log
 from .errors import DeployError, VerificationError
@@ -85,6 +86,7 @@ CalibratorOpt = Annotated[str, typer.Option("--calibrator", help="int8 calibrato
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel or per tensor.")]
 ExcludeOpt = Annotated[Optional[list[str]], typer.Option("--exclude", help="ONNX node name to keep in float under int8 (repeatable).")]
 AccuracyDropOpt = Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="int8 gate: largest allowed drop (1 - top-1 agreement, or 1 - cosine) on held-out samples; sensitive layers fall back to float.")]
+ShapesOpt = Annotated[Optional[list[str]], typer.Option("--shapes", help="Dynamic dim sizes to run at: S=7,64,300 (repeatable: every combination; other dims take their first optimized size, else their smallest).")]
 DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", help="A dynamic dim and its range: S=1..512; sizes after @ get kernels of their own: S=1..512@128,256 (repeatable).")]
 RandomCalibrationOpt = Annotated[bool, typer.Option("--random-calibration", help="Calibrate int8 on random inputs (testing only: accuracy is meaningless).")]
 
@@ -282,16 +284,27 @@ def verify(
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=file.npy (repeatable); random if omitted.")] = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    shapes: ShapesOpt = None,
 ):
     """Compare an artifact's outputs with ONNX Runtime's on the same inputs (ARM artifacts run under qemu-user)."""
+    from .frontend.dims import parse_shapes, point_text
     from .runtime import Artifact
     from .verify import verify as do_verify
 
-    errors = do_verify(Artifact(artifact), model, _load_inputs(input or []), atol=atol, rtol=rtol)
-    for e in errors:
-        mark = "ok" if e.ok else "FAIL"
-        typer.echo(f"{mark:4} {e.name}: max abs error {e.max_abs:.3g}, max rel error {e.max_rel:.3g}")
-    if not all(e.ok for e in errors):
+    art = Artifact(artifact)
+    points = parse_shapes(shapes, art.dims)
+    if points and input:
+        raise DeployError("--shapes and --input go together only one way: inputs fix the shapes",
+                          hint="drop --shapes to verify on the given inputs, or drop --input for random ones")
+    failed = False
+    for point in points or [None]:
+        errors = do_verify(art, model, _load_inputs(input or []), atol=atol, rtol=rtol, sizes=point)
+        where = f"[{point_text(point)}] " if point else ""
+        for e in errors:
+            mark = "ok" if e.ok else "FAIL"
+            typer.echo(f"{mark:4} {where}{e.name}: max abs error {e.max_abs:.3g}, max rel error {e.max_rel:.3g}")
+        failed = failed or not all(e.ok for e in errors)
+    if failed:
         raise VerificationError(f"outputs differ from ONNX Runtime beyond atol={atol}, rtol={rtol}",
                                 hint="loosen --atol/--rtol if expected, else report the model")
 
@@ -310,13 +323,39 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Every figure as JSON.")] = False,
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time on a board registered there.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="The board's key at the tracker.")] = None,
+    shapes: ShapesOpt = None,
 ):
     """Latency (p50/p90/p99, mean) and peak memory next to ONNX Runtime's, each engine in its own process;
     ARM artifacts: under emulation, or on a board via RPC."""
     from . import bench as b
+    from .frontend.dims import parse_shapes, point_text
     from .runtime import Artifact
 
     art = Artifact(artifact)
+    points = parse_shapes(shapes, art.dims)
+    if points:
+        if input or rpc_tracker or art.emulated:
+            raise DeployError("--shapes times random inputs on this machine",
+                              hint="drop --input / --rpc-tracker, or drop --shapes")
+        rows = []
+        for point in points:
+            r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds, warmup=warmup,
+                        inputs=art.random_inputs(0, point), iterations=iterations, concurrency=concurrency)
+            rows.append({"dims": point, **r})
+            if not as_json:
+                d = r["deploy"]
+                text = f"{point_text(point):<20} deploy p50 {d['median_ms']:.4g} ms  p90 {d['p90_ms']:.4g}"
+                if "onnxruntime" in r:
+                    text += (f"   onnxruntime p50 {r['onnxruntime']['median_ms']:.4g} ms  p90 "
+                             f"{r['onnxruntime']['p90_ms']:.4g}   ratio {r['ratio']:.3f}x")
+                if r.get("throughput"):
+                    text += f"   {r['throughput']['deploy']['per_second']:.1f}/s"
+                typer.echo(text)
+        if as_json:
+            typer.echo(json.dumps({"shapes": rows, "ratio_definition": b.RATIO_DEFINITION}, indent=2))
+        else:
+            typer.echo(f"({threads} threads; ratio = {b.RATIO_DEFINITION})")
+        return
     if (rpc_tracker is None) != (rpc_key is None):
         raise DeployError("--rpc-tracker and --rpc-key go together", hint="pass both, e.g. --rpc-tracker 10.0.0.2:9190 --rpc-key rpi4")
     if rpc_tracker:
@@ -458,12 +497,12 @@ def _main(argv: list[str] | None = None) -> int:
         app(args=argv)  # exits through SystemExit with typer's own code on success or usage errors
         return 0
     except VerificationError as e:
-        log.console.print(f"[red]error:[/red] {e}")
+        log.console.print(f"[red]error:[/red] {escape(str(e))}")
         return 1
-    except DeployError as e:
-        log.console.print(f"[red]error:[/red] {e.message}")
+    except DeployError as e:  # the message is text: [batch, seq, 64] is no markup
+        log.console.print(f"[red]error:[/red] {escape(e.message)}")
         if e.hint:
-            log.console.print(f"  [bold]fix:[/bold] {e.hint}")
+            log.console.print(f"  [bold]fix:[/bold] {escape(e.hint)}")
         if log.verbose():
             import traceback
             traceback.print_exc()
@@ -475,7 +514,7 @@ def _main(argv: list[str] | None = None) -> int:
         if log.verbose():
             raise
         last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        log.console.print(f"[red]internal error:[/red] {type(e).__name__}: {last}"[:500])
+        log.console.print(f"[red]internal error:[/red] {escape(f'{type(e).__name__}: {last}'[:480])}")
         log.console.print("  run again with -v for the full trace")
         return 3
 

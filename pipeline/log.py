@@ -39,7 +39,9 @@ def info(msg: str) -> None:
 
 
 def warn(msg: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {msg}")
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/yellow] {escape(msg)}")
 
 
 def debug(msg: str) -> None:

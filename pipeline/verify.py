@@ -11,7 +11,7 @@ from . import log
 from .errors import DeployError
 from .files import sha256_file
 from .reference import reference_outputs
-from .runtime import Artifact, random_inputs
+from .runtime import Artifact
 
 
 @dataclass
@@ -50,11 +50,13 @@ def check_model_matches(artifact: Artifact, model_path: str | Path) -> None:
 
 
 def verify(artifact: Artifact, model_path: str | Path, inputs: dict[str, np.ndarray] | None = None,
-           atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0) -> list[OutputError]:
+           atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0, sizes: dict[str, int] | None = None) -> list[OutputError]:
+    """Outputs against ONNX Runtime's on ``inputs`` (default: seeded random ones, at the dynamic
+    dims' ``sizes`` where the artifact has dims)."""
     if not Path(model_path).is_file():
         raise DeployError(f"model file not found: {model_path}", hint="pass the .onnx the artifact was compiled from")
     check_model_matches(artifact, model_path)
-    inputs = random_inputs(artifact.inputs, seed) if inputs is None else inputs
+    inputs = artifact.random_inputs(seed, sizes) if inputs is None else inputs
     ours = artifact.run(inputs)
     ref = reference_outputs(model_path, inputs)
     return compare(ours, ref, atol, rtol)

@@ -5,9 +5,12 @@
 // headers apache-tvm-ffi ships.
 //
 //   runner [--artifact DIR] [--input NAME=file.npy]... [--output-dir DIR]
-//          [--repeat N] [--warmup N] [--threads N] [--seed N]
+//          [--repeat N] [--warmup N] [--threads N] [--seed N] [--dim NAME=N]...
 //
 // DIR defaults to the directory that holds the runner. Inputs not given are random (seeded).
+// An artifact with dynamic dims (manifest "dims") takes any size in each dim's range: the sizes
+// come from the .npy inputs (or --dim for random ones), are checked against the ranges, and pick
+// the function compiled for them (manifest "functions"), else the symbolic "main".
 // Outputs are written as NAME.npy; the median latency over N runs is printed. A bad input
 // name, shape or dtype is one "error: ..." line and exit code 2.
 
@@ -48,7 +51,12 @@ struct UserError : std::runtime_error {
 
 struct Spec {
   std::string name, dtype;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;    // -1 where the dim is symbolic
+  std::vector<std::string> sym;  // the dim's name there, "" elsewhere
+};
+
+struct DimRange {
+  int64_t min, max, first;  // first: the size random inputs get (the first optimized size, else min)
 };
 
 struct CPUAlloc {
@@ -62,6 +70,13 @@ struct CPUAlloc {
 std::string ShapeStr(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::string SpecShapeStr(const Spec& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.shape.size(); ++i)
+    out += (i ? ", " : "") + (s.shape[i] < 0 ? s.sym[i] : std::to_string(s.shape[i]));
   return out + "]";
 }
 
@@ -165,8 +180,9 @@ std::vector<Spec> ReadSpecs(const ffi::json::Object& model, const char* key) {
     s.dtype = std::string(o.at(ffi::String("dtype")).cast<ffi::String>());
     for (const ffi::Any& d : o.at(ffi::String("shape")).cast<ffi::json::Array>()) {
       auto dim = d.try_cast<int64_t>();
-      if (!dim) throw UserError("input/output " + s.name + " has a symbolic dim: recompile with --input-shape");
-      s.shape.push_back(*dim);
+      auto name = d.try_cast<ffi::String>();
+      s.shape.push_back(dim ? *dim : -1);
+      s.sym.push_back(name ? std::string(*name) : std::string(dim ? "" : "?"));
     }
     out.push_back(s);
   }
@@ -221,13 +237,14 @@ std::string SelfDir() {
 
 const char* kUsage =
     "usage: runner [--artifact DIR] [--input NAME=file.npy]... [--output-dir DIR]\n"
-    "              [--repeat N] [--warmup N] [--threads N] [--seed N]\n"
+    "              [--repeat N] [--warmup N] [--threads N] [--seed N] [--dim NAME=N]...\n"
     "Runs DIR/model.so (default: the runner's directory) on the inputs (random for those not given),\n"
     "writes the outputs as NAME.npy into --output-dir, prints the median latency over N runs.\n";
 
 int Run(int argc, char** argv) {
   std::string artifact = SelfDir(), out_dir;
   std::vector<std::pair<std::string, std::string>> given;
+  std::map<std::string, int64_t> asked;  // --dim NAME=N: sizes for random inputs
   int repeat = 10, warmup = 1;
   uint64_t seed = 0;
   for (int i = 1; i < argc; ++i) {
@@ -253,6 +270,13 @@ int Run(int argc, char** argv) {
       size_t eq = v.find('=');
       if (eq == std::string::npos || eq == 0) throw UserError("bad --input '" + v + "': write it as NAME=file.npy");
       given.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+    } else if (a == "--dim") {
+      std::string v = value();
+      size_t eq = v.find('=');
+      char* end = nullptr;
+      long n = eq == std::string::npos ? 0 : std::strtol(v.c_str() + eq + 1, &end, 10);
+      if (eq == std::string::npos || eq == 0 || n < 1 || *end) throw UserError("bad --dim '" + v + "': write it as NAME=N");
+      asked[v.substr(0, eq)] = n;
     } else if (a == "--output-dir" || a == "-o") {
       out_dir = value();
     } else if (a == "--repeat") {
@@ -276,6 +300,16 @@ int Run(int argc, char** argv) {
   std::vector<Spec> inputs = ReadSpecs(model, "inputs"), outputs = ReadSpecs(model, "outputs");
   std::string lib_file = std::string(
       m.at(ffi::String("library")).cast<ffi::json::Object>().at(ffi::String("file")).cast<ffi::String>());
+  std::map<std::string, DimRange> dims;
+  if (m.count(ffi::String("dims"))) {
+    for (const auto& kv : m.at(ffi::String("dims")).cast<ffi::json::Object>()) {
+      auto d = kv.second.cast<ffi::json::Object>();
+      auto opt = d.at(ffi::String("opt")).cast<ffi::json::Array>();
+      int64_t lo = d.at(ffi::String("min")).cast<int64_t>();
+      dims[std::string(kv.first.cast<ffi::String>())] = {lo, d.at(ffi::String("max")).cast<int64_t>(),
+                                                          opt.size() ? opt[0].cast<int64_t>() : lo};
+    }
+  }
 
   // Inputs, checked against the manifest: every problem listed at once.
   std::vector<std::string> problems;
@@ -288,9 +322,50 @@ int Run(int argc, char** argv) {
     }
     loaded[g.first] = ReadNpy(g.second);
   }
+  // The size of each dynamic dim: from the .npy inputs, then --dim, then its default.
+  std::map<std::string, int64_t> bound;
+  for (const Spec& s : inputs) {
+    auto it = loaded.find(s.name);
+    if (it == loaded.end() || it->second.shape.size() != s.shape.size()) continue;
+    for (size_t i = 0; i < s.shape.size(); ++i) {
+      if (s.shape[i] >= 0) continue;
+      int64_t n = it->second.shape[i];
+      auto b = bound.find(s.sym[i]);
+      if (b != bound.end() && b->second != n) {
+        problems.push_back("dim " + s.sym[i] + " is " + std::to_string(b->second) + " in one input and " + std::to_string(n) +
+                           " in input '" + s.name + "' (axis " + std::to_string(i) + ")");
+        continue;
+      }
+      bound[s.sym[i]] = n;
+    }
+  }
+  for (auto& kv : asked) {
+    if (!dims.count(kv.first)) {
+      problems.push_back("--dim " + kv.first + ": the artifact has no such dynamic dim");
+      continue;
+    }
+    auto b = bound.find(kv.first);
+    if (b != bound.end() && b->second != kv.second)
+      problems.push_back("--dim " + kv.first + "=" + std::to_string(kv.second) + " but the inputs give " + std::to_string(b->second));
+    bound[kv.first] = kv.second;
+  }
+  for (auto& kv : dims)
+    if (!bound.count(kv.first)) bound[kv.first] = kv.second.first;
+  for (auto& kv : bound) {
+    auto d = dims.find(kv.first);
+    if (d == dims.end()) {
+      problems.push_back("dim " + kv.first + " has no range in the manifest");
+    } else if (kv.second < d->second.min || kv.second > d->second.max) {
+      problems.push_back("dim " + kv.first + "=" + std::to_string(kv.second) + " is outside its range " +
+                         std::to_string(d->second.min) + ".." + std::to_string(d->second.max));
+    }
+  }
   std::mt19937_64 rng(seed);
   std::vector<ffi::Tensor> args;
-  for (const Spec& s : inputs) {
+  for (const Spec& spec : inputs) {
+    Spec s = spec;  // with the dims' sizes
+    for (size_t i = 0; i < s.shape.size(); ++i)
+      if (s.shape[i] < 0) s.shape[i] = bound.count(s.sym[i]) ? std::max<int64_t>(bound[s.sym[i]], 1) : 1;
     ffi::Tensor t = NewTensor(s.dtype, s.shape);
     auto it = loaded.find(s.name);
     if (it == loaded.end()) {
@@ -299,7 +374,7 @@ int Run(int argc, char** argv) {
       const Npy& a = it->second;
       bool ok = true;
       if (a.shape != s.shape) {
-        problems.push_back("input '" + s.name + "' has shape " + ShapeStr(a.shape) + ", the artifact expects " + ShapeStr(s.shape));
+        problems.push_back("input '" + s.name + "' has shape " + ShapeStr(a.shape) + ", the artifact expects " + SpecShapeStr(spec));
         ok = false;
       }
       if (a.dtype != s.dtype) {
@@ -319,7 +394,11 @@ int Run(int argc, char** argv) {
     std::string msg = "bad inputs: ";
     for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
     msg += "\n  inputs: ";
-    for (size_t i = 0; i < inputs.size(); ++i) msg += (i ? ", " : "") + inputs[i].name + " " + inputs[i].dtype + ShapeStr(inputs[i].shape);
+    for (size_t i = 0; i < inputs.size(); ++i) msg += (i ? ", " : "") + inputs[i].name + " " + inputs[i].dtype + SpecShapeStr(inputs[i]);
+    if (!dims.empty()) {
+      msg += "; dims:";
+      for (auto& kv : dims) msg += " " + kv.first + "=" + std::to_string(kv.second.min) + ".." + std::to_string(kv.second.max);
+    }
     throw UserError(msg);
   }
 
@@ -330,7 +409,28 @@ int Run(int argc, char** argv) {
   ffi::Module vm = (*load_exec)().cast<ffi::Module>();
   constexpr int kPooled = 2;
   (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, kPooled);
-  ffi::Function main_fn = *vm->GetFunction("main");
+  // The function compiled for these sizes, else the one for any size in range.
+  std::string fn_name = "main";
+  if (m.count(ffi::String("functions"))) {
+    for (const ffi::Any& f : m.at(ffi::String("functions")).cast<ffi::json::Array>()) {
+      auto fo = f.cast<ffi::json::Object>();
+      bool match = true;
+      for (const auto& kv : fo.at(ffi::String("dims")).cast<ffi::json::Object>())
+        match = match && bound[std::string(kv.first.cast<ffi::String>())] == kv.second.cast<int64_t>();
+      if (match) {
+        fn_name = std::string(fo.at(ffi::String("name")).cast<ffi::String>());
+        break;
+      }
+    }
+  }
+  auto found = vm->GetFunction(ffi::String(fn_name));
+  if (!found) throw std::runtime_error("the library has no function " + fn_name + " that the manifest lists");
+  ffi::Function main_fn = *found;
+  if (!dims.empty()) {
+    std::string line = "function " + fn_name + " for";
+    for (auto& kv : bound) line += " " + kv.first + "=" + std::to_string(kv.second);
+    std::printf("%s\n", line.c_str());
+  }
 
   std::vector<ffi::AnyView> views(args.begin(), args.end());
   auto call = [&]() {

@@ -137,3 +137,39 @@ def static_shapes(prim_func) -> bool:
     from tvm import tirx
 
     return all(isinstance(x, tirx.IntImm) for buf in prim_func.buffer_map.values() for x in buf.shape)
+
+
+def parse_shapes(texts, dims: dict[str, Dim]) -> list[dict[str, int]]:
+    """``--shapes S=7,64,300`` (repeatable): the sizes to run at, every combination of the dims
+    given; a dim not given takes its first optimized size, else its smallest. Each size is
+    checked against the artifact's range."""
+    if not texts:
+        return []
+    if not dims:
+        raise DeployError("--shapes: this artifact has no dynamic dims (its input shapes are fixed)",
+                          hint="compile with --dim NAME=MIN..MAX to get one that takes a range of shapes")
+    lists: dict[str, list[int]] = {}
+    for t in texts:
+        name, sep, values = t.partition("=")
+        name = name.strip()
+        try:
+            sizes = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            sizes = []
+        if not sep or not sizes:
+            raise DeployError(f"bad --shapes '{t}'", hint="write it as DIM=N[,N...], e.g. --shapes S=7,64,300")
+        if name not in dims:
+            raise DeployError(f"--shapes {t}: the artifact has no dim '{name}'",
+                              hint="its dims: " + ", ".join(str(d) for d in dims.values()))
+        outside = [n for n in sizes if not dims[name].contains(n)]
+        if outside:
+            raise DeployError(f"--shapes {t}: {outside} outside the range of {dims[name]}",
+                              hint=f"sizes of {name} must be in {dims[name].min}..{dims[name].max}")
+        lists[name] = sizes
+    base = {n: (d.opt[0] if d.opt else d.min) for n, d in dims.items()}
+    names = list(lists)
+    return [{**base, **dict(zip(names, combo))} for combo in itertools.product(*[lists[n] for n in names])]
+
+
+def point_text(point: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
