@@ -65,6 +65,12 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
                 t.add_row(kind, escape(s.name), s.dtype,
                           escape("[" + ", ".join(str(d) if d is not None else "?" for d in s.shape) + "]"))
         out.print(t)
+        if info.dims:
+            out.print("dynamic dims (inputs that share a name share the size):")
+            for name, where in info.dims.items():
+                out.print(escape(f"  {name}: {', '.join(where)}"))
+            out.print(escape("  compile for a range: deploy compile MODEL --target TARGET "
+                             + " ".join(f"--dim {n}=1..N" for n in info.dims)), soft_wrap=True)
         out.print(f"parameters: {info.param_count:,} ({info.param_bytes / 1e6:.2f} MB)"
                   + (f", compute: {info.gflop} GFLOP per run (conv + matmul)" if info.gflop is not None else ""))
         out.print("ops: " + ", ".join(f"{k} x{v}" for k, v in info.op_counts.items()))

@@ -156,20 +156,37 @@ def run_stage(mod, passes: list, target, collector=None):
         for p in passes:
             name = str(p.info.name)
             known = collector.before(mod, name)
+            free = undefined_shape_vars(mod)
             try:
-                mod = tvm.transform.Sequential([p])(mod)
+                new = tvm.transform.Sequential([p])(mod)
+                lost = undefined_shape_vars(new) - free
+                if lost:  # TVM 0.27's DecomposeOpsForInference does this to a shape computed at run time
+                    raise RuntimeError(f"{name} left the shape var(s) {', '.join(sorted(lost))} undefined")
             except Exception as e:  # noqa: BLE001 - an optimization must never break a compile
                 if name not in OPTIONAL_PASSES:
                     raise
                 collector.skipped.append({"stage": f"pass {name}", "reason": last_line(e)[:300]})
                 continue
-            mod = collector.after(mod, name, known)
+            mod = collector.after(new, name, known)
         return mod
+
+
+def undefined_shape_vars(mod) -> set[str]:
+    """Names of the symbolic shape vars a Relax function uses but never defines (by a parameter's
+    shape or a match_cast): a module with any cannot be built."""
+    from tvm import relax
+
+    out: set[str] = set()
+    for _, f in mod.functions.items():
+        if isinstance(f, relax.Function) and not (f.attrs and "Primitive" in f.attrs):  # FuseOps' kernels
+            out |= {str(v.name) for v in relax.analysis.free_symbolic_vars(f)}
+    return out
 
 
 # passes inside a required stage that are optimizations only: where TVM fails on one (a
 # CombineParallelMatmul whose shared operand is a constant), the stage goes on without it
-OPTIONAL_PASSES = {"CombineParallelMatmul", "EliminateCommonSubexpr"}
+# (DecomposeOpsForInference: batch norm and the like are legalized anyway)
+OPTIONAL_PASSES = {"CombineParallelMatmul", "EliminateCommonSubexpr", "DecomposeOpsForInference"}
 
 
 def build_pipeline(backend, target):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 
 from .. import log
-from . import converters, provenance, qoperator
+from . import converters, provenance, qoperator, symbolic
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -126,7 +126,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
         ) from e
     mod = provenance.restore(mod, {}, order)
     if dims:
-        mod = _with_bounds(mod, dims)
+        mod = _with_bounds(symbolic.fold_shape_vars(mod), dims)
     return mod
 
 

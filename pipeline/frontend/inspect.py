@@ -25,6 +25,7 @@ class ModelInfo:
     param_bytes: int
     unsupported: dict[str, list[str]] = field(default_factory=dict)
     gflop: float | None = None  # conv/matmul work per run; None while input shapes are dynamic
+    dims: dict[str, list[str]] = field(default_factory=dict)  # dynamic dim -> the inputs' axes that have it
 
 
 def flops(model: onnx.ModelProto) -> int:
@@ -76,7 +77,19 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
         param_bytes=size,
         unsupported=unsupported_ops(model),
         gflop=_gflop(model),
+        dims=dynamic_dims(graph_inputs(model)),
     )
+
+
+def dynamic_dims(inputs: list[TensorSpec]) -> dict[str, list[str]]:
+    """Each named dynamic dim and where it is: {"seq": ["input_ids axis 1", "attention_mask axis 1"]}.
+    Inputs that share a name share the size (ONNX's dim_param)."""
+    out: dict[str, list[str]] = {}
+    for s in inputs:
+        for i, d in enumerate(s.shape):
+            if isinstance(d, str):
+                out.setdefault(d, []).append(f"{s.name} axis {i}")
+    return out
 
 
 def _gflop(model: onnx.ModelProto) -> float | None:
