@@ -14,7 +14,7 @@ from ..quantize.options import PRECISIONS
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _BUILD_KEYS = {"output", "jobs", "verify"}
 _TARGET_KEYS = {"preset", "db"}
-_MODEL_KEYS = {"path", "input_shapes", "targets", "precisions", "calibration", "atol", "rtol", "opt_level"}
+_MODEL_KEYS = {"path", "input_shapes", "dims", "targets", "precisions", "calibration", "atol", "rtol", "opt_level"}
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Entry:
     preset: str
     precision: str = "fp32"
     input_shapes: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)  # dynamic dim -> "MIN..MAX[@OPT,...]" (frontend.dims)
     opt_level: int = 3
     calibration: Path | None = None
     db: Path | None = None
@@ -54,12 +55,28 @@ def _check_keys(path: Path, table: str, data, known: set[str]) -> None:
         raise _bad(path, f"unknown key(s) {unknown} in table '{table}'", hint=f"valid keys: {sorted(known)}")
 
 
-def _shapes(path: Path, model: str, value) -> dict[str, list[int]]:
+def _shapes(path: Path, model: str, value) -> dict[str, list]:
     if not isinstance(value, dict) or not all(
-            isinstance(v, list) and all(isinstance(d, int) and d > 0 for d in v) for v in value.values()):
-        raise _bad(path, f"models.{model}.input_shapes must map input names to lists of positive ints",
-                   hint='e.g. input_shapes = { image = [1, 3, 224, 224] }')
+            isinstance(v, list) and all((isinstance(d, int) and d > 0) or isinstance(d, str) for d in v)
+            for v in value.values()):
+        raise _bad(path, f"models.{model}.input_shapes must map input names to lists of positive ints "
+                         "(or names of dims with a range in dims)",
+                   hint='e.g. input_shapes = { image = [1, 3, 224, 224] }, or { image = ["N", 3, 224, 224] } '
+                        'with dims = { N = "1..32" }')
     return {str(k): list(v) for k, v in value.items()}
+
+
+def _dims(path: Path, model: str, value) -> dict[str, str]:
+    from ..frontend.dims import parse_dims
+
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _bad(path, f"models.{model}.dims must map dim names to ranges",
+                   hint='e.g. dims = { S = "1..512@128" }')
+    try:
+        parse_dims(value)
+    except DeployError as e:
+        raise _bad(path, f"models.{model}.dims: {e.message}", hint=e.hint)
+    return {str(k): v for k, v in value.items()}
 
 
 def load_config(path: str | Path) -> Config:
@@ -119,6 +136,7 @@ def load_config(path: str | Path) -> Config:
                     model_name=mname, model=(base / m["path"]).resolve(), target=tname,
                     preset=tinfo[tname][0], precision=prec,
                     input_shapes=_shapes(path, mname, m.get("input_shapes", {})),
+                    dims=_dims(path, mname, m.get("dims", {})),
                     opt_level=int(m.get("opt_level", 3)),
                     calibration=(base / m["calibration"]).resolve() if m.get("calibration") else None,
                     db=tinfo[tname][1], atol=float(m.get("atol", 1e-4)), rtol=float(m.get("rtol", 1e-3))))

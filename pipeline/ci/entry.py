@@ -19,6 +19,7 @@ from ..files import sha256_file, write_json
 from ..manifest import MANIFEST, read_manifest
 from ..package import atomic_dir
 from ..quantize.options import QuantOptions
+from ..frontend.dims import point_text, sample_points
 from ..runtime import Artifact
 from ..targets import get_preset
 from ..verify import verify
@@ -30,7 +31,7 @@ STALL_ENV = "DEPLOY_BUILD_TEST_STALL"  # tests only: an entry name to hang on ju
 
 def compile_kwargs(entry: Entry) -> dict:
     """CompileArgs keywords for an entry."""
-    kw: dict = {"model": entry.model, "target": entry.preset, "input_shapes": entry.input_shapes,
+    kw: dict = {"model": entry.model, "target": entry.preset, "input_shapes": entry.input_shapes, "dims": entry.dims,
                 "opt_level": entry.opt_level, "precision": entry.precision, "db": entry.db,
                 "check": False}  # verify_entry compares with ONNX Runtime at the entry's own tolerances
     if entry.precision == "int8" and entry.calibration is not None:
@@ -44,6 +45,8 @@ def compile_kwargs(entry: Entry) -> dict:
 
 def entry_key(entry: Entry, preset) -> tuple[str, dict]:
     options = {"input_shapes": entry.input_shapes, "opt_level": entry.opt_level, "precision": entry.precision}
+    if entry.dims:  # (absent for static entries: their cache keys stay as they were)
+        options["dims"] = entry.dims
     inputs = key_inputs(model=entry.model, preset=preset, options=options,
                         calibration=entry.calibration if entry.precision == "int8" else None, db=entry.db)
     return cache_key(inputs), inputs
@@ -124,7 +127,13 @@ def verify_entry(final: Path, entry: Entry) -> dict:
     try:
         # No check_host() of our own: Artifact.run decides what it can run here (natively now, ARM
         # under emulation once that lands) and raises DeployError saying why not.
-        errors = verify(Artifact(final), entry.model, atol=entry.atol, rtol=entry.rtol)
+        art = Artifact(final)
+        errors = []
+        for point in sample_points(art.dims) if art.dims else [None]:  # dynamic dims: at several sizes
+            for e in verify(art, entry.model, atol=entry.atol, rtol=entry.rtol, sizes=point):
+                if point:
+                    e.name = f"{e.name} @ {point_text(point)}"
+                errors.append(e)
     except DeployError as e:
         return {**result, "status": "not verified", "reason": re.sub(r"^artifact \S+ ", "it ", e.message)}
     result.update(status="passed" if all(e.ok for e in errors) else "failed",
