@@ -235,3 +235,26 @@ def test_records_that_no_longer_load_are_set_aside(tuned, models, tmp_path):
     assert (path / tuning_db.REJECTED).read_text().splitlines() == [bad]
     assert len(_lines(db)) == len(lines)
     assert_matches_ort(art, models / "cnn.onnx")
+
+
+def test_dynamic_dims_tune_the_optimized_sizes_kernels(tmp_path):
+    """Kernels of symbolic extent cannot be tuned: the optimized sizes' kernels are, and compile
+    builds the function for that size with the records (the symbolic main keeps the defaults)."""
+    import onnx
+
+    from pipeline.examples import tiny_cnn
+
+    path = tmp_path / "cnn.onnx"
+    onnx.save(tiny_cnn(batch="N"), path)
+    db = tmp_path / "db"
+    s = tune_model(TuneArgs(model=path, target="x86-64", dims=["N=1..8@4"], trials=8, trials_per_task=1, db=db),
+                   show=False)
+    static = tune_model(TuneArgs(model=path, target="x86-64", input_shapes={"image": [4, 3, 32, 32]}, trials=1,
+                                 trials_per_task=1, db=tmp_path / "db2"), show=False)
+    assert s.tasks == static.tasks >= 5  # the batch-4 function's kernels, none of the symbolic ones
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", dims=["N=1..8@4"], db=db)
+    assert art.manifest["functions"] == [{"name": "main_N4", "dims": {"N": 4}}]
+    assert art.manifest["tuning"]["tuned_kernels"] >= 3
+    for n in (4, 3):
+        x = art.random_inputs(seed=n, sizes={"N": n})
+        assert_matches_ort(art, path, x)

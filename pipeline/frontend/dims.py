@@ -136,7 +136,13 @@ def static_shapes(prim_func) -> bool:
     """True when every buffer of a TIR function has a constant shape (MetaSchedule tunes only those)."""
     from tvm import tirx
 
-    return all(isinstance(x, tirx.IntImm) for buf in prim_func.buffer_map.values() for x in buf.shape)
+    shapes = []
+    for p in prim_func.params:  # TVM 0.27: a buffer parameter is a Var with the buffer's shape
+        try:
+            shapes.append(list(p.shape))
+        except AttributeError:  # a scalar parameter (a dim passed in): the kernel is dynamic
+            return False
+    return all(isinstance(x, tirx.IntImm) for shape in shapes for x in shape)
 
 
 def parse_shapes(texts, dims: dict[str, Dim]) -> list[dict[str, int]]:

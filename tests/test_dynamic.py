@@ -1,0 +1,137 @@
+"""Dynamic dims: one artifact for a range of shapes (--dim S=1..64@16), checked against ONNX Runtime."""
+
+import json
+
+import numpy as np
+import pytest
+
+import pipeline
+from conftest import ort_run
+from pipeline.errors import DeployError
+from pipeline.frontend.dims import parse_dim, parse_shapes, sample_points
+
+torch = pytest.importorskip("torch")
+
+from torch_models import EncoderBlock, PositionalEmbedding, export  # noqa: E402
+
+
+def _x(b, s, d=64, seed=0):
+    return {"input": np.random.default_rng(seed).standard_normal((b, s, d)).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dyn")
+    path = export(EncoderBlock(), torch.randn(2, 16, 64), d / "enc.onnx",
+                  {"input": {0: "batch", 1: "seq"}, "output": {0: "batch", 1: "seq"}})
+    art = pipeline.compile(path, "x86-64", output=d / "a", input_shapes={"input": ["B", "S", 64]},
+                           dims={"B": "1..4", "S": "1..64@16"}, runner=True)
+    return path, art
+
+
+def test_one_artifact_runs_every_shape_in_range_and_matches_ort(encoder):
+    path, art = encoder
+    m = art.manifest
+    assert m["model"]["inputs"][0]["shape"] == ["B", "S", 64]
+    assert m["dims"] == {"B": {"min": 1, "max": 4, "opt": []}, "S": {"min": 1, "max": 64, "opt": [16]}}
+    assert m["functions"] == [{"name": "main_S16", "dims": {"S": 16}}]
+    # the built-in check ran at the specialization, both ends of the ranges and an odd size
+    assert m["check"]["status"] == "passed" and "at 4 sizes" in m["check"]["inputs"]
+    assert {k.split(" @ ")[1] for k in m["check"]["outputs"]} == {"B=1, S=16", "B=1, S=1", "B=3, S=33", "B=4, S=64"}
+    for b, s in [(1, 7), (2, 16), (4, 64), (3, 1)]:
+        x = _x(b, s, seed=b * 100 + s)
+        np.testing.assert_allclose(art(x)["output"], ort_run(path, x)["output"], atol=1e-4, rtol=1e-3)
+    assert art.function_for([_x(3, 16)["input"]]) == "main_S16"
+    assert art.function_for([_x(3, 17)["input"]]) == "main"
+
+
+def test_out_of_range_and_inconsistent_inputs_are_refused(encoder, cli):
+    _, art = encoder
+    with pytest.raises(DeployError, match=r"dim S=65 is outside its range 1\.\.64"):
+        art(_x(1, 65))
+    with pytest.raises(DeployError, match=r"dim B=5 is outside its range 1\.\.4"):
+        art(_x(5, 8))
+    with pytest.raises(DeployError, match="has shape"):
+        art(_x(1, 8, d=32))
+    np.save(art.path.parent / "big.npy", _x(1, 100)["input"])
+    rc, out, err = cli("run", art.path, "-i", f"input={art.path.parent / 'big.npy'}")
+    assert rc == 2 and "dim S=100 is outside its range 1..64" in out + err and "[B, S, 64]" in out + err
+
+
+def test_the_runner_picks_the_function_and_refuses_out_of_range(encoder):
+    _, art = encoder
+    for b, s, fn in [(2, 7, "main"), (1, 16, "main_S16")]:
+        x = _x(b, s, seed=s)
+        r = art.run_runner(x)
+        np.testing.assert_array_equal(r.outputs["output"], art(x)["output"])
+    import subprocess
+
+    runner = art.path / art.device["runner"]
+    out = subprocess.run([str(runner), "--dim", "S=16", "--dim", "B=2"], capture_output=True, text=True)
+    assert out.returncode == 0 and "function main_S16 for B=2 S=16" in out.stdout
+    out = subprocess.run([str(runner), "--dim", "S=99"], capture_output=True, text=True)
+    assert out.returncode == 2 and "dim S=99 is outside its range 1..64" in out.stderr
+
+
+def test_verify_and_bench_take_shapes(encoder, cli):
+    path, art = encoder
+    rc, out, _ = cli("verify", art.path, "--model", path, "--shapes", "S=3,16", "--shapes", "B=1,4")
+    assert rc == 0 and out.count("ok ") == 4 and "[B=4, S=16] output" in out
+    rc, out, err = cli("verify", art.path, "--model", path, "--shapes", "S=80")
+    assert rc == 2 and "outside the range" in out + err
+    rc, out, _ = cli("bench", art.path, "--model", path, "--shapes", "S=5,16", "--seconds", "0.2", "--repeat", "2",
+                     "--json")
+    rows = json.loads(out)["shapes"]
+    assert [r["dims"] for r in rows] == [{"B": 1, "S": 5}, {"B": 1, "S": 16}]
+    assert all(r["deploy"]["median_ms"] > 0 and r["onnxruntime"]["median_ms"] > 0 for r in rows)
+
+
+def test_dynamic_batch_cnn_matches_ort(tmp_path):
+    from pipeline.examples import tiny_cnn
+
+    import onnx
+
+    path = tmp_path / "cnn.onnx"
+    onnx.save(tiny_cnn(batch="N"), path)
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", dims=["N=1..32"])
+    name = art.outputs[0]["name"]
+    for n in (1, 5, 32):
+        x = art.random_inputs(seed=n, sizes={"N": n})
+        ours = art(x)[name]
+        assert ours.shape[0] == n
+        np.testing.assert_allclose(ours, ort_run(path, x)[name], atol=1e-4, rtol=1e-3)
+
+
+def test_shapes_computed_from_a_dynamic_dim_fold(tmp_path):
+    """torch.arange(x.shape[1]) with the sequence dynamic: a Range TVM sizes at run time, folded to S."""
+    path = export(PositionalEmbedding().eval(), torch.randn(1, 16, 32), tmp_path / "pe.onnx",
+                  {"input": {0: "B", 1: "S"}})
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", dims={"B": "1..2", "S": "1..64"})
+    for s in (3, 64):
+        x = {"input": np.random.default_rng(s).standard_normal((2, s, 32)).astype(np.float32)}
+        (ours,), (ref,) = art(x).values(), ort_run(path, x).values()
+        np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-3)
+
+
+def test_rpi4_artifact_with_a_dynamic_dim_runs_two_shapes_under_qemu(tmp_path):
+    path = export(EncoderBlock(), torch.randn(1, 16, 64), tmp_path / "enc.onnx", {"input": {1: "S"}, "output": {1: "S"}})
+    art = pipeline.compile(path, "rpi4", output=tmp_path / "a", dims={"S": "1..32@8"})
+    assert art.emulated and art.manifest["functions"][0]["name"] == "main_S8"
+    for s in (8, 21):
+        x = _x(1, s, seed=s)
+        np.testing.assert_allclose(art(x)["output"], ort_run(path, x)["output"], atol=1e-4, rtol=1e-3)
+    with pytest.raises(DeployError, match=r"dim S=40 is outside its range 1\.\.32"):
+        art(_x(1, 40))
+
+
+def test_dim_and_shape_parsing():
+    d = parse_dim("S=1..512@256,128")
+    assert (d.min, d.max, d.opt) == (1, 512, [128, 256]) and str(d) == "S=1..512@128,256"
+    assert parse_dim("B=8").max == 8
+    dims = {"B": parse_dim("B=1..8"), "S": parse_dim("S=1..256@128")}
+    assert parse_shapes(["S=7,64"], dims) == [{"B": 1, "S": 7}, {"B": 1, "S": 64}]
+    assert len(parse_shapes(["S=7,64", "B=2,8"], dims)) == 4
+    pts = sample_points(dims)
+    assert pts[0] == {"B": 1, "S": 128} and {"B": 8, "S": 256} in pts and {"B": 1, "S": 1} in pts
+    with pytest.raises(DeployError, match="no dynamic dims"):
+        parse_shapes(["S=3"], {})
