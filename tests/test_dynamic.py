@@ -135,3 +135,19 @@ def test_dim_and_shape_parsing():
     assert pts[0] == {"B": 1, "S": 128} and {"B": 8, "S": 256} in pts and {"B": 1, "S": 1} in pts
     with pytest.raises(DeployError, match="no dynamic dims"):
         parse_shapes(["S=3"], {})
+
+
+def test_cuda_artifact_with_dynamic_dims_builds(tmp_path):
+    """Built here (no GPU): one library with the symbolic main and the specialization, GPU code inside."""
+    from pipeline.backends.cuda import toolkit as cuda
+
+    path = export(EncoderBlock(), torch.randn(1, 16, 64), tmp_path / "enc.onnx", {"input": {1: "S"}, "output": {1: "S"}})
+    art = pipeline.compile(path, "cuda-sm86", output=tmp_path / "a", dims={"S": "1..128@32"})
+    assert art.manifest["functions"] == [{"name": "main_S32", "dims": {"S": 32}}]
+    assert {"kind": "cubin", "arch": "sm_86"} in cuda.gpu_code(art.library.read_bytes())
+    import tvm
+    from tvm import relax
+
+    stats = relax.VMExecutable(tvm.runtime.load_module(str(art.library))).stats()
+    globals_ = stats[stats.index("Globals"):].split("[", 1)[1].split("]", 1)[0].split(", ")
+    assert {"main", "main_S32"} <= set(globals_)
