@@ -266,14 +266,21 @@ def run(
     artifact: Path,
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=file.npy (repeatable); random if omitted.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for the outputs as .npy.")] = None,
+    shapes: Annotated[Optional[list[str]], typer.Option("--shapes", help="Sizes of the dynamic dims for random inputs: S=64 (repeatable).")] = None,
 ):
     """Run an artifact on this machine and save its outputs (ARM artifacts: their runner under qemu-user)."""
     import numpy as np
 
     from .files import output_file
+    from .frontend.dims import parse_shapes
     from .runtime import Artifact
 
-    outs = Artifact(artifact).run(_load_inputs(input or []))
+    art = Artifact(artifact)
+    points = parse_shapes(shapes, art.dims)
+    if len(points) > 1 or (points and input):
+        raise DeployError("deploy run takes one size per dim, for random inputs only",
+                          hint="e.g. --shapes S=64 --shapes B=2 (and no --input)")
+    outs = art.run(art.random_inputs(0, points[0]) if points else _load_inputs(input or []))
     if output:
         output.mkdir(parents=True, exist_ok=True)
     for name, arr in outs.items():

@@ -79,6 +79,8 @@ def test_verify_and_bench_take_shapes(encoder, cli):
     assert rc == 0 and out.count("ok ") == 4 and "[B=4, S=16] output" in out
     rc, out, err = cli("verify", art.path, "--model", path, "--shapes", "S=80")
     assert rc == 2 and "outside the range" in out + err
+    rc, out, _ = cli("run", art.path, "--shapes", "S=33", "--shapes", "B=2")
+    assert rc == 0 and "output: float32[2, 33, 64]" in out
     rc, out, _ = cli("bench", art.path, "--model", path, "--shapes", "S=5,16", "--seconds", "0.2", "--repeat", "2",
                      "--json")
     rows = json.loads(out)["shapes"]
