@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import DeployError
 from .remote import connect, parse_tracker
-from .runtime import Artifact, check_inputs, inputs_for, random_inputs, read_npz
+from .runtime import Artifact, check_inputs, inputs_for, read_npz
 
 RATIO_DEFINITION = ("deploy's median latency / ONNX Runtime's median latency (each engine in its own process, "
                     "timed in alternating turns)")
@@ -172,7 +172,7 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     inferences in all); every inference timed. ``concurrency`` N adds throughput with N requests
     in flight (inferences per second), measured for each engine in alternating turns too."""
     artifact.check_integrity()
-    inputs = inputs_for(artifact.inputs, inputs)
+    inputs = inputs_for(artifact.inputs, inputs, artifact.dims)
     kinds = [("deploy", artifact.path)] + ([("onnxruntime", Path(model_path))] if model_path is not None else [])
     engines: list[_Engine] = []
     with tempfile.TemporaryDirectory(prefix="deploy-bench-") as td:
@@ -246,7 +246,7 @@ EMULATED_NOTE = ("emulated timings are not board timings: qemu-user translates e
 
 def bench_emulated(artifact: Artifact, threads: int = 2, repeat: int = 5) -> dict:
     """Time the artifact's runner under qemu-user: only to show it runs; see EMULATED_NOTE."""
-    r = artifact.run_runner(random_inputs(artifact.inputs), repeat=repeat, warmup=1, threads=threads)
+    r = artifact.run_runner(artifact.random_inputs(), repeat=repeat, warmup=1, threads=threads)
     lat = Latency(r.latency_ms["median"], r.latency_ms["max"], r.runs)
     emu = (artifact.device.get("emulation") or {})
     return {"threads": threads, "emulated": True, "emulator": f"{emu.get('qemu')} -cpu {emu.get('qemu_cpu')}",
@@ -268,7 +268,7 @@ def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repe
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise DeployError(f"cannot get a '{key}' device from the RPC tracker at {host}:{port}: {last[:300]}",
                           hint="the device may be busy or gone; check `python -m tvm.exec.query_rpc_tracker`")
-    inputs = random_inputs(artifact.inputs)
+    inputs = artifact.random_inputs()
     try:
         remote.upload(str(artifact.library), artifact.library.name)
         rlib = remote.load_module(artifact.library.name)
@@ -276,12 +276,14 @@ def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repe
         if threads:
             remote.get_function("runtime.config_threadpool")(1, threads)
         vm = relax.VirtualMachine(rlib, dev)
-        args = [tvm.runtime.tensor(a, dev) for a in check_inputs(artifact.inputs, inputs)]
-        vm.set_input("main", *args)
-        vm.invoke_stateful("main")  # warm up
-        single = min(vm.time_evaluator("invoke_stateful", dev, number=1, repeat=1)("main").results)
+        arrays = check_inputs(artifact.inputs, inputs, artifact.dims)
+        fn = artifact.function_for(arrays)
+        args = [tvm.runtime.tensor(a, dev) for a in arrays]
+        vm.set_input(fn, *args)
+        vm.invoke_stateful(fn)  # warm up
+        single = min(vm.time_evaluator("invoke_stateful", dev, number=1, repeat=1)(fn).results)
         number = max(1, int(min_seconds / repeat / max(single, 1e-6)))
-        res = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)("main").results
+        res = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)(fn).results
     except DeployError:
         raise
     except Exception as e:
