@@ -153,3 +153,49 @@ def test_cuda_artifact_with_dynamic_dims_builds(tmp_path):
     stats = relax.VMExecutable(tvm.runtime.load_module(str(art.library))).stats()
     globals_ = stats[stats.index("Globals"):].split("[", 1)[1].split("]", 1)[0].split(", ")
     assert {"main", "main_S32"} <= set(globals_)
+
+
+class PositionsThenFlatten(torch.nn.Module):
+    """GPT-2's embedding and Conv1D: tokens + positions(arange(S)), then x.view(-1, d) @ W viewed back."""
+
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.pos, self.w = torch.nn.Embedding(64, d), torch.nn.Parameter(torch.randn(d, 3 * d) * 0.1)
+
+    def forward(self, x):
+        h = x + self.pos(torch.arange(x.shape[1]))
+        out = h.reshape(-1, h.size(-1)) @ self.w
+        return out.view(h.size()[:-1] + (self.w.shape[1],))
+
+
+def test_range_over_a_dynamic_dim_keeps_shapes_known(tmp_path):
+    """Range(0, S): sized by S itself (converters/range.py), so the flatten after it has a shape."""
+    torch.manual_seed(0)
+    path = export(PositionsThenFlatten().eval(), torch.randn(2, 16, 32), tmp_path / "p.onnx", {"input": {0: "B", 1: "S"}})
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", dims={"B": "1..4", "S": "1..64"})
+    for b, s in [(1, 5), (4, 64)]:
+        x = {"input": np.random.default_rng(s).standard_normal((b, s, 32)).astype(np.float32)}
+        (ours,), (ref,) = art(x).values(), ort_run(path, x).values()
+        np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_recurrent_layers_take_a_dynamic_batch_not_a_dynamic_length(tmp_path, cell):
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = getattr(torch.nn, cell)(16, 24, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    path = export(M().eval(), torch.randn(2, 9, 16), tmp_path / "r.onnx", {"input": {0: "N", 1: "T"}})
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", input_shapes={"input": ["N", 9, 16]},
+                           dims={"N": "1..4"})
+    for n in (1, 3):
+        x = {"input": np.random.default_rng(n).standard_normal((n, 9, 16)).astype(np.float32)}
+        (ours,), (ref,) = art(x).values(), ort_run(path, x).values()
+        np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-3)
+    with pytest.raises(DeployError, match="dynamic sequence length") as e:
+        pipeline.compile(path, "x86-64", output=tmp_path / "b", dims={"N": "1..4", "T": "1..20"})
+    assert not (tmp_path / "b").exists() and cell in str(e.value)

@@ -114,8 +114,8 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
     try:
         with log.tvm_quiet(), converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
-    except DeployError:
-        raise
+    except DeployError as e:
+        raise _quietly_dropped(e)
     except Exception as e:
         msg = str(e).strip().splitlines()
         where = (f" at node '{provenance.Current.name}' ({provenance.Current.op})"
@@ -123,11 +123,25 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
         raise DeployError(
             f"TVM's ONNX importer failed{where}: {type(e).__name__}: {msg[-1] if msg else ''}"[:600],
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
-        ) from e
+        ) from (e if log.verbose() else _quietly_dropped(e))
     mod = provenance.restore(mod, {}, order)
     if dims:
         mod = _with_bounds(symbolic.fold_shape_vars(mod), dims)
     return mod
+
+
+def _quietly_dropped(e: BaseException) -> BaseException:
+    """``e`` without the importer's frames: freeing them destroys its half-built BlockBuilder,
+    which TVM reports with a warning ("destroyed with remaining blocks") unless it is quiet."""
+    if log.verbose():
+        return e
+    import gc
+
+    with log.tvm_quiet():
+        e.__traceback__ = None
+        e.__context__ = None
+        gc.collect()
+    return e
 
 
 def _with_bounds(mod, dims: dict):

@@ -33,45 +33,68 @@ def fold_shape_vars(mod):
     return out
 
 
-def _substitutions(func) -> dict:
-    from tvm import relax, tirx
-    from tvm.ir.expr import Constant  # TVM 0.27: relax.Constant moved to tvm.ir
+class ShapeValues:
+    """The values of small int64 tensors that are shape computations, as PrimExprs of the dims:
+    ``of(expr)`` is (shape, flat values) or None. ``lookup(var)`` gives the value a var is bound to
+    (a BlockBuilder's ``lookup_binding`` during import, a function's bindings after)."""
 
-    vals: dict = {}  # relax.Var -> (shape tuple, flat list of PrimExpr)
-    subst: dict = {}
+    def __init__(self, lookup):
+        from tvm.sym.analyzer import Analyzer
 
-    def get(e):
+        self.lookup, self.memo, self.ana = lookup, {}, Analyzer()
+
+    def scalar(self, e):
+        """The value of a one-element shape computation, or None."""
+        r = self.of(e)
+        return r[1][0] if r is not None and len(r[1]) == 1 else None
+
+    def of(self, e, ty=None):
+        from tvm import relax, tirx
+        from tvm.ir.expr import Constant  # TVM 0.27: relax.Constant moved to tvm.ir
+
+        import tvm
+
+        if tvm.ir.is_prim_expr(e):  # the importer hands a dim of a Shape over as the PrimExpr itself
+            return (), [e]
         if isinstance(e, relax.Var):
-            return vals.get(e)
+            if e in self.memo:
+                return self.memo[e]
+            self.memo[e] = None  # (no cycles; and a var we cannot follow stays unknown)
+            bound = _try(self.lookup, e)
+            r = self.of(bound, e.ty) if bound is not None else None
+            self.memo[e] = r
+            return r
         if isinstance(e, Constant):
             a = np.asarray(e.value.numpy() if hasattr(e.value, "numpy") else e.value)
             if a.dtype.kind in "iu" and a.size <= _MAX:
                 return tuple(a.shape), [tirx.IntImm("int64", int(x)) for x in a.reshape(-1)]
+            return None
         if isinstance(e, relax.ShapeExpr):
             return (len(e.values),), list(e.values)  # shape values are int64
+        if isinstance(e, relax.Call):
+            r = _try(self._call, e, ty if ty is not None else getattr(e, "ty", None))
+            if r is not None and len(r[1]) <= _MAX:
+                return r[0], [self.ana.simplify(x) for x in r[1]]
         return None
 
-    def binary(fn, a, b):
-        (sa, va), (sb, vb) = a, b
-        if len(va) == 1:
-            return sb, [fn(va[0], y) for y in vb]
-        if len(vb) == 1:
-            return sa, [fn(x, vb[0]) for x in va]
-        if sa == sb:
-            return sa, [fn(x, y) for x, y in zip(va, vb)]
-        return None
+    def _call(self, call, ty):
+        from tvm import relax, tirx
 
-    ops = {"relax.add": lambda x, y: x + y, "relax.subtract": lambda x, y: x - y,
-           "relax.multiply": lambda x, y: x * y, "relax.floor_divide": tirx.floordiv,
-           "relax.maximum": tirx.max, "relax.minimum": tirx.min}
-
-    def evaluate(call, ty):
+        ops = {"relax.add": lambda x, y: x + y, "relax.subtract": lambda x, y: x - y,
+               "relax.multiply": lambda x, y: x * y, "relax.floor_divide": tirx.floordiv,
+               "relax.maximum": tirx.max, "relax.minimum": tirx.min}
         name = call.op.name if hasattr(call.op, "name") else ""
-        args = [get(a) for a in call.args]
-        if name == "relax.shape_to_tensor":
+        if name == "relax.concat" and isinstance(call.args[0], relax.Tuple):
+            parts = [self.of(f) for f in call.args[0].fields]
+            if None in parts or any(len(p[0]) != 1 for p in parts):
+                return None
+            flat = [x for p in parts for x in p[1]]
+            return (len(flat),), flat
+        args = [self.of(a) for a in call.args]
+        if name in ("relax.shape_to_tensor", "relax.tensor_to_shape"):
             return args[0]
         if name in ops and len(args) == 2 and None not in args:
-            return binary(ops[name], *args)
+            return _binary(ops[name], *args)
         if name == "relax.negative" and args[0] is not None:
             return args[0][0], [-x for x in args[0][1]]
         if name in ("relax.astype", "relax.expand_dims", "relax.squeeze", "relax.reshape") and args[0] is not None:
@@ -83,40 +106,36 @@ def _substitutions(func) -> dict:
                 return None
             n = len(args[0][1])
             return args[1][0], [args[0][1][i % n] for i in idx]
-        if name == "relax.concat" and isinstance(call.args[0], relax.Tuple):
-            parts = [get(f) for f in call.args[0].fields]
-            if None in parts or any(len(p[0]) != 1 for p in parts):
-                return None
-            flat = [x for p in parts for x in p[1]]
-            return (len(flat),), flat
-        if name == "relax.tensor_to_shape" and args[0] is not None:
-            return args[0]
         return None
 
-    from tvm.sym.analyzer import Analyzer
 
-    ana = Analyzer()
+def _binary(fn, a, b):
+    (sa, va), (sb, vb) = a, b
+    if len(va) == 1:
+        return sb, [fn(va[0], y) for y in vb]
+    if len(vb) == 1:
+        return sa, [fn(x, vb[0]) for x in va]
+    if sa == sb:
+        return sa, [fn(x, y) for x, y in zip(va, vb)]
+    return None
+
+
+def _substitutions(func) -> dict:
+    from tvm import relax, tirx
+
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    values = ShapeValues(bound.get)
+    subst: dict = {}
     for block in func.body.blocks:
         for b in block.bindings:
-            if isinstance(b, relax.MatchCast):
-                src = get(b.value) if not isinstance(b.value, relax.Call) else _try(evaluate, b.value, b.var.ty)
-                sinfo = b.ty  # TVM 0.27: struct info is "ty"
-                if src is not None and isinstance(sinfo, relax.ShapeType) and sinfo.values is not None:
-                    for target, value in zip(sinfo.values, src[1]):
-                        if isinstance(target, tirx.Var) and target not in subst:
-                            subst[target] = ana.simplify(value)
-                if src is not None:
-                    vals[b.var] = src
+            if not isinstance(b, relax.MatchCast) or not isinstance(b.ty, relax.ShapeType) or b.ty.values is None:
+                continue  # (TVM 0.27: a binding's struct info is "ty")
+            src = values.of(b.value)
+            if src is None:
                 continue
-            value = b.value
-            if isinstance(value, relax.Call):
-                r = _try(evaluate, value, b.var.ty)
-                if r is not None and len(r[1]) <= _MAX:
-                    vals[b.var] = (r[0], [ana.simplify(x) for x in r[1]])
-            elif isinstance(value, (relax.Var, Constant, relax.ShapeExpr)):
-                r = get(value)
-                if r is not None:
-                    vals[b.var] = r
+            for target, value in zip(b.ty.values, src[1]):
+                if isinstance(target, tirx.Var) and target not in subst:
+                    subst[target] = value
     return subst
 
 

@@ -88,7 +88,7 @@ def _activations(kind: str, attr: dict, num_dir: int) -> list[list]:
 
 
 def convert(kind: str, bb, inputs, attr):
-    from tvm import relax
+    from tvm import relax, tirx
 
     op = relax.op
     x, w, r = inputs[0], inputs[1], inputs[2]
@@ -108,11 +108,14 @@ def convert(kind: str, bb, inputs, attr):
     clip = attr.get("clip")
     gates = GATES[kind]
 
-    xs = [int(v) for v in x.ty.shape]
+    xs = [int(v) if isinstance(v, tirx.IntImm) else v for v in x.ty.shape]  # a dynamic batch stays symbolic
     if layout == 1:
         x = bb.normalize(op.permute_dims(x, [1, 0, 2]))
         xs = [xs[1], xs[0], xs[2]]
     steps, batch = xs[0], xs[1]
+    if not isinstance(steps, int):
+        raise Unsupported(f"{kind} over a dynamic sequence length ({steps}): the recurrence is unrolled step by "
+                          "step, so the length needs a size (--input-shape; the batch may stay dynamic)")
     hidden = int(attr.get("hidden_size") or int(w.ty.shape[1]) // gates)
     dtype = str(x.ty.dtype)
 
