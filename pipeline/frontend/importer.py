@@ -15,9 +15,9 @@ from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
 # Ops TVM lists in its converter map but imports wrongly or not at all (shared/TVM_NOTES.md and
-# the onnx backend conformance suite): opset-23 Attention has a different meaning than the
-# contrib op TVM's converter implements.
-_BROKEN = {("Attention", 23)}
+# the onnx backend conformance suite). (Opset-23 Attention, which TVM's map has as the contrib op
+# of another meaning, is deploy's own converter now: converters/attention.py.)
+_BROKEN: set[tuple[str, int]] = set()
 # Ops TVM's importer converts itself, outside its converter map (its graph walk handles If)
 _CONVERTED_BY_IMPORTER = {"If"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("clip", "isinf", "layer_norm", "mod", "range", "rnn")
+MODULES = ("attention", "clip", "isinf", "layer_norm", "mod", "range", "rnn")
 
 
 @contextlib.contextmanager

@@ -13,3 +13,29 @@ def replace(converter, name: str, impl):
         setattr(converter, name, original)
 
     return original.__func__, undo
+
+
+def add_ops(ops: dict[str, dict], override: bool = False):
+    """Add converters for ops TVM's frontend lacks: {op type: {"_impl_v7": impl, ...}}, each impl
+    ``(cls, bb, inputs, attr, params)``; ``override`` replaces TVM's entry of that name. Returns the undo."""
+    from tvm.relax.frontend.onnx import onnx_frontend as of
+
+    extra = {name: type(name, (of.OnnxOpConverter,), {k: classmethod(f) for k, f in impls.items()})
+             for name, impls in ops.items()}
+    original = of._get_convert_map
+
+    def convert_map():
+        m = original()
+        for k, v in extra.items():
+            if override:
+                m[k] = v
+            else:
+                m.setdefault(k, v)
+        return m
+
+    of._get_convert_map = convert_map
+
+    def undo():
+        of._get_convert_map = original
+
+    return undo

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import add_ops
+
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 
@@ -234,26 +236,11 @@ def convert(kind: str, bb, inputs, attr):
 
 def install():
     """Add LSTM, GRU and RNN to TVM's converter map; returns the undo."""
-    from tvm.relax.frontend.onnx import onnx_frontend as of
 
     def make(kind):
         def impl(cls, bb, inputs, attr, params):
             return convert(kind, bb, inputs, attr)
 
-        return type(kind, (of.OnnxOpConverter,), {"_impl_v7": classmethod(impl), "_impl_v14": classmethod(impl)})
+        return {"_impl_v7": impl, "_impl_v14": impl}
 
-    extra = {kind: make(kind) for kind in GATES}
-    original = of._get_convert_map
-
-    def convert_map():
-        m = original()
-        for k, v in extra.items():
-            m.setdefault(k, v)
-        return m
-
-    of._get_convert_map = convert_map
-
-    def undo():
-        of._get_convert_map = original
-
-    return undo
+    return add_ops({kind: make(kind) for kind in GATES})
