@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("attention", "clip", "isinf", "layer_norm", "mod", "range", "rnn")
+MODULES = ("attention", "clip", "isinf", "layer_norm", "losses", "mod", "range", "rnn")
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ def _activation(name: str, alpha, beta):
         return op.nn.relu
     if name_l == "hardsigmoid":
         a, b = (0.2 if alpha is None else alpha), (0.5 if beta is None else beta)
-        return lambda x: op.clip(op.add(op.multiply(x, c(a)), c(b)), relax.PrimValue(0.0), relax.PrimValue(1.0))
+        return lambda x: op.clip(op.add(op.multiply(x, c(a)), c(b)), 0.0, 1.0)
     if name_l == "leakyrelu":
         a = 0.01 if alpha is None else alpha
         return lambda x: op.nn.leakyrelu(x, a)
@@ -168,7 +168,7 @@ def convert(kind: str, bb, inputs, attr):
         out_t = [None] * steps
 
         def clipped(v):
-            return op.clip(v, relax.PrimValue(-float(clip)), relax.PrimValue(float(clip))) if clip is not None else v
+            return op.clip(v, -float(clip), float(clip)) if clip is not None else v
 
         zero = h0 is None  # the state is zeros until the first step: its matmuls are skipped
 
