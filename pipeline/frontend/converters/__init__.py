@@ -1,6 +1,6 @@
 """deploy's ONNX op converters, installed into TVM's ONNX frontend for the length of an import.
 
-One module per op; each has ``install() -> undo`` (``base.replace`` does the swap). Add a converter by adding a module and its
+One module per op (small_ops: a few small ones); each has ``install() -> undo`` (``base.replace`` does the swap). Add a converter by adding a module and its
 name to ``MODULES``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("attention", "clip", "isinf", "layer_norm", "losses", "mod", "range", "rnn")
+MODULES = ("attention", "clip", "isinf", "layer_norm", "losses", "mod", "range", "rms_norm", "rnn", "small_ops")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,141 @@
+"""Small ops TVM 0.27's ONNX frontend lacks, each a few Relax ops, as ONNX's reference computes them:
+
+- CumProd (``exclusive``, ``reverse``; the axis a constant);
+- LpNormalization (``x / sum(|x| ** p) ** (1 / p)`` over ``axis``, 0 where the norm is 0);
+- Celu (``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``);
+- CenterCropPad (each axis cropped or zero-padded to the constant ``shape``, centred, the odd
+  element at the end);
+- HannWindow, HammingWindow, BlackmanWindow of a constant size: the window is a constant,
+  computed by ONNX's own reference evaluator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import add_ops
+
+
+def _const(x, params, what: str) -> np.ndarray:
+    from tvm.relax.frontend.onnx.onnx_frontend import get_constant
+
+    from ...errors import DeployError
+
+    c = get_constant(x, params)
+    value = getattr(c, "value", None)
+    if value is None or not hasattr(value, "numpy"):
+        raise DeployError(f"{what} must be a constant (an initializer)",
+                          hint="export it as a constant, or fold it with onnxslim first")
+    return value.numpy()
+
+
+def _static(shape) -> list[int]:
+    return [int(d) for d in shape]
+
+
+def cumprod(bb, inputs, attr, params):
+    from tvm import relax
+
+    op = relax.op
+    x = inputs[0]
+    rank = len(x.ty.shape)
+    axis = int(_const(inputs[1], params, "CumProd's axis").reshape(-1)[0])
+    axis = axis + rank if axis < 0 else axis
+    if attr.get("reverse", 0):
+        x = bb.normalize(op.flip(x, axis))
+    out = bb.normalize(op.cumprod(x, axis=axis, exclusive=bool(attr.get("exclusive", 0))))
+    if attr.get("reverse", 0):
+        out = bb.normalize(op.flip(out, axis))
+    return out
+
+
+def lp_normalization(bb, inputs, attr, params):
+    from tvm import relax
+
+    op = relax.op
+    x = inputs[0]
+    dtype = str(x.ty.dtype)
+    p = int(attr.get("p", 2))
+    axis = int(attr.get("axis", -1))
+    powered = op.abs(x) if p == 1 else op.multiply(x, x) if p == 2 else op.power(op.abs(x), relax.const(float(p), dtype))
+    total = op.sum(powered, axis=[axis], keepdims=True)
+    norm = bb.normalize(total if p == 1 else op.sqrt(total) if p == 2 else
+                        op.power(total, relax.const(1.0 / p, dtype)))
+    zero = relax.const(0, dtype)
+    return op.where(op.equal(norm, zero), op.zeros_like(x), op.divide(x, norm))
+
+
+def celu(bb, inputs, attr, params):
+    from tvm import relax
+
+    op = relax.op
+    x = inputs[0]
+    dtype = str(x.ty.dtype)
+    alpha = relax.const(float(attr.get("alpha", 1.0)), dtype)
+    zero = relax.const(0, dtype)
+    neg = op.multiply(alpha, op.subtract(op.exp(op.divide(x, alpha)), relax.const(1, dtype)))
+    return op.add(op.maximum(zero, x), op.minimum(zero, neg))
+
+
+def center_crop_pad(bb, inputs, attr, params):
+    from tvm import relax
+
+    op = relax.op
+    x = inputs[0]
+    shape = _static(x.ty.shape)
+    rank = len(shape)
+    target = [int(v) for v in _const(inputs[1], params, "CenterCropPad's shape").reshape(-1)]
+    axes = [int(a) for a in attr.get("axes", range(rank))]
+    axes = [a + rank if a < 0 else a for a in axes]
+    dtype = str(x.ty.dtype)
+    for a, want in zip(axes, target):
+        dim = shape[a]
+        if want < dim:  # crop the middle
+            start = (dim - want) // 2
+            x = bb.normalize(op.strided_slice(x, [a], [start], [start + want]))
+        elif want > dim:  # pad both sides with zeros
+            before = (want - dim) // 2
+            after = want - dim - before
+            parts = []
+            for n in (before, None, after):
+                if n is None:
+                    parts.append(x)
+                elif n:
+                    parts.append(op.zeros(shape[:a] + [n] + shape[a + 1:], dtype))
+            x = bb.normalize(op.concat(parts, axis=a))
+        shape[a] = want
+    return x
+
+
+def window(kind: str):
+    def convert(bb, inputs, attr, params):
+        import onnx
+        from onnx import helper, numpy_helper
+        from onnx.reference import ReferenceEvaluator
+        from tvm import relax
+
+        size = _const(inputs[0], params, f"{kind}'s size").reshape(-1)[0]
+        node = helper.make_node(kind, ["size"], ["y"], **{k: int(attr[k]) for k in ("output_datatype", "periodic") if k in attr})
+        graph = helper.make_graph([node], "w", [], [helper.make_tensor_value_info("y", onnx.TensorProto.UNDEFINED, None)],
+                                  [numpy_helper.from_array(np.asarray(size, np.int64), "size")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        (y,) = ReferenceEvaluator(model).run(None, {})
+        return relax.const(y)
+
+    return convert
+
+
+def install():
+    def wrap(fn):
+        def impl(cls, bb, inputs, attr, params):
+            return fn(bb, inputs, attr, params)
+
+        return impl
+
+    return add_ops({
+        "CumProd": {"_impl_v26": wrap(cumprod)},
+        "LpNormalization": {"_impl_v1": wrap(lp_normalization), "_impl_v22": wrap(lp_normalization)},
+        "Celu": {"_impl_v12": wrap(celu)},
+        "CenterCropPad": {"_impl_v18": wrap(center_crop_pad)},
+        **{kind: {"_impl_v17": wrap(window(kind))} for kind in ("HannWindow", "HammingWindow", "BlackmanWindow")},
+    })
