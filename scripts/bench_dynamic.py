@@ -1,6 +1,7 @@
 """Dynamic shapes: one artifact for a range of batch sizes and sequence lengths, against a static
 build and ONNX Runtime.
 
+    .venv/bin/pip install -e '.[zoo]'   # transformers, for the BERT-style encoder
     .venv/bin/python scripts/bench_dynamic.py [--out benchmarks/dynamic.txt] [--seconds 6]
 
 1. A BERT-style encoder (transformers' BertModel from a config, all-MiniLM-L6-sized: 6 layers,
