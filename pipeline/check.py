@@ -96,7 +96,7 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
 
     An artifact with dynamic dims is checked at several sizes (frontend.dims.sample_points:
     each specialization, the smallest, the largest and an odd size between)."""
-    from .frontend.dims import sample_points
+    from .frontend.dims import point_text, sample_points
     from .reference import ort_session
 
     tol = TOLERANCES[precision]
@@ -104,7 +104,7 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
     if inputs is not None:
         runs = [(f"--check-inputs ({len(inputs)} input(s))", inputs)]
     elif dims:
-        runs = [(", ".join(f"{k}={v}" for k, v in p.items()), artifact.random_inputs(seed, p))
+        runs = [(point_text(p), artifact.random_inputs(seed, p))
                 for p in sample_points(dims)]
     else:
         runs = [(f"random, seed {seed}", artifact.random_inputs(seed))]

@@ -55,8 +55,6 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
         typer.echo(json.dumps({**info.__dict__, "inputs": [i.to_dict() for i in info.inputs],
                                "outputs": [o.to_dict() for o in info.outputs]}, indent=2))
     else:
-        from rich.markup import escape
-
         out = log.Console(highlight=False)
         out.print(f"[bold]{escape(str(model))}[/bold]  opset {info.opset}  producer {escape(info.producer or '?')}")
         t = Table("", "name", "dtype", "shape")
@@ -439,8 +437,6 @@ def build(
         raise DeployError("--jobs must be at least 1")
 
     def progress(r: dict, i: int, n: int) -> None:
-        from rich.markup import escape
-
         extra = f"  {escape(r['error'].splitlines()[0][:200])}" if r.get("error") else ""
         if r.get("cleaned"):
             extra += f"  (removed what a killed build left: {', '.join(r['cleaned'])})"

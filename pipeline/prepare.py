@@ -16,9 +16,10 @@ from .errors import DeployError, last_line
 from .backends import for_preset
 from .frontend import qoperator
 from .frontend.cleanup import cleanup
-from .frontend.dims import bind_shape, function_name, specializations
+from .frontend.dims import bind_shape, function_name, point_text, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
+from .frontend.specs import graph_inputs
 from .optimize import pipeline_for, run_stage
 from .quantize.qdq import has_qdq
 from .quantize.rewrite import int8_rewrite, log_stats
@@ -105,7 +106,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     specialized = []
     for binding in specializations(dims):
         name = function_name(binding)
-        with step(f"import: {name} ({', '.join(f'{k}={v}' for k, v in binding.items())})"):
+        with step(f"import: {name} ({point_text(binding)})"):
             mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook)
         specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
@@ -145,32 +146,15 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
 def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook):
     """``mod`` with one more function: the model imported with the dims in ``binding`` bound
     (clean-up folds what those sizes make constant, as for a static model)."""
-    shapes = {n: bind_shape(s, binding) for n, s in input_shapes.items()}
+    shapes = {s.name: bind_shape(input_shapes.get(s.name, s.shape), binding) for s in graph_inputs(model)}
     rest = {n: d for n, d in dims.items() if n not in binding}
-    cleaned = cleanup(_rename_dims(model, input_shapes, binding), shapes, rest)
+    cleaned = cleanup(model, shapes, rest)
     if qoperator.present(cleaned):
         cleaned = qoperator.to_qdq(cleaned)
     if onnx_hook is not None:
         cleaned = onnx_hook(cleaned)
     spec = import_model(cleaned, rest)
-    out = mod.clone() if hasattr(mod, "clone") else mod
+    out = mod.clone()
     out[name] = spec["main"].with_attr("global_symbol", name)
     return out
 
-
-def _rename_dims(model, input_shapes: dict, binding: dict):
-    """The model with its own dim_params named in ``binding`` set to those sizes (a dim the
-    user names in --input-shape is bound there instead)."""
-    import copy
-
-    model = copy.deepcopy(model)
-    inits = {i.name for i in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in inits or vi.name in input_shapes:
-            continue
-        for d in vi.type.tensor_type.shape.dim:
-            if d.HasField("dim_param") and d.dim_param in binding:
-                value = binding[d.dim_param]
-                d.Clear()
-                d.dim_value = value
-    return model

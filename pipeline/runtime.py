@@ -20,7 +20,7 @@ from .backends.cpu.board import runner as board_runner
 from .backends.cpu.features import host_arch, missing_features
 from .errors import DeployError, last_line
 from .files import sha256_file
-from .frontend.dims import Dim, bind_shape, pick_function, resolve
+from .frontend.dims import Dim, bind_shape, default_sizes, pick_function, resolve
 from .manifest import read_manifest
 
 
@@ -75,18 +75,13 @@ def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray], dims: dict | 
     return arrays
 
 
-def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None, dims: dict | None = None,
-               sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """``inputs`` checked against the specs and in their order, or seeded random ones (of the
-    ``sizes`` given to symbolic dims) if None."""
+def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None,
+               dims: dict | None = None) -> dict[str, np.ndarray]:
+    """``inputs`` checked against the specs and in their order, or seeded random ones (symbolic
+    dims at their default sizes) if None."""
     if inputs is None:
-        return random_inputs(specs, dims=sizes if sizes is not None else default_sizes(dims or {}))
+        return random_inputs(specs, dims=default_sizes(dims or {}))
     return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs, dims)))
-
-
-def default_sizes(dims: dict) -> dict[str, int]:
-    """The size random inputs give each dim when none is asked for: its first optimized size, else its smallest."""
-    return {n: (d.opt[0] if d.opt else d.min) for n, d in dims.items()}
 
 
 def read_npz(path) -> dict[str, np.ndarray]:

@@ -104,8 +104,8 @@ def test_dynamic_batch_cnn_matches_ort(tmp_path):
         np.testing.assert_allclose(ours, ort_run(path, x)[name], atol=1e-4, rtol=1e-3)
 
 
-def test_shapes_computed_from_a_dynamic_dim_fold(tmp_path):
-    """torch.arange(x.shape[1]) with the sequence dynamic: a Range TVM sizes at run time, folded to S."""
+def test_shapes_computed_from_a_dynamic_dim_are_sized_by_it(tmp_path):
+    """torch.arange(x.shape[1]) with the sequence dynamic: a Range TVM would size at run time, sized by S."""
     path = export(PositionalEmbedding().eval(), torch.randn(1, 16, 32), tmp_path / "pe.onnx",
                   {"input": {0: "B", 1: "S"}})
     art = pipeline.compile(path, "x86-64", output=tmp_path / "a", dims={"B": "1..2", "S": "1..64"})

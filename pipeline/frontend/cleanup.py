@@ -8,16 +8,13 @@ ONNX optimizer) folds those subgraphs to constants and onnx's shape inference fi
 from __future__ import annotations
 
 import copy
-import re
 
 import onnx
 
 from .. import log
 from ..errors import DeployError
-from .dims import Dim
+from .dims import NAME as DIM_NAME, Dim
 from .specs import graph_inputs
-
-_DIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_shape(text: str) -> tuple[str, list]:
@@ -32,7 +29,7 @@ def parse_shape(text: str) -> tuple[str, list]:
             d = d.strip()
             if d == "":
                 continue
-            if _DIM_NAME.match(d):
+            if DIM_NAME.match(d):
                 shape.append(d)
             elif int(d) <= 0:
                 raise ValueError

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DeployError
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a dim's name
 _HINT = "write it as NAME=MIN..MAX, optionally with the sizes to specialize for: S=1..512@128,256"
 
 
@@ -43,7 +43,7 @@ def parse_dim(text: str) -> Dim:
     """'S=1..512@128,256' -> Dim('S', 1, 512, [128, 256]); 'B=8' is a range of one size."""
     name, sep, rest = text.partition("=")
     name = name.strip()
-    if not sep or not _NAME.match(name):
+    if not sep or not NAME.match(name):
         raise DeployError(f"bad --dim '{text}': the dim needs a name", hint=_HINT)
     rng, _, opt = rest.partition("@")
     try:
@@ -111,6 +111,11 @@ def resolve(specs: list[dict], arrays: list, dims: dict[str, Dim]) -> tuple[dict
     return values, problems
 
 
+def default_sizes(dims: dict[str, Dim]) -> dict[str, int]:
+    """The size each dim takes where none is asked for: its first optimized size, else its smallest."""
+    return {n: (d.opt[0] if d.opt else d.min) for n, d in dims.items()}
+
+
 def pick_function(functions: list[dict], values: dict[str, int]) -> str:
     """The specialized function for these dim values, else the symbolic ``main``."""
     for f in functions:
@@ -172,7 +177,7 @@ def parse_shapes(texts, dims: dict[str, Dim]) -> list[dict[str, int]]:
             raise DeployError(f"--shapes {t}: {outside} outside the range of {dims[name]}",
                               hint=f"sizes of {name} must be in {dims[name].min}..{dims[name].max}")
         lists[name] = sizes
-    base = {n: (d.opt[0] if d.opt else d.min) for n, d in dims.items()}
+    base = default_sizes(dims)
     names = list(lists)
     return [{**base, **dict(zip(names, combo))} for combo in itertools.product(*[lists[n] for n in names])]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 
 from .. import log
-from . import converters, provenance, qoperator, symbolic
+from . import converters, provenance, qoperator
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -126,7 +126,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
         ) from (e if log.verbose() else _quietly_dropped(e))
     mod = provenance.restore(mod, {}, order)
     if dims:
-        mod = _with_bounds(symbolic.fold_shape_vars(mod), dims)
+        mod = _with_bounds(mod, dims)
     return mod
 
 
@@ -148,6 +148,6 @@ def _with_bounds(mod, dims: dict):
     """Tell TVM each symbolic dim's largest size: its memory planner then allocates every
     intermediate once, for the largest shape, instead of at every run."""
     main = mod["main"].with_attr("tir_var_upper_bound", {n: d.max for n, d in dims.items()})
-    mod = mod.clone() if hasattr(mod, "clone") else mod
+    mod = mod.clone()
     mod["main"] = main
     return mod

@@ -1,12 +1,12 @@
-"""Shapes computed at run time from a dynamic dim, folded back into expressions of that dim.
+"""Shapes computed at run time from a dynamic dim, as expressions of that dim.
 
 A torch export computes ``arange(seq_len)`` as Shape -> Gather -> Range: with the dim symbolic,
 onnxslim cannot fold it, and TVM's importer evaluates it as int64 tensors turned back into a
 shape by ``tensor_to_shape`` and a ``match_cast`` to a fresh var (``range_len_0``). Such a var
-is known only at run time, and TVM 0.27's FuseOps and DecomposeOpsForInference lose track of it
-("PrimExpr ... has not been computed"). Here the small int64 tensors of those chains are
-evaluated symbolically, and each fresh var is replaced by the expression of the input dims it
-equals (``range_len_0`` -> ``S``).
+is known only at run time: broadcasting against the input loses the shape, and TVM 0.27's FuseOps
+and DecomposeOpsForInference lose the var ("PrimExpr ... has not been computed"). ``ShapeValues``
+evaluates those small int64 tensors symbolically, so that a converter (converters/range.py) can
+size its result by the expression of the input dims instead (``S``).
 """
 
 from __future__ import annotations
@@ -16,27 +16,10 @@ import numpy as np
 _MAX = 16  # elements: shape tensors are small
 
 
-def fold_shape_vars(mod):
-    """``mod`` with every match_cast var whose value is a known expression of the input dims
-    bound to that expression, in each Relax function."""
-    from tvm import relax
-
-    out = mod
-    for gv, func in list(mod.functions.items()):
-        if not isinstance(func, relax.Function):
-            continue
-        subst = _substitutions(func)
-        if subst:
-            new = func.bind_symbolic_vars(subst)
-            out = out.clone() if hasattr(out, "clone") else out
-            out[gv] = new
-    return out
-
-
 class ShapeValues:
     """The values of small int64 tensors that are shape computations, as PrimExprs of the dims:
     ``of(expr)`` is (shape, flat values) or None. ``lookup(var)`` gives the value a var is bound to
-    (a BlockBuilder's ``lookup_binding`` during import, a function's bindings after)."""
+    (a BlockBuilder's ``lookup_binding`` during import)."""
 
     def __init__(self, lookup):
         from tvm.sym.analyzer import Analyzer
@@ -118,25 +101,6 @@ def _binary(fn, a, b):
     if sa == sb:
         return sa, [fn(x, y) for x, y in zip(va, vb)]
     return None
-
-
-def _substitutions(func) -> dict:
-    from tvm import relax, tirx
-
-    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
-    values = ShapeValues(bound.get)
-    subst: dict = {}
-    for block in func.body.blocks:
-        for b in block.bindings:
-            if not isinstance(b, relax.MatchCast) or not isinstance(b.ty, relax.ShapeType) or b.ty.values is None:
-                continue  # (TVM 0.27: a binding's struct info is "ty")
-            src = values.of(b.value)
-            if src is None:
-                continue
-            for target, value in zip(b.ty.values, src[1]):
-                if isinstance(target, tirx.Var) and target not in subst:
-                    subst[target] = value
-    return subst
 
 
 def _try(fn, *args):

@@ -136,5 +136,5 @@ def divisible(sch, loop, factor: int) -> bool:
 
     ext = sch.get(loop).extent
     if isinstance(ext, tirx.IntImm):
-        return int(ext) % factor == 0 or int(ext) == factor
+        return int(ext) % factor == 0
     return bool(Analyzer().can_prove(tirx.floormod(ext, factor) == 0))
