@@ -32,6 +32,7 @@ def convert(bb, inputs, attr):
             mask = bb.normalize(op.astype(mask, dtype))
     rank = len(q.ty.shape)
     qh, kvh = attr.get("q_num_heads"), attr.get("kv_num_heads")
+
     def shape(x):  # ints where static, the dim's expression where not
         return [int(d) if isinstance(d, tirx.IntImm) else d for d in x.ty.shape]
 
@@ -53,8 +54,6 @@ def convert(bb, inputs, attr):
     if mask is not None:
         pad = kv_len - shape(mask)[-1]
         is_bool = str(mask.ty.dtype) == "bool"
-        if not isinstance(pad, int):
-            pad = int(pad)
         if pad > 0:
             fill = op.full(shape(mask)[:-1] + [pad], relax.const(False if is_bool else _NEG_INF, str(mask.ty.dtype)),
                            str(mask.ty.dtype))
