@@ -7,6 +7,10 @@ beside TVM's for the ops it converts badly or not at all.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
+
 import onnx
 
 from .. import log
@@ -111,8 +115,10 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
                               hint=f"pass --input-shape {spec.name}=DIMxDIM..., or a range for the dim (--dim)")
         if all(isinstance(d, int) for d in spec.shape):
             shape_dict[spec.name] = spec.shape
+    printed = io.StringIO()  # TVM's importer prints "Error converting operator ..." before it raises
     try:
-        with log.tvm_quiet(), converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
+        with log.tvm_quiet(), contextlib.redirect_stdout(printed if not log.verbose() else sys.stdout), \
+                converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
     except DeployError as e:
         raise _quietly_dropped(e)
