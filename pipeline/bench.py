@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import DeployError
 from .remote import connect, parse_tracker
-from .runtime import Artifact, check_inputs, inputs_for, read_npz
+from .runtime import Artifact, check_inputs, inputs_for, read_npz, to_storage
 
 RATIO_DEFINITION = ("deploy's median latency / ONNX Runtime's median latency (each engine in its own process, "
                     "timed in alternating turns)")
@@ -172,7 +172,7 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     inferences in all); every inference timed. ``concurrency`` N adds throughput with N requests
     in flight (inferences per second), measured for each engine in alternating turns too."""
     artifact.check_integrity()
-    inputs = inputs_for(artifact.inputs, inputs, artifact.dims)
+    inputs = inputs_for(artifact.inputs, inputs, artifact.dims, artifact.unused_inputs)
     kinds = [("deploy", artifact.path)] + ([("onnxruntime", Path(model_path))] if model_path is not None else [])
     engines: list[_Engine] = []
     with tempfile.TemporaryDirectory(prefix="deploy-bench-") as td:
@@ -276,7 +276,8 @@ def bench_rpc(artifact: Artifact, tracker: str, key: str, threads: int = 0, repe
         if threads:
             remote.get_function("runtime.config_threadpool")(1, threads)
         vm = relax.VirtualMachine(rlib, dev)
-        arrays = check_inputs(artifact.inputs, inputs, artifact.dims)
+        arrays = to_storage(artifact.inputs, check_inputs(artifact.inputs, inputs, artifact.dims,
+                                                          artifact.unused_inputs))
         fn = artifact.function_for(arrays)
         args = [tvm.runtime.tensor(a, dev) for a in arrays]
         vm.set_input(fn, *args)

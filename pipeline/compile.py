@@ -239,7 +239,7 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
                                                        "(`deploy verify ARTIFACT --model MODEL`)")
         return {"status": "skipped", "reason": why}
     with step("check against ONNX Runtime"):
-        inputs = load_check_inputs(args.check_inputs, art.inputs, art.dims) if args.check_inputs else None
+        inputs = load_check_inputs(args.check_inputs, art.inputs, art.dims, art.unused_inputs) if args.check_inputs else None
         reference = quantized.model if quantized is not None else prep.loaded.path
         return check_artifact(art, reference, "int8" if prep.int8 else args.precision, inputs)
 

@@ -12,6 +12,7 @@ from .backends.cpu.features import required_features
 from .build import elf_machine
 from .errors import DeployError
 from .files import sha256_file
+from .frontend import narrow
 from .frontend.specs import graph_inputs, value_spec
 from .version import __version__
 
@@ -44,8 +45,10 @@ def make_manifest(args, preset, loaded, model, lib: Path, passes: dict) -> dict:
             "file": loaded.path.name,
             "sha256": loaded.sha256,
             "opset": next((o.version for o in loaded.model.opset_import if o.domain in ("", "ai.onnx")), None),
-            "inputs": [s.to_dict() for s in graph_inputs(model)],
-            "outputs": [value_spec(v).to_dict() for v in model.graph.output],
+            "inputs": narrow.io_specs(loaded.model, [s.to_dict() for s in graph_inputs(model)]),
+            "outputs": narrow.io_specs(loaded.model, [value_spec(v).to_dict() for v in model.graph.output],
+                                       outputs=True),
+            **unused_inputs(loaded.model, model),
         },
         "target": {
             "preset": preset.name,
@@ -66,6 +69,14 @@ def make_manifest(args, preset, loaded, model, lib: Path, passes: dict) -> dict:
         "build": {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "host": platform.machine()},
     }
+
+
+def unused_inputs(original, cleaned) -> dict:
+    """``{"unused_inputs": [specs]}`` for the model's inputs that nothing uses (clean-up drops
+    them; a caller still feeds them, as to ONNX Runtime: the artifact takes and ignores them)."""
+    kept = {s.name for s in graph_inputs(cleaned)}
+    unused = narrow.io_specs(original, [s.to_dict() for s in graph_inputs(original) if s.name not in kept])
+    return {"unused_inputs": unused} if unused else {}
 
 
 def read_manifest(artifact: Path) -> dict:

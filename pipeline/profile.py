@@ -145,7 +145,7 @@ def profile(art: Artifact, model: Path | None = None, threads: int = 2, runs: in
     art.check_integrity()
     if model is not None and not Path(model).is_file():
         raise DeployError(f"model {model} does not exist", hint="pass the .onnx file the artifact was compiled from")
-    inputs = inputs_for(art.inputs, inputs, art.dims)
+    inputs = inputs_for(art.inputs, inputs, art.dims, art.unused_inputs)
     layer_report = layers.read(art.path)
     with tempfile.TemporaryDirectory(prefix="deploy-profile-") as td:
         f = Path(td) / "inputs.npz"

@@ -24,6 +24,23 @@ from .frontend.dims import Dim, bind_shape, default_sizes, pick_function, resolv
 from .manifest import read_manifest
 
 
+def np_dtype(name: str) -> np.dtype:
+    """numpy's dtype of a manifest dtype name (ml_dtypes' bfloat16, float8_e4m3fn, int4, ... too)."""
+    import ml_dtypes  # noqa: F401 - registers its types with numpy
+
+    return np.dtype(name)
+
+
+def to_storage(specs: list[dict], arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Arrays as the library takes them: a narrow type (frontend/narrow.py) as its bits."""
+    return [np.ascontiguousarray(a).view(s["storage"]) if s.get("storage") else a for s, a in zip(specs, arrays)]
+
+
+def from_storage(specs: list[dict], arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The library's outputs in the model's types (bits of a narrow type viewed as it)."""
+    return [np.asarray(a).view(np_dtype(s["dtype"])) if s.get("storage") else a for s, a in zip(specs, arrays)]
+
+
 def random_inputs(specs: list[dict], seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Seeded random inputs; a symbolic dim takes its size from ``dims`` (name -> size)."""
     rng = np.random.default_rng(seed)
@@ -33,8 +50,8 @@ def random_inputs(specs: list[dict], seed: int = 0, dims: dict[str, int] | None 
         if any(not isinstance(d, int) for d in shape):
             raise DeployError(f"input '{s['name']}' has the dynamic shape {s['shape']}: random inputs need a size "
                               "for each dim", hint="give the sizes (--shapes DIM=N), or pass inputs")
-        dtype = np.dtype(s["dtype"])
-        if dtype.kind == "f":
+        dtype = np_dtype(s["dtype"])
+        if dtype.kind == "f" or dtype.name.startswith(("float", "bfloat")):  # ml_dtypes' floats too
             out[s["name"]] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             out[s["name"]] = rng.integers(0, 2, shape).astype(bool)
@@ -47,12 +64,14 @@ def _spec_text(s: dict) -> str:
     return f"{s['name']} {s['dtype']}[{', '.join(str(d) for d in s['shape'])}]"
 
 
-def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray], dims: dict | None = None) -> list[np.ndarray]:
+def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray], dims: dict | None = None,
+                 unused: list[dict] = ()) -> list[np.ndarray]:
     """Inputs in the model's order, or one error listing every mismatch. A symbolic dim (a name
     in a spec's shape) takes any size in its range in ``dims`` (name -> frontend.dims.Dim), the
-    same size in every input that has it."""
+    same size in every input that has it. Inputs named in ``unused`` (the model's, which nothing
+    uses) are taken and ignored."""
     dims = dims or {}
-    names = [s["name"] for s in specs]
+    names = [s["name"] for s in specs] + [s["name"] for s in unused]
     problems = [f"unknown input '{k}'" for k in inputs if k not in names]
     arrays = []
     for s in specs:
@@ -63,7 +82,7 @@ def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray], dims: dict | 
         a = np.asarray(a)
         if len(a.shape) != len(s["shape"]) or any(isinstance(d, int) and d != n for d, n in zip(s["shape"], a.shape)):
             problems.append(f"input '{s['name']}' has shape {list(a.shape)}, the artifact expects {s['shape']}")
-        if a.dtype != np.dtype(s["dtype"]):
+        if a.dtype != np_dtype(s["dtype"]):
             problems.append(f"input '{s['name']}' has dtype {a.dtype}, the artifact expects {s['dtype']}")
         arrays.append(a)
     if not problems and any(isinstance(d, str) for s in specs for d in s["shape"]):
@@ -76,12 +95,12 @@ def check_inputs(specs: list[dict], inputs: dict[str, np.ndarray], dims: dict | 
 
 
 def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None,
-               dims: dict | None = None) -> dict[str, np.ndarray]:
+               dims: dict | None = None, unused: list[dict] = ()) -> dict[str, np.ndarray]:
     """``inputs`` checked against the specs and in their order, or seeded random ones (symbolic
     dims at their default sizes) if None."""
     if inputs is None:
         return random_inputs(specs, dims=default_sizes(dims or {}))
-    return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs, dims)))
+    return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs, dims, unused)))
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -127,6 +146,11 @@ class Artifact:
     @property
     def outputs(self) -> list[dict]:
         return self.manifest["model"]["outputs"]
+
+    @property
+    def unused_inputs(self) -> list[dict]:
+        """The model's inputs that nothing uses: taken and ignored (as ONNX Runtime needs them fed)."""
+        return self.manifest["model"].get("unused_inputs", [])
 
     @property
     def dims(self) -> dict[str, Dim]:
@@ -208,7 +232,7 @@ class Artifact:
             return self.run_runner(inputs).outputs
         try:
             fn, args = self._device_args(inputs)  # loads the library first
-            flat = flatten_outputs(self._vm[fn](*args))
+            flat = from_storage(self.outputs, flatten_outputs(self._vm[fn](*args)))
         except DeployError:
             raise
         except Exception as e:  # noqa: BLE001 - TVM's runtime: one message, not its trace
@@ -227,9 +251,13 @@ class Artifact:
                               hint="recompile it with a cross target, or with runner=True")
         self.check_integrity()
         if inputs is not None:
-            inputs = dict(zip([s["name"] for s in self.inputs], check_inputs(self.inputs, inputs, self.dims)))
-        return board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
-                                 threads=threads)
+            arrays = to_storage(self.inputs, check_inputs(self.inputs, inputs, self.dims, self.unused_inputs))
+            inputs = dict(zip([s["name"] for s in self.inputs], arrays))
+        res = board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
+                                      threads=threads)
+        if any(o.get("storage") for o in self.outputs):
+            res.outputs = dict(zip(res.outputs, from_storage(self.outputs, list(res.outputs.values()))))
+        return res
 
     def _device_args(self, inputs: dict[str, np.ndarray]) -> tuple[str, list]:
         """The function for these inputs' shapes, and the inputs, checked against the manifest
@@ -237,8 +265,8 @@ class Artifact:
         import tvm
 
         self.load()
-        arrays = check_inputs(self.inputs, inputs, self.dims)
-        return self.function_for(arrays), [tvm.runtime.tensor(a, self._dev) for a in arrays]
+        arrays = check_inputs(self.inputs, inputs, self.dims, self.unused_inputs)
+        return self.function_for(arrays), [tvm.runtime.tensor(a, self._dev) for a in to_storage(self.inputs, arrays)]
 
     def bind(self, inputs: dict[str, np.ndarray]):
         """A call of the model on these inputs, copied to the device once (for timing one inference)."""

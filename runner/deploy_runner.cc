@@ -178,6 +178,8 @@ std::vector<Spec> ReadSpecs(const ffi::json::Object& model, const char* key) {
     Spec s;
     s.name = std::string(o.at(ffi::String("name")).cast<ffi::String>());
     s.dtype = std::string(o.at(ffi::String("dtype")).cast<ffi::String>());
+    // a narrow type (float8, int4, ...) is carried as its bits: the library takes the storage type
+    if (o.count(ffi::String("storage"))) s.dtype = std::string(o.at(ffi::String("storage")).cast<ffi::String>());
     for (const ffi::Any& d : o.at(ffi::String("shape")).cast<ffi::json::Array>()) {
       auto dim = d.try_cast<int64_t>();
       auto name = d.try_cast<ffi::String>();

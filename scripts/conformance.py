@@ -43,7 +43,42 @@ MAX_CONST = 16
 def _tensor_io(values) -> bool:
     import numpy as np
 
-    return all(isinstance(v, (np.ndarray, np.generic)) and np.asarray(v).dtype.kind not in "OSUV" for v in values)
+    return all(isinstance(v, (np.ndarray, np.generic)) and (np.asarray(v).dtype.kind not in "OSUV" or _ml_dtype(v))
+               for v in values)
+
+
+def _ml_dtype(v) -> str | None:
+    """The ml_dtypes name (bfloat16, float8_e4m3fn, int4, ...) of an array numpy cannot save natively, else None."""
+    import ml_dtypes
+    import numpy as np
+
+    name = np.asarray(v).dtype.name
+    return name if name != "void" and hasattr(ml_dtypes, name) and np.asarray(v).dtype.kind in "Vf" and \
+        np.asarray(v).dtype.itemsize <= 2 and name not in ("float16",) else None
+
+
+def _to_array(v):
+    from onnx import TensorProto, numpy_helper
+
+    return numpy_helper.to_array(v) if isinstance(v, TensorProto) else v
+
+
+def _save(path, arrays: dict) -> None:
+    """np.savez, with arrays of ml_dtypes types stored as their bits and their type names beside them."""
+    import numpy as np
+
+    kinds = {k: t for k, v in arrays.items() if (t := _ml_dtype(v))}
+    np.savez(path, **{k: (v.view(f"u{v.dtype.itemsize}") if k in kinds else v) for k, v in arrays.items()})
+    (path.parent / "dtypes.json").write_text(json.dumps(kinds))
+
+
+def _load(path) -> dict:
+    import ml_dtypes
+    import numpy as np
+
+    kinds = json.loads((path.parent / "dtypes.json").read_text()) if (path.parent / "dtypes.json").exists() else {}
+    with np.load(path, allow_pickle=False) as z:
+        return {k: (z[k].view(getattr(ml_dtypes, kinds[k])) if k in kinds else z[k]) for k in z.files}
 
 
 def generate(work: Path, pattern: str | None, limit: int | None) -> list[str]:
@@ -68,7 +103,7 @@ def generate(work: Path, pattern: str | None, limit: int | None) -> list[str]:
         if not case.data_sets:
             (d / "io").write_text("no data")
             continue
-        inputs, outputs = case.data_sets[0]
+        inputs, outputs = ([_to_array(v) for v in vs] for vs in case.data_sets[0])  # some cases hold TensorProtos
         if _tensor_io(inputs) and _tensor_io(outputs):
             inputs, outputs = [np.asarray(v) for v in inputs], [np.asarray(v) for v in outputs]
         if not (_tensor_io(inputs) and _tensor_io(outputs)):
@@ -90,8 +125,8 @@ def generate(work: Path, pattern: str | None, limit: int | None) -> list[str]:
             del g.input[:]
             g.input.extend(keep)
         onnx.save(model, str(d / "model.onnx"))
-        np.savez(d / "data.npz", **{f"in:{k}": v for k, v in feed.items()},
-                 **{f"out:{o.name}": v for o, v in zip(g.output, outputs)})
+        _save(d / "data.npz", {**{f"in:{k}": v for k, v in feed.items()},
+                               **{f"out:{o.name}": v for o, v in zip(g.output, outputs)}})
         (d / "tol.json").write_text(json.dumps({"rtol": case.rtol, "atol": case.atol}))
     return names
 
@@ -102,9 +137,11 @@ def _close(ours, ref, rtol: float, atol: float) -> str | None:
     ours, ref = np.asarray(ours), np.asarray(ref)
     if ours.shape != ref.shape:
         return f"shape {list(ours.shape)} != {list(ref.shape)}"
+    if ours.dtype != ref.dtype:
+        return f"dtype {ours.dtype} != {ref.dtype}"
     if ref.dtype.kind in "OSU":
         return None if np.array_equal(ours, ref) else "values differ"
-    o, r = ours.astype(np.float64), ref.astype(np.float64)
+    o, r = ours.astype(np.float64), ref.astype(np.float64)  # ml_dtypes types convert too
     nan = np.isnan(o) & np.isnan(r)
     bad = ~nan & ~(np.abs(o - r) <= atol + rtol * np.abs(r)) & ~(o == r)
     if bad.any():
@@ -119,9 +156,9 @@ def run_one(d: Path) -> dict:
     if (d / "io").exists():
         return {"deploy": "io", "ort": "io", "why": (d / "io").read_text()}
     tol = json.loads((d / "tol.json").read_text())
-    with np.load(d / "data.npz", allow_pickle=False) as z:
-        feed = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
-        want = {k[4:]: z[k] for k in z.files if k.startswith("out:")}
+    z = _load(d / "data.npz")
+    feed = {k[3:]: v for k, v in z.items() if k.startswith("in:")}
+    want = {k[4:]: v for k, v in z.items() if k.startswith("out:")}
     res: dict = {}
     try:
         import onnxruntime as ort
@@ -130,6 +167,8 @@ def run_one(d: Path) -> dict:
         opts.log_severity_level = 4
         sess = ort.InferenceSession(str(d / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+        got = {n: (v.view(want[n].dtype) if n in want and v.dtype == np.uint8 and want[n].dtype.itemsize == 1
+                   and want[n].dtype.kind in "Vf" else v) for n, v in got.items()}  # ORT: narrow types as bits
         why = next((w for n, v in want.items() if (w := _close(got.get(n), v, tol["rtol"], tol["atol"]))), None)
         res["ort"] = "pass" if why is None else "wrong"
     except Exception:  # noqa: BLE001

@@ -3,6 +3,7 @@
 Models exported from PyTorch compute shapes at run time (Shape -> Gather -> Concat -> Reshape);
 TVM's importer rejects many of them. Once every input dim is known, onnxslim (a maintained
 ONNX optimizer) folds those subgraphs to constants and onnx's shape inference fills in types.
+Last, tensors of narrow types (float8, int4, ...) become their bits (``narrow.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import onnx
 
 from .. import log
 from ..errors import DeployError
+from . import narrow
 from .dims import NAME as DIM_NAME, Dim
 from .specs import graph_inputs
 
@@ -120,4 +122,4 @@ def cleanup(model: onnx.ModelProto, shapes: dict[str, list], dims: dict[str, Dim
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as e:
         log.debug(f"onnx shape inference failed: {e}")
-    return model
+    return narrow.lower(model)

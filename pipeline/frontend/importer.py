@@ -14,7 +14,7 @@ import sys
 import onnx
 
 from .. import log
-from . import converters, provenance, qoperator
+from . import converters, narrow, provenance, qoperator
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -44,7 +44,7 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
             if _training_mode(node, consts):
                 found.setdefault(f"{op} in training mode (deploy compiles inference only)", []).append(label)
                 continue
-            ok = node.domain in ("", "ai.onnx") and (op in convert_map or op in qoperator.OPS
+            ok = node.domain in ("", "ai.onnx", narrow.DOMAIN) and (op in convert_map or op in qoperator.OPS
                                                       or op in _CONVERTED_BY_IMPORTER)
             if ok and op not in qoperator.OPS and op not in _CONVERTED_BY_IMPORTER:  # those are rewritten to QDQ before import
                 try:

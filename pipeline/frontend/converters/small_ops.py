@@ -6,7 +6,9 @@
 - CenterCropPad (each axis cropped or zero-padded to the constant ``shape``, centred, the odd
   element at the end);
 - HannWindow, HammingWindow, BlackmanWindow of a constant size: the window is a constant,
-  computed by ONNX's own reference evaluator.
+  computed by ONNX's own reference evaluator;
+- Dropout (inference; training mode is refused before import): the input, and a mask of bool
+  ``True`` (TVM's is float).
 """
 
 from __future__ import annotations
@@ -125,6 +127,14 @@ def window(kind: str):
     return convert
 
 
+def dropout(bb, inputs, attr, params):
+    from tvm import relax
+
+    x = inputs[0]
+    mask = bb.normalize(relax.op.full_like(x, relax.const(True, "bool"), dtype="bool"))
+    return relax.Tuple([x, mask])
+
+
 def install():
     def wrap(fn):
         def impl(cls, bb, inputs, attr, params):
@@ -132,10 +142,17 @@ def install():
 
         return impl
 
-    return add_ops({
+    undo_dropout = add_ops({"Dropout": {f"_impl_v{v}": wrap(dropout) for v in (1, 12)}}, override=True)
+    undo = add_ops({
         "CumProd": {"_impl_v26": wrap(cumprod)},
         "LpNormalization": {"_impl_v1": wrap(lp_normalization), "_impl_v22": wrap(lp_normalization)},
         "Celu": {"_impl_v12": wrap(celu)},
         "CenterCropPad": {"_impl_v18": wrap(center_crop_pad)},
         **{kind: {"_impl_v17": wrap(window(kind))} for kind in ("HannWindow", "HammingWindow", "BlackmanWindow")},
     })
+
+    def undo_all():
+        undo()
+        undo_dropout()
+
+    return undo_all
