@@ -14,7 +14,7 @@ import sys
 import onnx
 
 from .. import log
-from . import converters, narrow, provenance, qoperator
+from . import converters, half, narrow, provenance, qoperator
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -44,6 +44,10 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
             if _training_mode(node, consts):
                 found.setdefault(f"{op} in training mode (deploy compiles inference only)", []).append(label)
                 continue
+            wrong = _known_wrong(node)
+            if wrong:
+                found.setdefault(f"{op} {wrong}", []).append(label)
+                continue
             ok = node.domain in ("", "ai.onnx", narrow.DOMAIN) and (op in convert_map or op in qoperator.OPS
                                                       or op in _CONVERTED_BY_IMPORTER)
             if ok and op not in qoperator.OPS and op not in _CONVERTED_BY_IMPORTER:  # those are rewritten to QDQ before import
@@ -61,6 +65,15 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
 
     walk(model.graph)
     return found
+
+
+def _known_wrong(node) -> str | None:
+    """Why TVM would compute this node wrongly (a form of an op it converts, but not to ONNX's
+    numbers), or None."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "RoiAlign" and attrs.get("mode", b"avg") in (b"max", "max"):
+        return "with mode=max (TVM pools the interpolated values; ONNX takes the max of the weighted corners)"
+    return None
 
 
 def _constants(graph) -> dict:
@@ -131,6 +144,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
         ) from (e if log.verbose() else _quietly_dropped(e))
     mod = provenance.restore(mod, {}, order)
+    mod = half.accumulate_in_float(mod)
     if dims:
         mod = _with_bounds(mod, dims)
     return mod

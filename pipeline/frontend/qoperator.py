@@ -84,6 +84,29 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         label = n.name or n.output[0]
         conv_attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "QLinearMatMul" and types.get(arg(n, 1)) in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
+            # float16/bfloat16 scales: ONNX rounds the multiplier sa * sb / sy in that type and scales
+            # the exact int32 product by it; dequantized float16 values would be off by one
+            x, sx, zx, w, sw, zw, sy, zy = (arg(n, i) for i in range(8))
+            one = const(label + "_one", np.float32(1.0))
+            if sw in inits:
+                ones = const(label + "_ones", np.ones(numpy_helper.to_array(inits[sw]).shape, np.float32))
+            else:  # ones in the run-time scale's shape
+                swf, zero, ones = fresh(label + "_swf"), fresh(label + "_zero"), fresh(label + "_ones")
+                nodes += [helper.make_node("Cast", [sw], [swf], name=swf, to=TensorProto.FLOAT),
+                          helper.make_node("Mul", [swf, const(label + "_0", np.float32(0))], [zero], name=zero),
+                          helper.make_node("Add", [zero, one], [ones], name=ones)]
+            acc = fresh(n.output[0] + "_acc")
+            nodes.append(helper.make_node("MatMul", [dq(x, one, zero_point(n, x, zx)),
+                                                     dq(w, ones, zero_point(n, w, zw), axis=1)], [acc], name=label))
+            m16, m32, yf = fresh(label + "_m16"), fresh(label + "_m"), fresh(n.output[0] + "_f")
+            prod = fresh(label + "_sab")
+            nodes += [helper.make_node("Mul", [sx, sw], [prod], name=prod),
+                      helper.make_node("Div", [prod, sy], [m16], name=m16),
+                      helper.make_node("Cast", [m16], [m32], name=m32, to=TensorProto.FLOAT),
+                      helper.make_node("Mul", [acc, m32], [yf], name=yf),
+                      helper.make_node("QuantizeLinear", [yf, one, zy], [n.output[0]], name=label + "_q")]
+            continue
         if n.op_type in ("QLinearConv", "QLinearMatMul"):
             x, sx, zx, w, sw, zw, sy, zy = (arg(n, i) for i in range(8))
             xf = dq(x, sx, zx)
@@ -105,7 +128,12 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
             x, w, zx, zw = (arg(n, i) for i in range(4))
             one = const(label + "_one", np.float32(1.0))
             xf = dq(x, one, zero_point(n, x, zx))
-            wf = dq(w, one, zero_point(n, w, zw), axis=0 if n.op_type == "ConvInteger" else 1)
+            wz = zero_point(n, w, zw)
+            if wz in inits and numpy_helper.to_array(inits[wz]).size > 1:  # per-channel: a scale per channel
+                wone = const(label + "_ones", np.ones(numpy_helper.to_array(inits[wz]).shape, np.float32))
+            else:
+                wone = one
+            wf = dq(w, wone, wz, axis=0 if n.op_type == "ConvInteger" else 1)
             yf = fresh(n.output[0] + "_f")
             op = "Conv" if n.op_type == "ConvInteger" else "MatMul"
             nodes.append(helper.make_node(op, [xf, wf], [yf], name=label, **(conv_attrs if op == "Conv" else {})))

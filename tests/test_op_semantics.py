@@ -1,0 +1,90 @@
+"""Ops TVM converts to other numbers than ONNX's, which deploy computes by ONNX's definition:
+float16 accumulation, max/min identities, NonMaxSuppression's run-time thresholds, and the forms it
+refuses instead (RoiAlign max)."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T, helper
+from onnx.reference import ReferenceEvaluator
+
+import pipeline
+from pipeline import DeployError
+
+
+def _save(tmp_path, nodes, inputs, outputs, inits=(), opset=19, name="m.onnx"):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    onnx.save(model, tmp_path / name)
+    return model, tmp_path / name
+
+
+def test_float16_matmul_accumulates_in_float32(tmp_path):
+    """A K=4096 float16 matmul: summed in float16 (TVM's default) it is off by dozens of ulps."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 4096)).astype(np.float16)
+    w = rng.standard_normal((4096, 8)).astype(np.float16)
+    model, path = _save(tmp_path, [helper.make_node("MatMul", ["a", "w"], ["y"])],
+                        [helper.make_tensor_value_info("a", T.FLOAT16, [4, 4096])],
+                        [helper.make_tensor_value_info("y", T.FLOAT16, [4, 8])],
+                        [onnx.numpy_helper.from_array(w, "w")])
+    y = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"a": a})["y"]
+    exact = a.astype(np.float64) @ w.astype(np.float64)
+    assert y.dtype == np.float16
+    # rounded once: within half an ulp of float16 (plus float32's summation error)
+    assert np.all(np.abs(y.astype(np.float64) - exact) <= np.abs(exact) * 2.0 ** -11 + 1e-3)
+
+
+def test_reduce_max_of_all_minus_inf_is_minus_inf(tmp_path):
+    x = np.array([[-np.inf, -np.inf, -np.inf], [1.0, -np.inf, 2.0]], np.float32)
+    model, path = _save(tmp_path, [helper.make_node("ReduceMax", ["x", "axes"], ["mx"], keepdims=0),
+                                   helper.make_node("Neg", ["x"], ["n"]),
+                                   helper.make_node("ReduceMin", ["n", "axes"], ["mn"], keepdims=0)],
+                        [helper.make_tensor_value_info("x", T.FLOAT, [2, 3])],
+                        [helper.make_tensor_value_info("mx", T.FLOAT, [2]), helper.make_tensor_value_info("mn", T.FLOAT, [2])],
+                        [onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")], opset=18)
+    out = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x})
+    np.testing.assert_array_equal(out["mx"], [-np.inf, 2.0])  # TVM alone: -3.4e38 for the first row
+    np.testing.assert_array_equal(out["mn"], [np.inf, -2.0])
+
+
+def test_nms_takes_thresholds_fed_at_run_time(tmp_path):
+    boxes = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, -0.1, 1, 0.9], [0, 10, 1, 11], [0, 10.1, 1, 11.1],
+                       [0, 100, 1, 101]]], np.float32)
+    scores = np.array([[[0.9, 0.75, 0.6, 0.95, 0.5, 0.3]]], np.float32)
+    model, path = _save(
+        tmp_path, [helper.make_node("NonMaxSuppression", ["b", "s", "k", "iou", "thr"], ["sel"])],
+        [helper.make_tensor_value_info("b", T.FLOAT, [1, 6, 4]), helper.make_tensor_value_info("s", T.FLOAT, [1, 1, 6]),
+         helper.make_tensor_value_info("iou", T.FLOAT, [1]), helper.make_tensor_value_info("thr", T.FLOAT, [1])],
+        [helper.make_tensor_value_info("sel", T.INT64, ["n", 3])],
+        [onnx.numpy_helper.from_array(np.array([3], np.int64), "k")], opset=11)
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    for iou, thr, shift in ((0.5, 0.4, 0), (0.5, 0.0, 0), (0.0, 0.0, 0), (0.5, -0.6, -1.0)):  # last: logits < 0
+        feed = {"b": boxes, "s": scores + np.float32(shift), "iou": np.array([iou], np.float32),
+                "thr": np.array([thr], np.float32)}
+        want = ReferenceEvaluator(model).run(None, feed)[0]
+        np.testing.assert_array_equal(art.run(feed)["sel"], want)  # TVM alone: 0.5 and 0.0 whatever was fed, no box under 0
+
+
+def test_nms_keeps_a_box_whose_iou_equals_the_threshold(tmp_path):
+    boxes = np.array([[[0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5]]], np.float32)  # IoU 1/7
+    model, path = _save(
+        tmp_path, [helper.make_node("NonMaxSuppression", ["b", "s", "k", "iou"], ["sel"])],
+        [helper.make_tensor_value_info("b", T.FLOAT, [1, 2, 4]), helper.make_tensor_value_info("s", T.FLOAT, [1, 1, 2])],
+        [helper.make_tensor_value_info("sel", T.INT64, ["n", 3])],
+        [onnx.numpy_helper.from_array(np.array([3], np.int64), "k"),
+         onnx.numpy_helper.from_array(np.array([1 / 7], np.float32), "iou")], opset=11)
+    feed = {"b": boxes, "s": np.array([[[0.9, 0.8]]], np.float32)}
+    got = pipeline.compile(path, "x86-64", output=tmp_path / "a").run(feed)["sel"]
+    np.testing.assert_array_equal(got, ReferenceEvaluator(model).run(None, feed)[0])
+    assert len(got) == 2
+
+
+def test_roi_align_max_is_refused_up_front(tmp_path):
+    model, path = _save(
+        tmp_path, [helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], mode="max", name="pool")],
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 1, 8, 8]), helper.make_tensor_value_info("rois", T.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("idx", T.INT64, [2])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [2, 1, 2, 2])], opset=16)
+    with pytest.raises(DeployError, match=r"RoiAlign with mode=max .*pool"):
+        pipeline.compile(path, "x86-64", output=tmp_path / "a")
