@@ -9,6 +9,7 @@ from onnx import TensorProto as T, helper
 from onnx.reference import ReferenceEvaluator
 
 import pipeline
+from conftest import ort_run
 from pipeline import DeployError
 
 
@@ -88,3 +89,64 @@ def test_roi_align_max_is_refused_up_front(tmp_path):
         [helper.make_tensor_value_info("y", T.FLOAT, [2, 1, 2, 2])], opset=16)
     with pytest.raises(DeployError, match=r"RoiAlign with mode=max .*pool"):
         pipeline.compile(path, "x86-64", output=tmp_path / "a")
+
+
+def test_an_op_onnx_defines_as_a_function_is_expanded(tmp_path):
+    """SwiGLU (opset 28) has no TVM converter; ONNX's function body (Swish, Mul) is imported instead."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 16)).astype(np.float32), rng.standard_normal((2, 16)).astype(np.float32)
+    model, path = _save(tmp_path, [helper.make_node("SwiGLU", ["a", "b"], ["y"], alpha=1.5)],
+                        [helper.make_tensor_value_info("a", T.FLOAT, [2, 16]), helper.make_tensor_value_info("b", T.FLOAT, [2, 16])],
+                        [helper.make_tensor_value_info("y", T.FLOAT, [2, 16])], opset=28)
+    out = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"a": a, "b": b})["y"]
+    np.testing.assert_allclose(out, a * (1 / (1 + np.exp(-1.5 * a))) * b, rtol=1e-5, atol=1e-6)
+
+
+def _scan_model(tmp_path, reverse: int):
+    """A running sum over axis 1 (a Scan over time), its final state and every step's output."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Mul", ["s_out", "k"], ["y_t"])],
+        "body", [helper.make_tensor_value_info("s_in", T.FLOAT, [3]), helper.make_tensor_value_info("x_t", T.FLOAT, [3])],
+        [helper.make_tensor_value_info("s_out", T.FLOAT, [3]), helper.make_tensor_value_info("y_t", T.FLOAT, [3])])
+    scan = helper.make_node("Scan", ["s0", "x"], ["s", "ys"], body=body, num_scan_inputs=1, scan_input_axes=[1],
+                            scan_input_directions=[reverse], scan_output_axes=[-1])
+    return _save(tmp_path, [scan],
+                 [helper.make_tensor_value_info("s0", T.FLOAT, [3]), helper.make_tensor_value_info("x", T.FLOAT, [3, 5])],
+                 [helper.make_tensor_value_info("s", T.FLOAT, [3]), helper.make_tensor_value_info("ys", T.FLOAT, [3, 5])],
+                 [onnx.numpy_helper.from_array(np.float32(2.0), "k")], opset=16, name=f"scan{reverse}.onnx")
+
+
+@pytest.mark.parametrize("reverse", [0, 1])
+def test_scan_of_known_length_is_unrolled(tmp_path, reverse):
+    model, path = _scan_model(tmp_path, reverse)
+    feed = {"s0": np.arange(3, dtype=np.float32), "x": np.random.default_rng(4).standard_normal((3, 5)).astype(np.float32)}
+    out = pipeline.compile(path, "x86-64", output=tmp_path / "a").run(feed)
+    want = ort_run(path, feed)  # (onnx's reference evaluator has no Scan over axis 1 or reversed)
+    for name in ("s", "ys"):
+        np.testing.assert_allclose(out[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_for_loop_unrolled_and_while_loop_refused_with_the_reason(tmp_path):
+    def loop_model(cond_out_node, name):
+        body = helper.make_graph(
+            [helper.make_node("Cast", ["i"], ["fi"], to=T.FLOAT), helper.make_node("Add", ["acc_in", "fi"], ["acc_out"]),
+             helper.make_node("Identity", ["acc_out"], ["step"]), cond_out_node],
+            "body", [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("c", T.BOOL, []),
+                     helper.make_tensor_value_info("acc_in", T.FLOAT, [2])],
+            [helper.make_tensor_value_info("c_out", T.BOOL, []), helper.make_tensor_value_info("acc_out", T.FLOAT, [2]),
+             helper.make_tensor_value_info("step", T.FLOAT, [2])])
+        loop = helper.make_node("Loop", ["n", "", "x"], ["acc", "steps"], body=body, name="accumulate")
+        return _save(tmp_path, [loop], [helper.make_tensor_value_info("x", T.FLOAT, [2])],
+                     [helper.make_tensor_value_info("acc", T.FLOAT, [2]), helper.make_tensor_value_info("steps", T.FLOAT, [4, 2])],
+                     [onnx.numpy_helper.from_array(np.array(4, np.int64), "n")], opset=16, name=name)
+
+    model, path = loop_model(helper.make_node("Identity", ["c"], ["c_out"]), "for.onnx")
+    feed = {"x": np.array([1.0, -1.0], np.float32)}
+    out = pipeline.compile(path, "x86-64", output=tmp_path / "a").run(feed)
+    want = ort_run(path, feed)
+    np.testing.assert_allclose(out["acc"], want["acc"])
+    np.testing.assert_allclose(out["steps"], want["steps"])
+    np.testing.assert_allclose(out["acc"], [7.0, 5.0])  # x + 0 + 1 + 2 + 3
+    _, path = loop_model(helper.make_node("Less", ["fi", "fi"], ["c_out"]), "while.onnx")  # the body decides: a while-loop
+    with pytest.raises(DeployError, match=r"Loop that deploy could not unroll .*for-loop.*accumulate"):
+        pipeline.compile(path, "x86-64", output=tmp_path / "b")

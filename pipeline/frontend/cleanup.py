@@ -3,7 +3,9 @@
 Models exported from PyTorch compute shapes at run time (Shape -> Gather -> Concat -> Reshape);
 TVM's importer rejects many of them. Once every input dim is known, onnxslim (a maintained
 ONNX optimizer) folds those subgraphs to constants and onnx's shape inference fills in types.
-Last, tensors of narrow types (float8, int4, ...) become their bits (``narrow.py``).
+Ops TVM cannot convert that ONNX defines as functions are replaced by their bodies first
+(``functions.py``); Loop and Scan of a known length are unrolled (``unroll.py``); last, tensors of narrow types (float8, int4, ...) become their bits
+(``narrow.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import onnx
 
 from .. import log
 from ..errors import DeployError
-from . import narrow
+from . import narrow, unroll
 from .dims import NAME as DIM_NAME, Dim
-from .specs import graph_inputs
+from .specs import graph_inputs, opset_of
 
 
 def parse_shape(text: str) -> tuple[str, list]:
@@ -108,18 +110,33 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
 
 
 def cleanup(model: onnx.ModelProto, shapes: dict[str, list], dims: dict[str, Dim] | None = None) -> onnx.ModelProto:
+    from .importer import expand_functions
+
     model = bind_input_shapes(model, shapes, dims)
+    model = _slim(expand_functions(model))
+    model = _infer(model)
+    model, unrolled = unroll.unroll(model, opset_of(model))
+    if unrolled:
+        log.info(f"  unrolled {unrolled} Loop/Scan node(s)")
+        model = _infer(_slim(model))
+    return narrow.lower(model)
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as e:
+        log.debug(f"onnx shape inference failed: {e}")
+        return model
+
+
+def _slim(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         import onnxslim
 
         with log.tvm_quiet():
             slimmed = onnxslim.slim(model)
-        if slimmed is not None:
-            model = slimmed
+        return slimmed if slimmed is not None else model
     except Exception as e:  # a failed simplification is not fatal: import may still work
         log.warn(f"onnxslim could not simplify the model ({type(e).__name__}: {str(e)[:120]}); importing as is")
-    try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as e:
-        log.debug(f"onnx shape inference failed: {e}")
-    return narrow.lower(model)
+        return model

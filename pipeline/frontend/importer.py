@@ -14,7 +14,7 @@ import sys
 import onnx
 
 from .. import log
-from . import converters, half, narrow, provenance, qoperator
+from . import converters, functions, half, narrow, provenance, qoperator, unroll
 from ..errors import DeployError
 from .specs import graph_inputs, opset_of
 
@@ -26,12 +26,43 @@ _BROKEN: set[tuple[str, int]] = set()
 _CONVERTED_BY_IMPORTER = {"If"}
 
 
-def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Every op TVM's ONNX importer cannot convert (with deploy's converters), mapped to the names of its nodes."""
+def _convert_map():
     from tvm.relax.frontend.onnx import onnx_frontend
 
     with converters.installed():
-        convert_map = onnx_frontend._get_convert_map()
+        return onnx_frontend._get_convert_map()
+
+
+def converter_exists(node, opset: int, convert_map) -> bool:
+    """Whether TVM's importer (with deploy's converters) converts this node's op at this opset."""
+    op = node.op_type
+    if node.domain not in ("", "ai.onnx", narrow.DOMAIN):
+        return False
+    if op in qoperator.OPS or op in _CONVERTED_BY_IMPORTER:  # rewritten to QDQ before import / by the graph walk
+        return True
+    if op not in convert_map:
+        return False
+    try:
+        convert_map[op].get_converter(opset)
+    except (NotImplementedError, IndexError):
+        return False
+    return not any(op == b and opset >= v for b, v in _BROKEN)
+
+
+def expand_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Ops TVM cannot convert that ONNX defines as functions, replaced by their bodies (functions.py)."""
+    convert_map, opset = _convert_map(), opset_of(model)
+    model, expanded = functions.expand(model, lambda n: converter_exists(n, opset, convert_map))
+    if expanded:
+        log.info(f"  expanded into their ONNX function bodies: {', '.join(expanded)}")
+    return model
+
+
+def unsupported_ops(model: onnx.ModelProto, cleaned: bool = False) -> dict[str, list[str]]:
+    """Every op TVM's ONNX importer cannot convert (with deploy's converters), mapped to the names
+    of its nodes. An op ONNX defines as a function counts as convertible (clean-up expands it), and
+    so do Loop and Scan before clean-up (which unrolls those of a known length)."""
+    convert_map = _convert_map()
     opset = opset_of(model)
     found: dict[str, list[str]] = {}
     consts = _constants(model.graph)
@@ -48,16 +79,13 @@ def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
             if wrong:
                 found.setdefault(f"{op} {wrong}", []).append(label)
                 continue
-            ok = node.domain in ("", "ai.onnx", narrow.DOMAIN) and (op in convert_map or op in qoperator.OPS
-                                                      or op in _CONVERTED_BY_IMPORTER)
-            if ok and op not in qoperator.OPS and op not in _CONVERTED_BY_IMPORTER:  # those are rewritten to QDQ before import
-                try:
-                    convert_map[op].get_converter(opset)
-                except (NotImplementedError, IndexError):
-                    ok = False
-                if any(op == b and opset >= v for b, v in _BROKEN):
-                    ok = False
-            if not ok:
+            if op in ("Loop", "Scan") and node.domain in ("", "ai.onnx"):
+                if cleaned:
+                    what = ("a Scan of opset 9+ whose length is" if op == "Scan"
+                            else "a for-loop whose trip count is")
+                    found.setdefault(f"{op} that deploy could not unroll (it unrolls {what} a constant up to "
+                                     f"{unroll.MAX_STEPS}, without subgraphs inside)", []).append(label)
+            elif not converter_exists(node, opset, convert_map) and not functions.defined_as_function(node, opset):
                 found.setdefault(key, []).append(label)
             for a in node.attribute:
                 if a.g.node:
@@ -102,8 +130,8 @@ def _training_mode(node, consts: dict) -> bool:
     return False
 
 
-def check_supported(model: onnx.ModelProto) -> None:
-    missing = unsupported_ops(model)
+def check_supported(model: onnx.ModelProto, cleaned: bool = False) -> None:
+    missing = unsupported_ops(model, cleaned)
     if missing:
         lines = [f"{op} ({len(nodes)}x: {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''})"
                  for op, nodes in sorted(missing.items())]
@@ -120,7 +148,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
     from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
     dims = dims or {}
-    check_supported(model)
+    check_supported(model, cleaned=True)
     shape_dict = {}
     for spec in graph_inputs(model):
         if any(not isinstance(d, int) and d not in dims for d in spec.shape):

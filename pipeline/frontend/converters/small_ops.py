@@ -8,7 +8,10 @@
 - HannWindow, HammingWindow, BlackmanWindow of a constant size: the window is a constant,
   computed by ONNX's own reference evaluator;
 - Dropout (inference; training mode is refused before import): the input, and a mask of bool
-  ``True`` (TVM's is float).
+  ``True`` (TVM's is float);
+- Elu in the input's type (TVM's mixes float32 constants into float16 inputs and fails);
+- Swish (``x * sigmoid(alpha * x)``), BitCast (the bits reinterpreted, same width), and
+  ReverseSequence (the first ``sequence_lens[b]`` steps of each batch entry reversed).
 """
 
 from __future__ import annotations
@@ -135,6 +138,76 @@ def dropout(bb, inputs, attr, params):
     return relax.Tuple([x, mask])
 
 
+def elu(bb, inputs, attr, params):
+    from tvm import relax
+
+    x = inputs[0]
+    dtype = str(x.ty.dtype)
+    alpha = relax.const(float(attr.get("alpha", 1.0)), dtype)
+    neg = relax.op.multiply(alpha, relax.op.subtract(relax.op.exp(x), relax.const(1.0, dtype)))
+    return relax.op.where(relax.op.greater(x, relax.const(0.0, dtype)), x, neg)
+
+
+def swish(bb, inputs, attr, params):
+    from tvm import relax
+
+    x = inputs[0]
+    alpha = relax.const(float(attr.get("alpha", 1.0)), str(x.ty.dtype))
+    return relax.op.multiply(x, relax.op.sigmoid(relax.op.multiply(alpha, x)))
+
+
+def bitcast(bb, inputs, attr, params):
+    from onnx import helper
+    from tvm import te
+    from tvm import tirx as tir
+
+    from ...errors import DeployError
+
+    x = inputs[0]
+    src, to = str(x.ty.dtype), str(np.dtype(helper.tensor_dtype_to_np_dtype(int(attr["to"]))))
+    width = {"bool": 8}
+    sbits = width.get(src) or np.dtype(src).itemsize * 8
+    tbits = width.get(to) or np.dtype(to).itemsize * 8
+    if sbits != tbits:
+        raise DeployError(f"BitCast from {src} to {to}: the widths differ ({sbits} and {tbits} bits)",
+                          hint="BitCast needs types of the same width")
+    if src == to:
+        return x
+
+    def f(t):
+        def g(*i):
+            v = t(*i)
+            if src == "bool":
+                return v.astype("uint8") if to == "uint8" else tir.reinterpret(to, v.astype("uint8"))
+            if to == "bool":
+                return tir.reinterpret("uint8", v) != tir.const(0, "uint8") if src != "uint8" else v != 0
+            return tir.reinterpret(to, v)
+
+        return te.compute(t.shape, g, name="bitcast")
+
+    return bb.emit_te(f, x, primfunc_name_hint="bitcast")
+
+
+def reverse_sequence(bb, inputs, attr, params):
+    from tvm import te
+    from tvm import tirx as tir
+
+    x, lens = inputs[0], inputs[1]
+    t_ax, b_ax = int(attr.get("time_axis", 0)), int(attr.get("batch_axis", 1))
+
+    def f(data, n):
+        def g(*i):
+            t, b = i[t_ax].astype("int64"), i[b_ax]
+            ln = n[b].astype("int64")
+            idx = list(i)
+            idx[t_ax] = tir.Select(t < ln, ln - t - tir.const(1, "int64"), t)
+            return data(*idx)
+
+        return te.compute(data.shape, g, name="reverse_sequence")
+
+    return bb.emit_te(f, x, lens, primfunc_name_hint="reverse_sequence")
+
+
 def install():
     def wrap(fn):
         def impl(cls, bb, inputs, attr, params):
@@ -142,12 +215,16 @@ def install():
 
         return impl
 
-    undo_dropout = add_ops({"Dropout": {f"_impl_v{v}": wrap(dropout) for v in (1, 12)}}, override=True)
+    undo_dropout = add_ops({"Dropout": {f"_impl_v{v}": wrap(dropout) for v in (1, 12)},
+                            "Elu": {"_impl_v1": wrap(elu)}}, override=True)
     undo = add_ops({
         "CumProd": {"_impl_v26": wrap(cumprod)},
         "LpNormalization": {"_impl_v1": wrap(lp_normalization), "_impl_v22": wrap(lp_normalization)},
         "Celu": {"_impl_v12": wrap(celu)},
         "CenterCropPad": {"_impl_v18": wrap(center_crop_pad)},
+        "Swish": {"_impl_v24": wrap(swish)},
+        "BitCast": {"_impl_v26": wrap(bitcast)},
+        "ReverseSequence": {"_impl_v10": wrap(reverse_sequence)},
         **{kind: {"_impl_v17": wrap(window(kind))} for kind in ("HannWindow", "HammingWindow", "BlackmanWindow")},
     })
 
