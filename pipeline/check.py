@@ -60,11 +60,14 @@ def output_tolerance(tol: Tolerance, ref) -> Tolerance:
                      min_int_agreement=min(tol.min_int_agreement, half.min_int_agreement))
 
 
-def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
-    """The figures of one output and whether they pass (NaN where ONNX Runtime has NaN counts as equal)."""
+def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance, same_dtype: bool = False) -> dict:
+    """The figures of one output and whether they pass (NaN where ONNX Runtime has NaN counts as
+    equal); ``same_dtype``: a different element type fails too (a float32 build must keep types)."""
     ours, ref = np.asarray(ours), np.asarray(ref)
     if ref.dtype == np.uint8 and ours.dtype.itemsize == 1 and ours.dtype.kind in "Vf":
         ref = ref.view(ours.dtype)  # ONNX Runtime hands float8/int4 outputs back as their bits
+    if same_dtype and ours.dtype != ref.dtype:
+        return {"ok": False, "why": f"dtype {ours.dtype}, ONNX Runtime's is {ref.dtype}"}
     if ours.shape != ref.shape:
         return {"ok": False, "why": f"shape {list(ours.shape)}, ONNX Runtime's is {list(ref.shape)}"}
     if ref.size == 0:
@@ -147,7 +150,7 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
             if name not in ours:
                 bad.append(f"{name}: missing from the artifact's outputs")
                 continue
-            res = compare_output(ours[name], r, output_tolerance(tol, r))
+            res = compare_output(ours[name], r, output_tolerance(tol, r), same_dtype=precision == "fp32")
             key = f"{name} @ {source}" if dims else name
             outputs[key] = res
             if not res["ok"]:

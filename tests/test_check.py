@@ -64,5 +64,6 @@ def test_compare_output_rules():
     assert compare_output(nan, nan, fp32)["ok"]               # NaN where ORT has NaN
     assert not compare_output(np.array([0.0, 1.0], np.float32), nan, fp32)["ok"]  # ReLU(NaN) = 0 is wrong
     assert not compare_output(np.array([1, 2, 3]), np.array([1, 2, 4]), fp32)["ok"]  # ints: exact in fp32
+    assert not compare_output(r.astype(np.float64), r, fp32, same_dtype=True)["ok"]  # the type is part of the answer
     i8 = TOLERANCES["int8"]
     assert not compare_output(-r, r, i8)["ok"]                # cosine -1

@@ -18,7 +18,7 @@ from .. import log
 from ..errors import DeployError
 from . import narrow, unroll
 from .dims import NAME as DIM_NAME, Dim
-from .specs import graph_inputs, opset_of
+from .specs import graph_inputs, opset_of, tensor_type
 
 
 def parse_shape(text: str) -> tuple[str, list]:
@@ -100,7 +100,7 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
     for vi in model.graph.input:
         if vi.name in inits or vi.name not in final:
             continue
-        for d, g in zip(vi.type.tensor_type.shape.dim, final[vi.name]):
+        for d, g in zip(tensor_type(vi).shape.dim, final[vi.name]):
             d.Clear()
             if isinstance(g, str):
                 d.dim_param = g

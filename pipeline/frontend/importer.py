@@ -11,6 +11,7 @@ import contextlib
 import io
 import sys
 
+import numpy as np
 import onnx
 
 from .. import log
@@ -124,6 +125,9 @@ def _training_mode(node, consts: dict) -> bool:
         return False
     if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
         value = consts.get(node.input[2])
+        ratio = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else np.array(0.5)
+        if ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0:
+            return False  # a ratio of 0 drops nothing, in training mode too
         return value is None or bool(value.reshape(-1)[0])
     if node.op_type == "BatchNormalization":
         return any(a.name == "training_mode" and a.i for a in node.attribute)

@@ -11,7 +11,8 @@ uint8 per element, in ml_dtypes' layout (what a numpy user holds and ONNX Runtim
   ``converters/narrow_cast.py``. An initializer of a narrow type is stored as its bits.
 - QuantizeLinear and DequantizeLinear with a 4- or 2-bit int type compute in int8 (exact) and
   convert at the ends.
-- Any other op on a narrow tensor is refused, naming the node.
+- Any other op on a narrow tensor is refused, naming the node. float8 E8M0 is read (cast from)
+  only: a cast to it has rounding modes of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ FLOATS = {TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOA
           TensorProto.FLOAT8E5M2FNUZ, TensorProto.FLOAT4E2M1}
 INTS = {TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15), TensorProto.INT2: (-2, 1), TensorProto.UINT2: (0, 3)}
 NARROW = FLOATS | set(INTS)
-# narrow types deploy cannot compute at all (a rounding mode of their own): refused up front
+# narrow types deploy reads (a cast from them) but does not write (their casts to them have
+# rounding modes of their own)
 UNSUPPORTED = {TensorProto.FLOAT8E8M0}
 
 
@@ -81,9 +83,9 @@ def lower(model: onnx.ModelProto) -> onnx.ModelProto:
         if op == "CastLike" and (ins[1] in NARROW or ins[0] in NARROW):
             op, attrs = "Cast", {"to": ins[1], **({"saturate": attrs["saturate"]} if "saturate" in attrs else {})}
             node = helper.make_node("Cast", [node.input[0]], list(node.output), name=node.name, **attrs)
-        if op == "Cast" and (attrs.get("to") in UNSUPPORTED or ins[0] in UNSUPPORTED):
-            raise _refuse(node, i, f"casts to or from {type_name(attrs.get('to') if attrs.get('to') in UNSUPPORTED else ins[0])}, which deploy cannot compute")
-        if op == "Cast" and (attrs["to"] in NARROW or ins[0] in NARROW):
+        if op == "Cast" and attrs.get("to") in UNSUPPORTED:
+            raise _refuse(node, i, f"casts to {type_name(attrs['to'])}, whose rounding modes deploy does not compute")
+        if op == "Cast" and (attrs["to"] in NARROW or ins[0] in NARROW | UNSUPPORTED):
             nodes += _cast(node, ins[0], attrs["to"], int(attrs.get("saturate", 1)))
             types[node.output[0]] = attrs["to"]
         elif op in ("QuantizeLinear", "DequantizeLinear") and any(t in INTS for t in ins + [attrs.get("output_dtype")]):
@@ -100,11 +102,11 @@ def lower(model: onnx.ModelProto) -> onnx.ModelProto:
     del g.input[:]
     g.input.extend(keep)
     for t in g.initializer:
-        if t.data_type in NARROW:
+        if t.data_type in NARROW | UNSUPPORTED:
             bits = numpy_helper.to_array(t).view(np.uint8)
             t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(bits), t.name))
     for vi in list(g.input) + list(g.output) + list(g.value_info):
-        if vi.type.tensor_type.elem_type in NARROW:
+        if vi.type.tensor_type.elem_type in NARROW | UNSUPPORTED:
             vi.type.tensor_type.elem_type = TensorProto.UINT8
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
@@ -190,7 +192,7 @@ def io_specs(original: onnx.ModelProto, cleaned_specs: list[dict], outputs: bool
     out = []
     for s in cleaned_specs:
         t = declared.get(s["name"])
-        if t in NARROW and s["dtype"] == "uint8":
+        if t in NARROW | UNSUPPORTED and s["dtype"] == "uint8":
             s = dict(s, dtype=type_name(t), storage="uint8")
         out.append(s)
     return out

@@ -27,8 +27,15 @@ def _dtype(elem_type: int) -> str:
     return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))) if elem_type else "unknown"
 
 
+def tensor_type(vi: onnx.ValueInfoProto):
+    """The tensor type of a value: its own, or the one inside an optional (optional(tensor))."""
+    if vi.type.HasField("optional_type") and vi.type.optional_type.elem_type.HasField("tensor_type"):
+        return vi.type.optional_type.elem_type.tensor_type
+    return vi.type.tensor_type
+
+
 def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
-    t = vi.type.tensor_type
+    t = tensor_type(vi)
     shape: list = []
     if t.HasField("shape"):
         for d in t.shape.dim:

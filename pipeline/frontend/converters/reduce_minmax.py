@@ -49,6 +49,8 @@ def _wrap(original, is_max: bool):
         if not (isinstance(res, relax.Call) and getattr(res.op, "name", None) == name):
             return res
         x = res.args[0]
+        if not isinstance(getattr(x.ty, "shape", None), relax.ShapeExpr):
+            return res  # a shape only known at run time: TVM's reduction
         dtype = str(x.ty.dtype)
         axes = None if res.attrs.axis is None else [int(a) for a in res.attrs.axis]
         if dtype == "bool":  # any / all; an empty one is False / True
