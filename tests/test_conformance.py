@@ -15,7 +15,8 @@ SUBSET = ("^test_(abs|relu|conv_with_strides_padding|gemm_default_no_bias|matmul
           "sce_mean_weight_ii_4d_log_prob|nllloss_NCd1d2d3_sum_weight_high_ii|celu|center_crop_pad_crop_and_pad|"
           "cumprod_1d_exclusive|hannwindow|rms_normalization_2d_axis0|l1normalization_axis_0|string_concat|shape_example|"
           "unique_sorted_without_axis|nonmaxsuppression_suppress_by_IOU_and_scores|castlike_FLOAT_to_FLOAT8E4M3FN_expanded|"
-          "swiglu|scan9_sum|reduce_max_empty_set|qlinearmatmul_2D_uint8_float16)$")
+          "swiglu|scan9_sum|reduce_max_empty_set|qlinearmatmul_2D_uint8_float16|convtranspose_output_shape|"
+          "spacetodepth_crd_mode_example|pow_types_int32_float32|eyelike_with_dtype|cast_e8m0_FLOAT8E8M0_to_FLOAT)$")
 
 
 def test_node_test_subset_matches_the_expected_outcomes(tmp_path):

@@ -55,6 +55,10 @@ def test_every_cast_to_and_from_narrow_types_matches_onnx_reference(tmp_path):
         same = (w == g) | (np.isnan(w) & np.isnan(g))
         if w.dtype.kind == "f" and want.dtype.kind != "V":  # decoded floats: -0 and 0 apart too
             same &= (np.signbit(w) == np.signbit(g)) | np.isnan(w)
+        kind = o.name.split("_")[0]
+        if kind in ("int4", "uint4", "int2", "uint2"):  # out of range is undefined (ml_dtypes 0.6 wraps,
+            info = ml_dtypes.iinfo(getattr(ml_dtypes, kind))  # 0.7 gives 0): compared in range only
+            same |= ~((x > int(info.min) - 1) & (x < int(info.max) + 1))
         assert same.all(), f"{o.name}: {int((~same).sum())} differ, e.g. x={x[~same][:4]} ours={g[~same][:4]} ref={w[~same][:4]}"
     spec = {s["name"]: s for s in art.outputs}
     assert spec["float8e4m3fn_sat1"]["dtype"] == "float8_e4m3fn" and spec["float8e4m3fn_sat1"]["storage"] == "uint8"
@@ -72,7 +76,7 @@ def test_narrow_inputs_outputs_and_an_unused_input(tmp_path):
     onnx.save(model, tmp_path / "m.onnx")
     art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
     assert art.inputs[0]["dtype"] == "float8_e4m3fn" and [s["name"] for s in art.unused_inputs] == ["like"]
-    f8 = (np.random.default_rng(1).standard_normal(64) * 2).astype(ml_dtypes.float8_e4m3fn)
+    f8 = np.clip(np.random.default_rng(1).standard_normal(64) * 2, -2.5, 2.5).astype(ml_dtypes.float8_e4m3fn)  # squares in int4
     like = np.zeros(3, ml_dtypes.int4)
     ours = art.run({"f8": f8, "like": like})
     ref = ReferenceEvaluator(model).run(None, {"f8": f8, "like": like})

@@ -102,6 +102,8 @@ def _known_wrong(node) -> str | None:
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "RoiAlign" and attrs.get("mode", b"avg") in (b"max", "max"):
         return "with mode=max (TVM pools the interpolated values; ONNX takes the max of the weighted corners)"
+    if node.op_type == "Resize" and attrs.get("antialias", 0):
+        return "with antialias=1 (TVM's resize does not antialias a downscale)"
     return None
 
 

@@ -5,6 +5,8 @@
 - Pow with an exponent of another type than the base: a float base takes the exponent in its
   type; an int base to a float power is computed in the float type and cast back (ONNX's result
   has the base's type);
+- ConvTranspose with ``output_shape`` (TVM's converter ignores it): the pads it implies;
+- SpaceToDepth in mode CRD (TVM's knows DCR only);
 - EyeLike with a ``dtype`` other than the input's (TVM's converter refuses it, and its
   legalization ignores the type): a constant of the static shape, in that type.
 """
@@ -92,9 +94,74 @@ def install():
             undo.append(replace(of.Pad, v, _pad(of.Pad.__dict__[v].__func__))[1])
     undo.append(replace(of.Pow, "_impl_v7", _pow(of.Pow.__dict__["_impl_v7"].__func__))[1])
     undo.append(replace(of.EyeLike, "_impl_v9", _eye_like(of.EyeLike.__dict__["_impl_v9"].__func__))[1])
+    undo.append(replace(of.ConvTranspose, "_impl_v1", _conv_transpose(of.ConvTranspose.__dict__["_impl_v1"].__func__))[1])
+    undo.append(replace(of.SpaceToDepth, "_impl_v1", _space_to_depth(of.SpaceToDepth.__dict__["_impl_v1"].__func__))[1])
 
     def undo_all():
         for u in reversed(undo):
             u()
 
     return undo_all
+
+
+def _conv_transpose(original):
+    """ConvTranspose with ``output_shape``: TVM's converter ignores it; the pads (and, for an
+    output longer than the natural one, output_padding) it implies, as ONNX defines them."""
+
+    def impl(cls, bb, inputs, attr, params):
+        from ...errors import DeployError
+
+        if "output_shape" not in attr:
+            return original(cls, bb, inputs, attr, params)
+        x, w = inputs[0], inputs[1]
+        try:
+            in_shape = [int(d) for d in x.ty.shape][2:]
+            kernel = [int(d) for d in w.ty.shape][2:]
+        except (TypeError, ValueError):
+            raise DeployError("ConvTranspose with output_shape needs static input and weight shapes",
+                              hint="bind the input shapes (--input-shape), or give pads instead of output_shape")
+        n = len(in_shape)
+        out_shape = list(attr["output_shape"])[-n:]
+        strides = list(attr.get("strides", [1] * n))
+        dil = list(attr.get("dilations", [1] * n))
+        out_pad = list(attr.get("output_padding", [0] * n))
+        kernel = list(attr.get("kernel_shape", kernel))
+        auto_pad = attr.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        begin, end = [], []
+        for i in range(n):
+            total = strides[i] * (in_shape[i] - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1 - out_shape[i]
+            b = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            e = total - b
+            if e < 0:  # longer than the natural output: the extra at the end
+                out_pad[i] -= e
+                e = 0
+            if b < 0 or out_pad[i] >= max(strides[i], dil[i]):
+                raise DeployError(f"ConvTranspose output_shape {out_shape} cannot be reached from input {in_shape} "
+                                  f"with strides {strides}", hint="check the model's output_shape, or give pads")
+            begin.append(b)
+            end.append(e)
+        new = {k: v for k, v in attr.items() if k not in ("output_shape", "auto_pad")}
+        new.update(pads=begin + end, output_padding=out_pad)
+        return original(cls, bb, inputs, new, params)
+
+    return impl
+
+
+def _space_to_depth(original):
+    """SpaceToDepth mode CRD (opset 28; TVM's converter knows DCR only)."""
+
+    def impl(cls, bb, inputs, attr, params):
+        from tvm import relax
+
+        mode = attr.get("mode", b"DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "CRD":
+            return original(cls, bb, inputs, attr, params)
+        bs = int(attr["blocksize"])
+        b, c, h, w = inputs[0].ty.shape
+        x = relax.op.reshape(inputs[0], (b, c, h // bs, bs, w // bs, bs))
+        x = relax.op.permute_dims(x, [0, 1, 3, 5, 2, 4])
+        return relax.op.reshape(x, (b, c * bs * bs, h // bs, w // bs))
+
+    return impl
