@@ -17,7 +17,7 @@ import onnx
 from .. import log
 from . import converters, functions, half, narrow, provenance, qoperator, unroll
 from ..errors import DeployError
-from .specs import graph_inputs, opset_of
+from .specs import graph_constants, graph_inputs, opset_of
 
 # Ops TVM lists in its converter map but imports wrongly or not at all (shared/TVM_NOTES.md and
 # the onnx backend conformance suite). (Opset-23 Attention, which TVM's map has as the contrib op
@@ -66,7 +66,7 @@ def unsupported_ops(model: onnx.ModelProto, cleaned: bool = False) -> dict[str, 
     convert_map = _convert_map()
     opset = opset_of(model)
     found: dict[str, list[str]] = {}
-    consts = _constants(model.graph)
+    consts = graph_constants(model.graph)
 
     def walk(graph):
         for i, node in enumerate(graph.node):
@@ -105,19 +105,6 @@ def _known_wrong(node) -> str | None:
     if node.op_type == "Resize" and attrs.get("antialias", 0):
         return "with antialias=1 (TVM's resize does not antialias a downscale)"
     return None
-
-
-def _constants(graph) -> dict:
-    """Initializers and Constant-node values of a graph, by name (for attribute-like inputs)."""
-    from onnx import numpy_helper
-
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
 
 
 def _training_mode(node, consts: dict) -> bool:

@@ -56,3 +56,16 @@ def opset_of(model: onnx.ModelProto) -> int:
         if o.domain in ("", "ai.onnx"):
             return int(o.version)
     return 1
+
+
+def graph_constants(graph) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node values of a graph, by name (attribute-like inputs, trip counts)."""
+    from onnx import numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out

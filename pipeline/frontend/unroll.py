@@ -19,17 +19,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .specs import graph_constants
+
 MAX_STEPS = 512
-
-
-def _constants(graph) -> dict[str, np.ndarray]:
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
 
 
 def _shapes(graph) -> dict[str, list]:
@@ -163,7 +155,7 @@ def _loop(node, consts, emit: _Emitter):
     c = outs[0]  # a for-loop: the condition passes through, or is a constant true
     while c in producer and producer[c].op_type == "Identity":
         c = producer[c].input[0]
-    body_consts = _constants(body)
+    body_consts = graph_constants(body)
     if not (c == formal[1] or (c in body_consts and bool(np.asarray(body_consts[c]).reshape(-1)[0]))):
         return None
     n_carried = len(carried)
@@ -191,7 +183,7 @@ def unroll(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, int]:
     g = model.graph
     if not any(n.op_type in ("Loop", "Scan") for n in g.node):
         return model, 0
-    consts, shapes = _constants(g), _shapes(g)
+    consts, shapes = graph_constants(g), _shapes(g)
     nodes, inits, done = [], [], 0
     for i, n in enumerate(g.node):
         emit = None
