@@ -139,8 +139,8 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
     outputs, bad, points = {}, [], []
     for source, feed_all in runs:
         try:
-            extra = {k: v for k, v in random_inputs(artifact.unused_inputs, seed).items() if k not in feed_all}
-            feed = {i.name: {**feed_all, **extra}[i.name] for i in sess.get_inputs() if i.name in {**feed_all, **extra}}
+            given = {**random_inputs(artifact.unused_inputs, seed), **feed_all}  # unused inputs: random
+            feed = {i.name: given[i.name] for i in sess.get_inputs() if i.name in given}
             ref = dict(zip(names, sess.run(names, feed)))
         except Exception as e:  # noqa: BLE001
             return _skipped(e)

@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import DeployError
+from .specs import dtype_name
 
 DOMAIN = "deploy"
 FLOATS = {TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2,
@@ -31,10 +32,6 @@ NARROW = FLOATS | set(INTS)
 # narrow types deploy reads (a cast from them) but does not write (their casts to them have
 # rounding modes of their own)
 UNSUPPORTED = {TensorProto.FLOAT8E8M0}
-
-
-def type_name(elem_type: int) -> str:
-    return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)))
 
 
 def _elem_types(graph) -> dict[str, int]:
@@ -84,7 +81,7 @@ def lower(model: onnx.ModelProto) -> onnx.ModelProto:
             op, attrs = "Cast", {"to": ins[1], **({"saturate": attrs["saturate"]} if "saturate" in attrs else {})}
             node = helper.make_node("Cast", [node.input[0]], list(node.output), name=node.name, **attrs)
         if op == "Cast" and attrs.get("to") in UNSUPPORTED:
-            raise _refuse(node, i, f"casts to {type_name(attrs['to'])}, whose rounding modes deploy does not compute")
+            raise _refuse(node, i, f"casts to {dtype_name(attrs['to'])}, whose rounding modes deploy does not compute")
         if op == "Cast" and (attrs["to"] in NARROW or ins[0] in NARROW | UNSUPPORTED):
             nodes += _cast(node, ins[0], attrs["to"], int(attrs.get("saturate", 1)))
             types[node.output[0]] = attrs["to"]
@@ -92,7 +89,7 @@ def lower(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes += _qdq(node, i, ins, attrs, types)
         elif any(t in NARROW | UNSUPPORTED for t in ins + [types.get(o) for o in node.output]):
             bad = next(t for t in ins + [types.get(o) for o in node.output] if t in NARROW | UNSUPPORTED)
-            raise _refuse(node, i, f"computes on a {type_name(bad)} tensor")
+            raise _refuse(node, i, f"computes on a {dtype_name(bad)} tensor")
         else:
             nodes.append(node)
     del g.node[:]
@@ -155,8 +152,7 @@ def _qdq(node, i: int, ins: list, attrs: dict, types: dict) -> list:
                 pre.append(helper.make_node("CastFromBits", [node.input[j]], [w], name=f"{name}/in{j}",
                                             domain=DOMAIN, **{"from": kind, "to": wide}))
                 new_inputs[j] = w
-        keep = {k: v for k, v in attrs.items()}
-        return pre + [helper.make_node("DequantizeLinear", new_inputs, list(node.output), name=name, **keep)]
+        return pre + [helper.make_node("DequantizeLinear", new_inputs, list(node.output), name=name, **attrs)]
     # QuantizeLinear: the output type is the zero point's, or output_dtype
     kind = ins[2] if len(ins) > 2 and ins[2] is not None else attrs.get("output_dtype")
     if kind not in INTS:
@@ -193,6 +189,6 @@ def io_specs(original: onnx.ModelProto, cleaned_specs: list[dict], outputs: bool
     for s in cleaned_specs:
         t = declared.get(s["name"])
         if t in NARROW | UNSUPPORTED and s["dtype"] == "uint8":
-            s = dict(s, dtype=type_name(t), storage="uint8")
+            s = dict(s, dtype=dtype_name(t), storage="uint8")
         out.append(s)
     return out

@@ -23,7 +23,8 @@ class TensorSpec:
         return [(i, d if isinstance(d, str) else "?") for i, d in enumerate(self.shape) if not isinstance(d, int)]
 
 
-def _dtype(elem_type: int) -> str:
+def dtype_name(elem_type: int) -> str:
+    """numpy's name of an ONNX element type (ml_dtypes' for bfloat16, float8, int4, ...)."""
     return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))) if elem_type else "unknown"
 
 
@@ -43,7 +44,7 @@ def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
                 shape.append(int(d.dim_value))
             else:
                 shape.append(d.dim_param or None)
-    return TensorSpec(vi.name, _dtype(t.elem_type), shape)
+    return TensorSpec(vi.name, dtype_name(t.elem_type), shape)
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:

@@ -15,6 +15,25 @@ def replace(converter, name: str, impl):
     return original.__func__, undo
 
 
+def plain(fn):
+    """A converter method ``(cls, bb, inputs, attr, params)`` calling ``fn(bb, inputs, attr, params)``."""
+    def impl(cls, bb, inputs, attr, params):
+        return fn(bb, inputs, attr, params)
+
+    return impl
+
+
+def runtime_input(x, params) -> bool:
+    """Whether a converter's input is computed or fed at run time (not a constant, nor an
+    initializer TVM's importer keeps as a parameter)."""
+    import tvm
+    from tvm import relax
+
+    if x is None or isinstance(x, tvm.ir.GenericConst):
+        return False
+    return not (isinstance(x, relax.Var) and x.name in params[1])
+
+
 def add_ops(ops: dict[str, dict], override: bool = False):
     """Add converters for ops TVM's frontend lacks: {op type: {"_impl_v7": impl, ...}}, each impl
     ``(cls, bb, inputs, attr, params)``; ``override`` replaces TVM's entry of that name. Returns the undo."""

@@ -15,16 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import replace
-
-
-def _runtime(x, params) -> bool:
-    import tvm
-    from tvm import relax
-
-    if x is None or isinstance(x, tvm.ir.GenericConst):
-        return False
-    return not (isinstance(x, relax.Var) and x.name in params[1])
+from .base import replace, runtime_input
 
 
 def _pad(original):
@@ -33,7 +24,7 @@ def _pad(original):
 
         mode = attr.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if len(inputs) < 3 or not _runtime(inputs[2], params) or mode != "constant":
+        if len(inputs) < 3 or not runtime_input(inputs[2], params) or mode != "constant":
             return original(cls, bb, inputs, attr, params)
         x, value = inputs[0], inputs[2]
         rest = list(inputs)

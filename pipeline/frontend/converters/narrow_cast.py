@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops
+from .base import add_ops, plain
 
 
 def _ml_dtype(elem_type: int):
     from onnx import helper
 
     return np.dtype(helper.tensor_dtype_to_np_dtype(int(elem_type)))
-
-
-def _np_name(elem_type: int) -> str:
-    return str(_ml_dtype(elem_type))
 
 
 def from_bits(bb, inputs, attr, params):
@@ -131,10 +127,4 @@ def to_bits(bb, inputs, attr, params):
 
 
 def install():
-    def wrap(fn):
-        def impl(cls, bb, inputs, attr, params):
-            return fn(bb, inputs, attr, params)
-
-        return impl
-
-    return add_ops({"CastFromBits": {"_impl_v1": wrap(from_bits)}, "CastToBits": {"_impl_v1": wrap(to_bits)}})
+    return add_ops({"CastFromBits": {"_impl_v1": plain(from_bits)}, "CastToBits": {"_impl_v1": plain(to_bits)}})

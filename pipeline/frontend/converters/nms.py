@@ -13,16 +13,7 @@ marks suppressed boxes with a score of -1, so scores are moved above 0 first whe
 
 from __future__ import annotations
 
-from .base import replace
-
-
-def _runtime(x, params) -> bool:
-    import tvm
-    from tvm import relax
-
-    if x is None or isinstance(x, tvm.ir.GenericConst):
-        return False
-    return not (isinstance(x, relax.Var) and x.name in params[1])
+from .base import replace, runtime_input
 
 
 def _scalar(bb, x):
@@ -78,7 +69,7 @@ def _wrap(original):
         from ...errors import DeployError
 
         opt = [inputs[i] if len(inputs) > i else None for i in (2, 3, 4)]
-        if _runtime(opt[0], params):
+        if runtime_input(opt[0], params):
             raise DeployError("NonMaxSuppression's max_output_boxes_per_class is computed at run time; deploy needs "
                               "it constant (it sizes the output)",
                               hint="make it an initializer in the model (onnxslim folds it when it is computed from "
@@ -91,11 +82,11 @@ def _wrap(original):
             raise DeployError("NonMaxSuppression could not be converted",
                               hint="report the model; make iou_threshold and score_threshold initializers")
         args = list(nms.args)
-        iou = _scalar(bb, opt[1]) if opt[1] is not None and _runtime(opt[1], params) else \
+        iou = _scalar(bb, opt[1]) if opt[1] is not None and runtime_input(opt[1], params) else \
             relax.const(_const_value(opt[1], params, 0.5), "float32")
         args[3] = bb.emit_te(_just_above, iou, primfunc_name_hint="nms_iou_threshold")
         # no score_threshold: no box is dropped for its score (TVM's converter drops scores <= 0)
-        args[4] = _scalar(bb, opt[2]) if _runtime(opt[2], params) else \
+        args[4] = _scalar(bb, opt[2]) if runtime_input(opt[2], params) else \
             relax.const(_const_value(opt[2], params, -3.4028234663852886e38), "float32")
         # TVM's kernel marks a suppressed box by its score -1 and takes a score <= 0 for no box: scores
         # (and the threshold) move up together until the smallest is 1, when any is <= 0 (order kept)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops
+from .base import add_ops, plain
 
 
 def _const(x, params, what: str) -> np.ndarray:
@@ -165,9 +165,7 @@ def bitcast(bb, inputs, attr, params):
 
     x = inputs[0]
     src, to = str(x.ty.dtype), str(np.dtype(helper.tensor_dtype_to_np_dtype(int(attr["to"]))))
-    width = {"bool": 8}
-    sbits = width.get(src) or np.dtype(src).itemsize * 8
-    tbits = width.get(to) or np.dtype(to).itemsize * 8
+    sbits, tbits = np.dtype(src).itemsize * 8, np.dtype(to).itemsize * 8  # bool: a byte, as in ONNX
     if sbits != tbits:
         raise DeployError(f"BitCast from {src} to {to}: the widths differ ({sbits} and {tbits} bits)",
                           hint="BitCast needs types of the same width")
@@ -209,23 +207,17 @@ def reverse_sequence(bb, inputs, attr, params):
 
 
 def install():
-    def wrap(fn):
-        def impl(cls, bb, inputs, attr, params):
-            return fn(bb, inputs, attr, params)
-
-        return impl
-
-    undo_dropout = add_ops({"Dropout": {f"_impl_v{v}": wrap(dropout) for v in (1, 12)},
-                            "Elu": {"_impl_v1": wrap(elu)}}, override=True)
+    undo_dropout = add_ops({"Dropout": {f"_impl_v{v}": plain(dropout) for v in (1, 12)},
+                            "Elu": {"_impl_v1": plain(elu)}}, override=True)
     undo = add_ops({
-        "CumProd": {"_impl_v26": wrap(cumprod)},
-        "LpNormalization": {"_impl_v1": wrap(lp_normalization), "_impl_v22": wrap(lp_normalization)},
-        "Celu": {"_impl_v12": wrap(celu)},
-        "CenterCropPad": {"_impl_v18": wrap(center_crop_pad)},
-        "Swish": {"_impl_v24": wrap(swish)},
-        "BitCast": {"_impl_v26": wrap(bitcast)},
-        "ReverseSequence": {"_impl_v10": wrap(reverse_sequence)},
-        **{kind: {"_impl_v17": wrap(window(kind))} for kind in ("HannWindow", "HammingWindow", "BlackmanWindow")},
+        "CumProd": {"_impl_v26": plain(cumprod)},
+        "LpNormalization": {"_impl_v1": plain(lp_normalization), "_impl_v22": plain(lp_normalization)},
+        "Celu": {"_impl_v12": plain(celu)},
+        "CenterCropPad": {"_impl_v18": plain(center_crop_pad)},
+        "Swish": {"_impl_v24": plain(swish)},
+        "BitCast": {"_impl_v26": plain(bitcast)},
+        "ReverseSequence": {"_impl_v10": plain(reverse_sequence)},
+        **{kind: {"_impl_v17": plain(window(kind))} for kind in ("HannWindow", "HammingWindow", "BlackmanWindow")},
     })
 
     def undo_all():
