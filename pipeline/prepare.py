@@ -102,12 +102,13 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         with step("quantize: calibrate"):
             cleaned = onnx_hook(cleaned)
     with step("import"):
-        mod = import_model(cleaned, dims)
+        mod = import_model(cleaned, dims, for_preset(preset).frontend_kernels(preset.tvm_target()))
     specialized = []
     for binding in specializations(dims):
         name = function_name(binding)
         with step(f"import: {name} ({point_text(binding)})"):
-            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook)
+            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook,
+                                      for_preset(preset).frontend_kernels(preset.tvm_target()))
         specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
@@ -143,7 +144,8 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized)
 
 
-def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook):
+def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook,
+                        kernels=None):
     """``mod`` with one more function: the model imported with the dims in ``binding`` bound
     (clean-up folds what those sizes make constant, as for a static model)."""
     shapes = {s.name: bind_shape(input_shapes.get(s.name, s.shape), binding) for s in graph_inputs(model)}
@@ -153,7 +155,7 @@ def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, b
         cleaned = qoperator.to_qdq(cleaned)
     if onnx_hook is not None:
         cleaned = onnx_hook(cleaned)
-    spec = import_model(cleaned, rest)
+    spec = import_model(cleaned, rest, kernels)
     out = mod.clone()
     out[name] = spec["main"].with_attr("global_symbol", name)
     return out

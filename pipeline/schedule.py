@@ -31,6 +31,10 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
     mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
     tdb_path = tuning_db.path_for(preset, root)
     funcs = [gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
+    # kernels the frontend emitted already scheduled (the backend's own, e.g. cpu/recurrence.py)
+    own = {gv.name_hint for gv in funcs if _scheduled(mod[gv])}
+    if sources is not None:
+        sources.update({n: "deploy kernel" for n in own})
     target = preset.tvm_target()
     tuned = 0
     with target, log.tvm_quiet(), tvm.transform.PassContext(opt_level=3):
@@ -38,7 +42,7 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
             with tuning_db.TargetDB(tdb_path).open():
                 mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
             tuned_names = [gv.name_hint for gv, f in mod.functions.items()
-                           if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)]
+                           if isinstance(f, tirx.PrimFunc) and _scheduled(f) and gv.name_hint not in own]
             tuned = len(tuned_names)
             if sources is not None:
                 sources.update({n: "tuning record" for n in tuned_names})
@@ -62,4 +66,8 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
                 log.warn(f"weight prepacking does not apply to this model and was skipped ({last})")
                 if fallbacks is not None:
                     fallbacks.append({"stage": "prepack weights", "reason": last})
-    return mod, tuned, len(funcs)
+    return mod, tuned, len(funcs) - len(own)
+
+
+def _scheduled(func) -> bool:
+    return bool(func.attrs and func.attrs.get("tirx.is_scheduled", False))

@@ -100,3 +100,40 @@ def test_an_optimization_pass_tvm_fails_on_is_skipped(tmp_path):
     ref = ort_run(tmp_path / "m.onnx", {"X": x})
     for k, v in art({"X": x}).items():
         np.testing.assert_allclose(v, ref[k], atol=1e-5)
+
+
+@pytest.mark.parametrize("direction,clip,peepholes", [("bidirectional", 0.9, True), ("reverse", None, False)])
+def test_lstm_is_one_fused_kernel_on_cpus(tmp_path, direction, clip, peepholes):
+    """On CPUs an LSTM's whole recurrence is one kernel of the backend's (cpu/recurrence.py), not a
+    few kernels per step; clip, peepholes, initial states and all three outputs match ONNX Runtime."""
+    d, t, b, i, h = (2 if direction == "bidirectional" else 1), 7, 3, 6, 16
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, n)
+             for n, s in [("W", (d, 4 * h, i)), ("R", (d, 4 * h, h)), ("B", (d, 8 * h)), ("P", (d, 3 * h))]]
+    extra = {"clip": clip} if clip is not None else {}
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "H0", "C0", "P" if peepholes else ""], ["Y", "Yh", "Yc"],
+                            hidden_size=h, direction=direction, name="lstm0", **extra)
+    fl = TensorProto.FLOAT
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", fl, [t, b, i]),
+                                        helper.make_tensor_value_info("H0", fl, [d, b, h]),
+                                        helper.make_tensor_value_info("C0", fl, [d, b, h])],
+                          [helper.make_tensor_value_info("Y", fl, [t, d, b, h]),
+                           helper.make_tensor_value_info("Yh", fl, [d, b, h]),
+                           helper.make_tensor_value_info("Yc", fl, [d, b, h])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    feed = {"X": rng.standard_normal((t, b, i)).astype(np.float32) * 2,
+            "H0": rng.standard_normal((d, b, h)).astype(np.float32),
+            "C0": rng.standard_normal((d, b, h)).astype(np.float32)}
+    ref = ort_run(tmp_path / "m.onnx", feed)
+    ours = art(feed)
+    for k in ("Y", "Yh", "Yc"):
+        np.testing.assert_allclose(ours[k], ref[k], atol=2e-6, rtol=1e-5)
+    import json
+
+    kernels = json.loads((tmp_path / "a" / "layers.json").read_text())["kernels"]
+    fused = [k for k in kernels if k["kernel"].startswith("lstm_recurrence")]
+    assert len(fused) == 1 and fused[0]["schedule"] == "deploy kernel", kernels
+    assert len(kernels) < 8, kernels  # the unrolled form had several kernels per step

@@ -33,6 +33,12 @@ class Backend:
     unscheduled = "TVM plain loops"   # what a kernel with neither a record nor a default schedule runs
     host_timed = False                # a kernel's time is the host clock around its call (deploy profile)
 
+    # -- import
+    def frontend_kernels(self, target):
+        """The family's fused kernels the frontend may emit instead of portable Relax ops (an
+        object with ``lstm_kernel``, see cpu/recurrence.py), or None."""
+        return None
+
     # -- optimize
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
         """The family's own named graph stages, run after ``simplify``. They are optimizations: a

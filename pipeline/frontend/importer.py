@@ -135,9 +135,10 @@ def check_supported(model: onnx.ModelProto, cleaned: bool = False) -> None:
         )
 
 
-def import_model(model: onnx.ModelProto, dims: dict | None = None):
+def import_model(model: onnx.ModelProto, dims: dict | None = None, kernels=None):
     """Convert a cleaned-up ONNX model to a Relax IRModule. Input shapes are static except the
-    dims named in ``dims`` (frontend.dims), which become symbolic sizes with their range."""
+    dims named in ``dims`` (frontend.dims), which become symbolic sizes with their range.
+    ``kernels``: the target family's fused kernels (``Backend.frontend_kernels``), or None."""
     from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
     dims = dims or {}
@@ -152,7 +153,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None):
     printed = io.StringIO()  # TVM's importer prints "Error converting operator ..." before it raises
     try:
         with log.tvm_quiet(), contextlib.redirect_stdout(printed if not log.verbose() else sys.stdout), \
-                converters.installed(), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
+                converters.installed(kernels), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
             mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
     except DeployError as e:
         raise _quietly_dropped(e)

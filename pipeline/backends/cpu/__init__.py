@@ -1,5 +1,6 @@
 """The CPU backend: x86-64 and ARM (aarch64, armv7) through LLVM, this host's CPU or a board's.
 
+- fused kernels the frontend emits: an LSTM's whole recurrence (``recurrence``);
 - graph stages: NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI (``vnni``),
   float32 3x3 convs as Winograd F(4x4, 3x3) (``winograd``);
 - default schedules for kernels without tuning records (``rules/``, one rule per file);
@@ -96,6 +97,11 @@ class CpuBackend(Backend):
     supports_runner = True
     has_default_schedules = True
     host_timed = True
+
+    def frontend_kernels(self, target):
+        from . import recurrence
+
+        return recurrence
 
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
         """1-D convolutions as 2-D, NHWC layout, then VNNI and Winograd rewrites of the NHWC

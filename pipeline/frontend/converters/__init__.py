@@ -1,7 +1,9 @@
 """deploy's ONNX op converters, installed into TVM's ONNX frontend for the length of an import.
 
-One module per op (small_ops: a few small ones); each has ``install() -> undo`` (``base.replace`` does the swap). Add a converter by adding a module and its
-name to ``MODULES``.
+One module per op (small_ops: a few small ones); each has ``install() -> undo`` (``base.replace``
+does the swap). Add a converter by adding a module and its name to ``MODULES``. A converter may
+emit a target family's fused kernel where the family has one (``base.KERNELS``), and the portable
+Relax ops otherwise.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ MODULES = ("attention", "clip", "isinf", "layer_norm", "losses", "mixed_inputs",
 
 
 @contextlib.contextmanager
-def installed():
+def installed(kernels=None):
+    """The converters, for the length of an import. ``kernels`` is the target family's own fused
+    kernels (``Backend.frontend_kernels``: the CPU's LSTM recurrence), or None where it has none."""
+    from . import base
+
     undo = []
+    base.KERNELS[0] = kernels
     try:
         for name in MODULES:
             undo.append(importlib.import_module(f"{__name__}.{name}").install())
         yield
     finally:
+        base.KERNELS[0] = None
         for u in reversed(undo):
             u()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+KERNELS: list = [None]
+"""The target family's fused kernels for this import (``Backend.frontend_kernels``), or None."""
+
+
 def replace(converter, name: str, impl):
     """Install ``impl(cls, bb, inputs, attr, params)`` as ``converter.name`` (a TVM OnnxOpConverter
     classmethod, e.g. ``_impl_v13``); returns TVM's function (to delegate to) and the undo."""

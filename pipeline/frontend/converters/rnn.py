@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import base
 from .base import add_ops
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -141,6 +142,10 @@ def convert(kind: str, bb, inputs, attr):
         return op.strided_slice(t, [1], [j * hidden], [(j + 1) * hidden])
 
     acts = _activations(kind, attr, num_dir)
+    fused = _fused_lstm(bb, kind, attr, x, w, r, b, h0, c0, peep, layout, direction, num_dir, steps, batch, hidden,
+                        dtype, clip)
+    if fused is not None:
+        return fused
     ys, hs, cs = [], [], []
     for d in range(num_dir):
         wd = bb.normalize(op.permute_dims(part(w, d), [1, 0]))  # [I, gates*H]
@@ -232,6 +237,50 @@ def convert(kind: str, bb, inputs, attr):
             y_c = bb.normalize(op.permute_dims(y_c, [1, 0, 2]))
         outs.append(y_c)
     return relax.Tuple(outs)
+
+
+def _fused_lstm(bb, kind, attr, x, w, r, b, h0, c0, peep, layout, direction, num_dir, steps, batch, hidden, dtype,
+                clip):
+    """The LSTM as the target family's fused recurrence kernel (backends/cpu/recurrence.py), or
+    None where the family has none or the node is not the case it covers (default activations,
+    float32, a static batch): the caller unrolls it then."""
+    from tvm import relax
+
+    kernels = base.KERNELS[0]
+    names = [a.decode().lower() if isinstance(a, bytes) else str(a).lower() for a in attr.get("activations", ())]
+    if (kernels is None or kind != "LSTM" or dtype != "float32" or not isinstance(batch, int)
+            or (names and names != ["sigmoid", "tanh", "tanh"] * (len(names) // 3))
+            or attr.get("activation_alpha") or attr.get("activation_beta")):
+        return None
+    op = relax.op
+    gates = 4
+    reverse = tuple(direction == "reverse" or d == 1 for d in range(num_dir))
+    xw = bb.normalize(op.matmul(op.expand_dims(x, 0), op.expand_dims(op.permute_dims(w, [0, 2, 1]), 1)))  # [D, T, B, 4H]
+    if b is not None:  # Wb + Rb, per direction
+        bias = op.add(op.strided_slice(b, [1], [0], [gates * hidden]),
+                      op.strided_slice(b, [1], [gates * hidden], [2 * gates * hidden]))
+        xw = bb.normalize(op.add(xw, op.reshape(bias, (num_dir, 1, 1, gates * hidden))))
+    rt = bb.normalize(op.permute_dims(r, [0, 2, 1]))  # [D, H, 4H]
+
+    def state(s):  # [D, B, H]
+        if s is None:
+            return relax.const(np.zeros((num_dir, batch, hidden), "float32"), "float32")
+        return bb.normalize(op.permute_dims(s, [1, 0, 2])) if layout == 1 else s
+
+    p = peep if peep is not None else relax.const(np.zeros((num_dir, 3 * hidden), "float32"), "float32")
+    func = kernels.lstm_kernel(num_dir, steps, batch, hidden, reverse, None if clip is None else float(clip),
+                               peep is not None)
+    gv = bb.add_func(func, "lstm_recurrence")
+    t = relax.TensorType
+    out = bb.emit(relax.call_tir(gv, relax.Tuple([xw, rt, state(h0), state(c0), p]),
+                                 out_ty=[t((num_dir, steps, batch, hidden), "float32"),
+                                            t((num_dir, batch, hidden), "float32"),
+                                            t((num_dir, batch, hidden), "float32")]))
+    y = bb.normalize(op.permute_dims(relax.TupleGetItem(out, 0), [2, 1, 0, 3] if layout == 1 else [1, 0, 2, 3]))
+    states = [bb.normalize(relax.TupleGetItem(out, i)) for i in (1, 2)]
+    if layout == 1:
+        states = [bb.normalize(op.permute_dims(s, [1, 0, 2])) for s in states]
+    return relax.Tuple([y, *states])
 
 
 def install():
