@@ -47,6 +47,7 @@ def test_tune_then_compile_applies_records_and_stays_correct(tuned, models, tmp_
     assert sum(1 for s in sources if s == "tuning record") >= 3, sources
 
 
+@pytest.mark.slow  # ~1.5 min of tuning; -m slow
 def test_second_model_reuses_shared_workloads(tuned, tmp_path):
     db, first = tuned
     # same convolutions, a different classifier head: only the new kernels are tuned
@@ -190,6 +191,7 @@ def test_default_schedules_are_measured_and_recorded_as_baselines(tuned, models)
     assert found == len(tasks) >= 5
 
 
+@pytest.mark.slow  # ~1 min of tuning; -m slow
 def test_tune_quantize_int8_tunes_the_kernels_compile_builds(models, tmp_path, cli):
     """Quantization composes with tuning: `deploy tune --quantize int8` calibrates like compile
     does and tunes the int8 kernels, so the int8 compile finds a record for every kernel."""
@@ -237,6 +239,7 @@ def test_records_that_no_longer_load_are_set_aside(tuned, models, tmp_path):
     assert_matches_ort(art, models / "cnn.onnx")
 
 
+@pytest.mark.slow  # ~1.5 min of tuning; -m slow
 def test_dynamic_dims_tune_the_optimized_sizes_kernels(tmp_path):
     """Kernels of symbolic extent cannot be tuned: the optimized sizes' kernels are, and compile
     builds the function for that size with the records (the symbolic main keeps the defaults)."""

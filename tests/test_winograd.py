@@ -97,6 +97,7 @@ def test_winograd_matrices_compute_a_convolution():
     np.testing.assert_allclose(y, ref, atol=1e-12)
 
 
+@pytest.mark.slow  # ~2.5 min of tuning; -m slow
 def test_tuned_winograd_kernels_apply_and_match_ort(tmp_path):
     """MetaSchedule tunes the pack/unpack kernels through their custom rule and the matmul like
     any other; the records apply at compile and the result still matches ONNX Runtime."""
