@@ -37,6 +37,8 @@ CONVS = [
     ("depthwise", 24, 24, 15, 15, 3, 1, 1, 24, 1),
     ("depthwise-s2", 40, 40, 9, 9, 3, 2, 1, 40, 1),
     ("grouped", 16, 32, 8, 8, 3, 1, 1, 4, 1),
+    ("grouped-w8-s2", 64, 64, 9, 9, 3, 2, 1, 8, 1),  # RegNet's group width 8: half a vector
+    ("grouped-w48", 96, 96, 7, 7, 3, 1, 1, 2, 1),  # three vectors per group
     ("dilated", 8, 17, 12, 12, 3, 1, 2, 1, 2),
     ("7x7-s2", 3, 64, 32, 32, 7, 2, 3, 1, 1),
 ]
@@ -52,6 +54,10 @@ def test_conv_bias_relu_matches_ort(tmp_path, name, ci, co, h, w, k, s, p, g, d)
     art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
     assert art.manifest["tuning"]["tuned_kernels"] == 0
     assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    from pipeline import layers
+
+    conv = [kk["schedule"] for kk in layers.read(art.path)["kernels"] if any(op == "Conv" for op, _ in kk["nodes"])]
+    assert "default: ConvMatmul" in conv, conv  # grouped convs too: vectors inside a group, not gathered across
 
 
 def test_residual_block_with_relu6_matches_ort(tmp_path):

@@ -46,6 +46,14 @@ class ConvMatmul(CPUScheduleRule):
         ok, epilogue = fuse_epilogue(sch, consumers)
         if not ok:
             return None
+        group_axis = None
+        width = group_width(sch, main, n_s)
+        if width:  # a grouped conv: output channels as [group, channel in group], vectors inside a group
+            g_loop, j_loop = sch.split(loops[n_s - 1], factors=[None, width])
+            loops = [*loops[:n_s - 1], g_loop, j_loop, *loops[n_s:]]
+            kinds = [*kinds[:n_s], SPATIAL, *kinds[n_s:]]
+            ext = [*ext[:n_s - 1], ext[n_s - 1] // width, width, *ext[n_s:]]
+            group_axis, n_s = n_s - 1, n_s + 1
         # tiles: vectors along the last spatial axis, rows along the previous non-unit one. A
         # dynamic dim (None) counts as large: its last block is ragged (guarded)
         big = 1 << 30
@@ -54,7 +62,8 @@ class ConvMatmul(CPUScheduleRule):
         vec = pick(v_ext, [k * lanes for k in range(self.max_vectors, 0, -1)]) if v_ext >= lanes else v_ext
         if v_ext >= lanes and v_ext % lanes or ext[n_s - 1] is None:
             vec = lanes
-        row_axis = next((i for i in range(n_s - 2, -1, -1) if s_ext[i] > 1), None)
+        # rows share the weight vector: never along the groups, whose weights differ
+        row_axis = next((i for i in range(n_s - 2, -1, -1) if s_ext[i] > 1 and i != group_axis), None)
         nvec = max(1, vec // lanes)
         max_rows = max(1, min(self.max_rows, self.max_acc // nvec))
         rows = pick(s_ext[row_axis], list(range(max_rows, 0, -1))) if row_axis is not None else 1
@@ -138,3 +147,42 @@ def divisible(sch, loop, factor: int) -> bool:
     if isinstance(ext, tirx.IntImm):
         return int(ext) % factor == 0
     return bool(Analyzer().can_prove(tirx.floormod(ext, factor) == 0))
+
+
+def group_width(sch, block, n_s: int) -> int:
+    """The channels per group of a grouped conv (its input channel is ``out // width * width +
+    rc``), read from the block's input indices; 0 when it is not one (or depthwise: width 1)."""
+    import tvm
+    from tvm import tirx
+
+    b = sch.get(block)
+    if n_s > len(b.iter_vars):
+        return 0
+    oc = b.iter_vars[n_s - 1]
+    ext = oc.dom.extent
+    if not isinstance(ext, tirx.IntImm):
+        return 0
+    found = []
+
+    def visit(e):
+        if isinstance(e, tirx.FloorDiv) and isinstance(e.a, tirx.Var) and e.a.same_as(oc.var) \
+                and isinstance(e.b, tirx.IntImm):
+            found.append(int(e.b))
+
+    def walk(e):
+        visit(e)
+        for name in ("a", "b", "value", "true_value", "false_value", "condition"):
+            sub = getattr(e, name, None)
+            if isinstance(sub, tvm.ir.expr.Expr):
+                walk(sub)
+        for sub in getattr(e, "args", ()) if isinstance(e, tvm.ir.Call) else ():
+            walk(sub)
+
+    for region in b.reads:
+        for r in region.region:
+            walk(r.min)
+    widths = set(found)
+    if len(widths) != 1:
+        return 0
+    width = widths.pop()
+    return width if 1 < width < int(ext) and int(ext) % width == 0 else 0
