@@ -16,8 +16,8 @@ give every kernel a schedule that is parallel over cores and vectorized:
   rows along the next spatial axis. The reduction runs inside the block, the accumulators stay
   in registers, and the epilogue is applied to each block as it leaves registers. When the
   weights outweigh the activations, output-channel blocks are the outer loop.
-- ``DynamicRows``: a softmax or norm over a dynamic dim: one parallel loop over rows, each row's
-  stages computed inside it.
+- ``Rows``: a softmax or norm over a dynamic dim, or along long static rows: one parallel loop
+  over rows, each row's stages computed inside it.
 - dlight's own CPU ``GEMV`` and ``Reduction`` (softmax, layer norm).
 - ``Injective``: elementwise, transpose, reshape, pad: inlined into one loop nest, parallel
   outer loop, vectorized inner loop.
@@ -39,7 +39,7 @@ from .... import log
 from ....errors import last_line
 
 from .conv_matmul import ConvMatmul
-from .dynamic_rows import DynamicRows
+from .rows import Rows
 from .injective import Injective
 from .int8_vnni import Int8Vnni
 from .parallel import Parallel
@@ -66,7 +66,7 @@ class Guarded(ScheduleRule):
 
 
 def rules(failures: list | None = None, chosen: dict | None = None) -> list:
-    plain = [Winograd(), Int8Vnni(), ConvMatmul(), DynamicRows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
+    plain = [Winograd(), Int8Vnni(), ConvMatmul(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
              Parallel()]
     return [Guarded(r, failures if failures is not None else [], chosen) for r in plain]
 
