@@ -229,6 +229,29 @@ def test_conv_transpose_after_an_nhwc_conv_compiles_at_o3(tmp_path):
     assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2)], ids=["kernel=stride", "overlapping"])
+def test_unet_up_block_matches_ort(tmp_path, k, s):
+    """Conv -> ConvTranspose (+ bias) -> concat with the skip -> 3x3 conv (Winograd). With kernel =
+    stride the transposed conv is a 1x1 conv and a depth-to-space (backends/cpu/deconv.py); an
+    overlapping one stays a transposed conv."""
+    from pipeline import layers
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ConvTranspose", ["r", "wt", "bt"], ["u"], kernel_shape=[k, k], strides=[s, s],
+                              pads=[0, 0, k - s, k - s]),
+             helper.make_node("Concat", ["u", "x"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    m = _model(nodes, [("x", [1, 16, 24, 24])], ["y"], [("w", _w(32, 16, 3, 3)), ("wt", _w(32, 16, k, k)),
+                                                       ("bt", _w(16)), ("w2", _w(32, 32, 3, 3))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert not art.manifest.get("fallbacks"), art.manifest.get("fallbacks")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    kernels = " ".join(kk["kernel"] for kk in layers.read(art.path)["kernels"])
+    assert ("conv2d_transpose" in kernels) == (k != s), kernels
+
+
 def test_ragged_matmul_is_padded_to_whole_vectors_and_matches_ort(tmp_path):
     """ViT's attention: 197 tokens (prime) left ConvMatmul's vector block ragged and scalar (9 GFLOP/s);
     the rule pads the block to whole vectors (pad_einsum) and cuts the result back."""

@@ -1,7 +1,8 @@
 """The CPU backend: x86-64 and ARM (aarch64, armv7) through LLVM, this host's CPU or a board's.
 
 - fused kernels the frontend emits: an LSTM's whole recurrence (``recurrence``);
-- graph stages: NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI (``vnni``),
+- graph stages: conv1d as conv2d (``conv1d``), 2x2 stride-2 transposed convs as 1x1 convs
+  (``deconv``), NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI (``vnni``),
   float32 3x3 convs as Winograd F(4x4, 3x3) (``winograd``);
 - default schedules for kernels without tuning records (``rules/``, one rule per file);
 - tuning: Winograd's MetaSchedule rules, the light x86/ARM tensor-intrinsic import
@@ -70,6 +71,14 @@ def _conv1d() -> list:
     return [_rewrite_pass("Conv1dAsConv2d", conv1d_as_conv2d), relax.transform.FoldConstant()]
 
 
+def _deconv() -> list:
+    from tvm import relax
+
+    from .deconv import deconv_as_conv
+
+    return [_rewrite_pass("ConvTransposeAsConv1x1", deconv_as_conv), relax.transform.FoldConstant()]
+
+
 def _int8_vnni() -> list:
     from tvm import relax
 
@@ -104,11 +113,11 @@ class CpuBackend(Backend):
         return recurrence
 
     def graph_stages(self, target, opt_level: int, precision: str, int8: bool) -> PassList:
-        """1-D convolutions as 2-D, NHWC layout, then VNNI and Winograd rewrites of the NHWC
+        """1-D convolutions as 2-D, kernel = stride transposed convs as 1x1 convs, NHWC layout, then VNNI and Winograd rewrites of the NHWC
         convolutions (opt level 3)."""
         if opt_level < 3:
             return []
-        stages: PassList = [("conv1d-as-conv2d", _conv1d), ("layout", _layout)]
+        stages: PassList = [("conv1d-as-conv2d", _conv1d), ("deconv-as-conv", _deconv), ("layout", _layout)]
         from .vnni import supported
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels

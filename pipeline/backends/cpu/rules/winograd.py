@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import SPATIAL, parallel_outer, plain_block, start
+from ..vector import vector_lanes
+from .base import SPATIAL, parallel_outer, start, vectorize_inner
 
 
 class Winograd(CPUScheduleRule):
@@ -16,9 +17,20 @@ class Winograd(CPUScheduleRule):
         sch, _ = start(self, func, target)
         if sch is None or not winograd.schedule(sch, target):
             return None
-        for b in sch.get_child_blocks(sch.get_sblock("root")):  # consumers left un-inlined
-            if not sch.get(b).annotations.get("schedule_rule"):
-                plain = plain_block(sch, b)
-                if plain is not None and plain[1] and plain[1][0] == SPATIAL:
-                    parallel_outer(sch, plain[0][:1])
+        # stages left un-inlined (a concat, transposes before the pack): parallel over their leading
+        # loops (a batch of 1 is one iteration), vectorized inside; a U-Net's skip concat before
+        # a pack ran on one thread, scalar: 4 ms
+        for b in sch.get_child_blocks(sch.get_sblock("root")):
+            if sch.get(b).annotations.get("schedule_rule") or any(int(iv.iter_type) != SPATIAL for iv in sch.get(b).iter_vars):
+                continue
+
+            loops = sch.get_loops(b)
+            if len(loops) != len(sch.get(b).iter_vars):
+                continue
+            try:
+                vectorize_inner(sch, b, vector_lanes(target, str(sch.get(b).writes[0].buffer.dtype)))
+                loops = sch.get_loops(b)
+                parallel_outer(sch, loops[:-1] or loops)
+            except Exception:  # noqa: BLE001 - leave that stage serial
+                pass
         return sch
