@@ -269,3 +269,21 @@ def test_ragged_matmul_is_padded_to_whole_vectors_and_matches_ort(tmp_path):
     assert matmul and "_pad" in matmul[0] and "T.vectorized" in matmul[0]
     art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
     assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("op,shape", [("InstanceNormalization", [1, 32, 999]), ("LayerNormalization", [1, 197, 96]),
+                                      ("Softmax", [1, 4, 197, 197])])
+def test_row_reductions_run_row_by_row_and_match_ort(tmp_path, op, shape):
+    """Norms and softmax along long static rows take the row-wise rule (rules/rows.py): a group norm
+    over 3199 steps ran 7x slower than ORT under dlight's reduction rule."""
+    from pipeline import layers
+
+    c = shape[1] if op == "InstanceNormalization" else shape[-1]
+    inits = [("s", _w(c) + 1), ("b", _w(c))] if op != "Softmax" else []
+    node = helper.make_node(op, ["x"] + [n for n, _ in inits], ["y"], **({"axis": -1} if op != "InstanceNormalization" else {}))
+    m = _model([node], [("x", shape)], ["y"], inits)
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    sched = [kk["schedule"] for kk in layers.read(art.path)["kernels"]]
+    assert "default: Rows" in sched, sched

@@ -38,9 +38,10 @@ class Rows(CPUScheduleRule):
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         last = blocks[-1]
         plain = plain_block(sch, last)
-        if plain is None or any(k != SPATIAL for k in plain[1]) or len(plain[0]) < 2:
+        if plain is None or any(k != SPATIAL for k in plain[1]):
             return None
         loops = plain[0]
+        # the last stage is one value per row (a norm's mean or deviation): its loop is the rows
         row = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
         sch.parallel(row)
         for b in reversed(blocks[:-1]):
