@@ -53,11 +53,11 @@ def test_dynamic_batch_bound_by_input_shape(models, tmp_path):
 def test_dump_ir_shows_each_stage(models, tmp_path):
     pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", dump_ir=tmp_path / "ir")
     files = sorted(p.name for p in (tmp_path / "ir").iterdir())
-    assert files == ["00-imported.py", "01-simplify.py", "02-conv1d-as-conv2d.py", "03-layout.py", "04-winograd.py",
-                     "05-lower.py"]
+    assert files == ["00-imported.py", "01-simplify.py", "02-conv1d-as-conv2d.py", "03-deconv-as-conv.py", "04-layout.py",
+                     "05-winograd.py", "06-lower.py"]
     imported = (tmp_path / "ir" / "00-imported.py").read_text()
     simplified = (tmp_path / "ir" / "01-simplify.py").read_text()
-    lowered = (tmp_path / "ir" / "05-lower.py").read_text()
+    lowered = (tmp_path / "ir" / "06-lower.py").read_text()
     # batch norm was folded into the convolutions (by clean-up), constant reshapes by FoldConstant
     assert "batch_norm" not in imported and imported.count("R.nn.conv2d") == 2
     assert "R.reshape(metadata" in imported and "R.reshape(metadata" not in simplified
