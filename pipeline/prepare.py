@@ -101,14 +101,16 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     if onnx_hook is not None:
         with step("quantize: calibrate"):
             cleaned = onnx_hook(cleaned)
+    backend, target = for_preset(preset), preset.tvm_target()
+    kernels = backend.frontend_kernels(target)
     with step("import"):
-        mod = import_model(cleaned, dims, for_preset(preset).frontend_kernels(preset.tvm_target()))
+        mod = import_model(cleaned, dims, kernels)
     specialized = []
     for binding in specializations(dims):
         name = function_name(binding)
         with step(f"import: {name} ({point_text(binding)})"):
             mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook,
-                                      for_preset(preset).frontend_kernels(preset.tvm_target()))
+                                      kernels)
         specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
@@ -119,10 +121,9 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
             log_stats(stats)
             passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
         dump("int8", mod)
-    target = preset.tvm_target()
     fallbacks: list[dict] = []
     collector = layers.Collector()
-    for stage, make, optional in pipeline_for(for_preset(preset), target, opt_level, precision=precision, int8=int8):
+    for stage, make, optional in pipeline_for(backend, target, opt_level, precision=precision, int8=int8):
         with step(f"optimize: {stage}"):
             stage_passes = make()
             try:

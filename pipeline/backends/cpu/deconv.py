@@ -7,9 +7,9 @@ its transposed convs and the layout changes around them half the time. With kern
 no padding, each input pixel writes its own ``kh x kw`` output block, so
 
     conv2d_transpose(x, W[ci, co, kh, kw])[n, co, h*kh + i, w*kw + j]
-      = conv2d(x, W'[(co, i, j), ci, 1, 1])[n, (co, i, j), h, w]
+      = conv2d_nhwc(x, W'[1, 1, ci, (co, i, j)])[n, h, w, (co, i, j)]
 
-a 1x1 convolution to ``co*kh*kw`` channels (NHWC and ConvMatmul's register tiles like any conv)
+a 1x1 NHWC convolution to ``co*kh*kw`` channels (ConvMatmul's register tiles like any conv)
 followed by a reshape and transpose that fuse into the next kernel. Other transposed convs stay as
 they are.
 """
@@ -47,7 +47,7 @@ def deconv_as_conv(mod):
             return orig
         out_dtype = a.out_dtype if str(a.out_dtype) else None
         # in NHWC, where the layout pass puts the convs around it: [n, h, w, (co, i, j)] -> [n, (h, i), (w, j), co]
-        w1 = op.reshape(op.permute_dims(w, [0, 1, 2, 3]), (1, 1, ci, co * kh * kw))  # HWIO; folded (W is a constant)
+        w1 = op.reshape(w, (1, 1, ci, co * kh * kw))  # HWIO, O = (co, i, j); folded (W is a constant)
         y = op.nn.conv2d(op.permute_dims(x, [0, 2, 3, 1]), w1, data_layout="NHWC", kernel_layout="HWIO",
                          out_dtype=out_dtype)
         y = op.reshape(y, (n, h, wd, co, kh, kw))

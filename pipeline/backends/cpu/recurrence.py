@@ -47,8 +47,9 @@ def fast_sigmoid(x):
     return fast_tanh(x * half) * half + half
 
 
-def _block(n: int, choices=(128, 64, 32, 16)) -> int:
-    return next((w for w in choices if n % w == 0), 0)
+def _block(n: int, choices=(128, 64, 32, 16, 8, 4, 2, 1)) -> int:
+    """The largest of ``choices`` that divides ``n`` (1 divides all: a scalar loop)."""
+    return next(w for w in choices if n % w == 0)
 
 
 def lstm_kernel(dirs: int, steps: int, batch: int, hidden: int, reverse: tuple, clip: float | None = None,
@@ -66,7 +67,7 @@ def lstm_kernel(dirs: int, steps: int, batch: int, hidden: int, reverse: tuple, 
 
     D, S, B, H, G = dirs, steps, batch, hidden, 4 * hidden
     W = _block(G)  # output columns per register block of the matrix-vector product
-    V = _block(H, (16, 8, 4))  # lanes of the gate pass
+    V = _block(H, (16, 8, 4, 2, 1))  # lanes of the gate pass
     f32 = "float32"
 
     def step_of(d, s):  # the time index of step s of direction d
@@ -82,9 +83,10 @@ def lstm_kernel(dirs: int, steps: int, batch: int, hidden: int, reverse: tuple, 
             return v
         return tirx.max(tirx.min(v, tirx.const(clip, f32)), tirx.const(-clip, f32))
 
+    def gate(pre, peep, c):  # an i/o/f gate's input: its pre-activation (+ peephole x cell), clipped
+        return clipped(pre + peep * c if peephole else pre)
+
     sig, tanh = fast_sigmoid, fast_tanh
-    use_p = tirx.const(1.0 if peephole else 0.0, f32)
-    Wn, Vn = max(W, 1), max(V, 1)
 
     @T.prim_func(private=True)
     def lstm(xw: T.Buffer((D, S, B, G), f32), rt: T.Buffer((D, H, G), f32), h0: T.Buffer((D, B, H), f32),
@@ -98,39 +100,25 @@ def lstm_kernel(dirs: int, steps: int, batch: int, hidden: int, reverse: tuple, 
                 cn[d, b, j] = c0[d, b, j]
             for s in range(S):
                 for b in range(B):
-                    if W > 0:
-                        for jb in range(G // Wn):
-                            acc = T.alloc_buffer((Wn,), f32, scope="local")
-                            for jj in T.vectorized(Wn):
-                                acc[jj] = xw[d, step_of(d, s), b, jb * Wn + jj]
-                            for k in range(H):
-                                for jj in T.vectorized(Wn):
-                                    acc[jj] = acc[jj] + hn[d, b, k] * rt[d, k, jb * Wn + jj]
-                            for jj in T.vectorized(Wn):
-                                g[d, jb * Wn + jj] = acc[jj]
-                    else:
-                        for j in range(G):
-                            g[d, j] = xw[d, step_of(d, s), b, j]
-                        for k, j in T.grid(H, G):
-                            g[d, j] = g[d, j] + hn[d, b, k] * rt[d, k, j]
-                    if V > 0:
-                        for jo in range(H // Vn):
-                            for ji in T.vectorized(Vn):
-                                cn[d, b, jo * Vn + ji] = (
-                                    sig(clipped(g[d, 2 * H + jo * Vn + ji]
-                                                + use_p * p[d, 2 * H + jo * Vn + ji] * cn[d, b, jo * Vn + ji]))
-                                    * cn[d, b, jo * Vn + ji]
-                                    + sig(clipped(g[d, jo * Vn + ji] + use_p * p[d, jo * Vn + ji] * cn[d, b, jo * Vn + ji]))
-                                    * tanh(clipped(g[d, 3 * H + jo * Vn + ji])))
-                                hn[d, b, jo * Vn + ji] = (
-                                    sig(clipped(g[d, H + jo * Vn + ji] + use_p * p[d, H + jo * Vn + ji] * cn[d, b, jo * Vn + ji]))
-                                    * tanh(cn[d, b, jo * Vn + ji]))
-                                y[d, step_of(d, s), b, jo * Vn + ji] = hn[d, b, jo * Vn + ji]
-                    else:
-                        for j in range(H):
-                            cn[d, b, j] = (sig(clipped(g[d, 2 * H + j] + use_p * p[d, 2 * H + j] * cn[d, b, j])) * cn[d, b, j]
-                                           + sig(clipped(g[d, j] + use_p * p[d, j] * cn[d, b, j])) * tanh(clipped(g[d, 3 * H + j])))
-                            hn[d, b, j] = sig(clipped(g[d, H + j] + use_p * p[d, H + j] * cn[d, b, j])) * tanh(cn[d, b, j])
-                            y[d, step_of(d, s), b, j] = hn[d, b, j]
+                    for jb in range(G // W):
+                        acc = T.alloc_buffer((W,), f32, scope="local")
+                        for jj in T.vectorized(W):
+                            acc[jj] = xw[d, step_of(d, s), b, jb * W + jj]
+                        for k in range(H):
+                            for jj in T.vectorized(W):
+                                acc[jj] = acc[jj] + hn[d, b, k] * rt[d, k, jb * W + jj]
+                        for jj in T.vectorized(W):
+                            g[d, jb * W + jj] = acc[jj]
+                    for jo in range(H // V):
+                        for ji in T.vectorized(V):
+                            cn[d, b, jo * V + ji] = (
+                                sig(gate(g[d, 2 * H + jo * V + ji], p[d, 2 * H + jo * V + ji], cn[d, b, jo * V + ji]))
+                                * cn[d, b, jo * V + ji]
+                                + sig(gate(g[d, jo * V + ji], p[d, jo * V + ji], cn[d, b, jo * V + ji]))
+                                * tanh(clipped(g[d, 3 * H + jo * V + ji])))
+                            hn[d, b, jo * V + ji] = (
+                                sig(gate(g[d, H + jo * V + ji], p[d, H + jo * V + ji], cn[d, b, jo * V + ji]))
+                                * tanh(cn[d, b, jo * V + ji]))
+                            y[d, step_of(d, s), b, jo * V + ji] = hn[d, b, jo * V + ji]
 
     return lstm

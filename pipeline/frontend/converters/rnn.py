@@ -70,8 +70,12 @@ def _activation(name: str, alpha, beta):
     raise Unsupported(f"activation '{name}' of a recurrent op is not supported")
 
 
+def _activation_names(attr: dict) -> list[str]:
+    return [a.decode() if isinstance(a, bytes) else str(a) for a in attr.get("activations", ())]
+
+
 def _activations(kind: str, attr: dict, num_dir: int) -> list[list]:
-    names = [a.decode() if isinstance(a, bytes) else str(a) for a in attr.get("activations", ())]
+    names = _activation_names(attr)
     per = len(DEFAULT_ACTS[kind])
     if not names:
         names = DEFAULT_ACTS[kind] * num_dir
@@ -247,7 +251,7 @@ def _fused_lstm(bb, kind, attr, x, w, r, b, h0, c0, peep, layout, direction, num
     from tvm import relax
 
     kernels = base.KERNELS[0]
-    names = [a.decode().lower() if isinstance(a, bytes) else str(a).lower() for a in attr.get("activations", ())]
+    names = [n.lower() for n in _activation_names(attr)]
     if (kernels is None or kind != "LSTM" or dtype != "float32" or not isinstance(batch, int)
             or (names and names != ["sigmoid", "tanh", "tanh"] * (len(names) // 3))
             or attr.get("activation_alpha") or attr.get("activation_beta")):

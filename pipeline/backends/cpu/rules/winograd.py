@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import SPATIAL, parallel_outer, start, vectorize_inner
+from .base import SPATIAL, schedule_producers, start
 
 
 class Winograd(CPUScheduleRule):
@@ -20,17 +20,9 @@ class Winograd(CPUScheduleRule):
         # stages left un-inlined (a concat, transposes before the pack): parallel over their leading
         # loops (a batch of 1 is one iteration), vectorized inside; a U-Net's skip concat before
         # a pack ran on one thread, scalar: 4 ms
-        for b in sch.get_child_blocks(sch.get_sblock("root")):
-            if sch.get(b).annotations.get("schedule_rule") or any(int(iv.iter_type) != SPATIAL for iv in sch.get(b).iter_vars):
-                continue
-
-            loops = sch.get_loops(b)
-            if len(loops) != len(sch.get(b).iter_vars):
-                continue
-            try:
-                vectorize_inner(sch, b, vector_lanes(target, str(sch.get(b).writes[0].buffer.dtype)))
-                loops = sch.get_loops(b)
-                parallel_outer(sch, loops[:-1] or loops)
-            except Exception:  # noqa: BLE001 - leave that stage serial
-                pass
+        rest = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                if not sch.get(b).annotations.get("schedule_rule")
+                and all(int(iv.iter_type) == SPATIAL for iv in sch.get(b).iter_vars)
+                and len(sch.get_loops(b)) == len(sch.get(b).iter_vars)]
+        schedule_producers(sch, rest, vector_lanes(target, "float32"))  # Winograd is float32 only
         return sch
