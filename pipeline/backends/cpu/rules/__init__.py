@@ -16,6 +16,8 @@ give every kernel a schedule that is parallel over cores and vectorized:
   rows along the next spatial axis. The reduction runs inside the block, the accumulators stay
   in registers, and the epilogue is applied to each block as it leaves registers. When the
   weights outweigh the activations, output-channel blocks are the outer loop.
+- ``Columns``: a norm reduced along an outer, strided axis (an instance norm after an NHWC conv):
+  channel blocks in parallel, each stage with the steps outside and the block's channels as vectors.
 - ``Rows``: a softmax or norm over a dynamic dim, or along long static rows: one parallel loop
   over rows, each row's stages computed inside it.
 - dlight's own CPU ``GEMV`` and ``Reduction`` (softmax, layer norm).
@@ -38,6 +40,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from .... import log
 from ....errors import last_line
 
+from .columns import Columns
 from .conv_matmul import ConvMatmul
 from .rows import Rows
 from .injective import Injective
@@ -66,7 +69,7 @@ class Guarded(ScheduleRule):
 
 
 def rules(failures: list | None = None, chosen: dict | None = None) -> list:
-    plain = [Winograd(), Int8Vnni(), ConvMatmul(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
+    plain = [Winograd(), Int8Vnni(), ConvMatmul(), Columns(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
              Parallel()]
     return [Guarded(r, failures if failures is not None else [], chosen) for r in plain]
 

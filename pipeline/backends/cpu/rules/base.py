@@ -144,3 +144,23 @@ def weights_dominate(sch, block, row_axis) -> bool:
         else:
             weights += bytes(region.source)
     return weights > data
+
+
+def reduces_inner_axis(sch, block) -> bool | None:
+    """Whether a reduction block's largest input is reduced along its innermost, contiguous axis
+    (a row of a softmax or layer norm) rather than along an outer one (a channel's steps in NHWC);
+    None where its innermost index is neither (a constant, or both kinds of var)."""
+    from tvm.tirx.analysis import undefined_vars
+
+    b = sch.get(block)
+    reduce_vars = [iv.var for iv in b.iter_vars if int(iv.iter_type) == REDUCE]
+    spatial_vars = [iv.var for iv in b.iter_vars if int(iv.iter_type) == SPATIAL]
+    if not b.reads:
+        return None
+    big = max(b.reads, key=lambda r: bytes(r.source))
+    used = undefined_vars(big.region[-1].min)
+    red = any(v.same_as(r) for v in used for r in reduce_vars)
+    spa = any(v.same_as(s) for v in used for s in spatial_vars)
+    if red == spa:
+        return None
+    return red

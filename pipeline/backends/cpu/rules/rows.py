@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import REDUCE, SPATIAL, extent, plain_block, reduction_blocks, start
+from .base import REDUCE, SPATIAL, extent, plain_block, reduces_inner_axis, reduction_blocks, start
 
 
 class Rows(CPUScheduleRule):
@@ -53,12 +53,15 @@ class Rows(CPUScheduleRule):
         return sch
 
     def _long_rows(self, sch, reds) -> bool:
-        """Whether every reduction reduces only its innermost loop, over min_row or more."""
+        """Whether every reduction reduces only its innermost loop, over min_row or more, along
+        the contiguous axis of its input."""
         for b in reds:
             plain = plain_block(sch, b)
             if plain is None:
                 return False
             loops, kinds = plain
             if kinds[-1] != REDUCE or REDUCE in kinds[:-1] or (extent(loops[-1], sch) or 0) < self.min_row:
+                return False
+            if reduces_inner_axis(sch, b) is False:  # strided steps (NHWC channels): rules/columns.py
                 return False
         return True
