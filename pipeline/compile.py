@@ -116,6 +116,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     sources: dict = {}
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks, sources=sources)
+        mod = layers.carry_over(prep.collector, prep.mod, mod)
         log.info(f"  {tuned} of {total} kernels use tuning records, {total - tuned} use default schedules")
         prep.passes["apply tuning"] = ["MetaScheduleApplyDatabase"]
         tuning = {"database": str(path_for(preset, args.db)),
@@ -139,6 +140,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             with step("apply tuning (no default schedules)"):
                 mod, _, _ = apply_database(prep.mod, preset, args.db, prep.fallbacks, default_schedules=False,
                                            sources=sources)
+                mod = layers.carry_over(prep.collector, prep.mod, mod)
             for p in tmp.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
             manifest = _write_artifact(tmp, mod, **parts)

@@ -285,3 +285,19 @@ def param_bytes(mod) -> int:
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
     return total
+
+
+def prepacked_base(name: str) -> str | None:
+    """The kernel a ``*_prepacked`` one was split from (SplitLayoutRewritePreproc's name for a
+    kernel whose weights it pre-packs), or None."""
+    return name[: -len("_prepacked")] if name.endswith("_prepacked") else None
+
+
+def carry_over(collector: Collector, before, after):
+    """``after`` (the scheduled module) with the node labels of ``before``'s calls: pre-packing
+    weights (SplitLayoutRewritePreproc, then folding) re-binds each such kernel call under a new
+    name; main's calls stay in order, so they pair by position."""
+    try:
+        return collector.after(after, "apply tuning", collector.before(before, "apply tuning"))
+    except Exception:  # noqa: BLE001 - the report may lose a label, the compile nothing
+        return after

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import log
 from .backends import for_preset
 from .errors import last_line
+from .layers import prepacked_base
 from .targets import Preset
 from .tune import database as tuning_db
 
@@ -66,8 +67,14 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
                 log.warn(f"weight prepacking does not apply to this model and was skipped ({last})")
                 if fallbacks is not None:
                     fallbacks.append({"stage": "prepack weights", "reason": last})
+        if sources is not None:  # the split renames each kernel whose weights it pre-packs
+            for gv in mod.get_global_vars():
+                base = prepacked_base(gv.name_hint)
+                if base and base in sources:
+                    sources.setdefault(gv.name_hint, sources[base])
     return mod, tuned, len(funcs) - len(own)
 
 
 def _scheduled(func) -> bool:
     return bool(func.attrs and func.attrs.get("tirx.is_scheduled", False))
+

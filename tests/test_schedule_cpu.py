@@ -334,3 +334,21 @@ def test_transposes_are_tiled_and_match_ort(tmp_path, shape, perm, tiled):
     for b in blocks[:-1]:
         sch.compute_inline(b)
     assert Injective._tile_transpose(sch, blocks[-1], 16) == tiled
+
+
+def test_ragged_output_channels_pad_the_weights_once_at_build_time(tmp_path):
+    """A conv to 1,000 channels (squeezenet's head) pads its output channels to two vectors
+    (1,024); the padded weights are a layout rewrite, split out of the kernel and folded at build
+    time (the kernel is renamed *_prepacked), not copied on every call; the layer report still
+    names the kernel's ONNX nodes and schedule."""
+    from pipeline import layers
+
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    m = _model(nodes, [("x", [1, 64, 13, 13])], ["y"], [("W", _w(1000, 64, 1, 1)), ("B", _w(1000))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    [conv] = [k for k in layers.read(art.path)["kernels"] if "conv2d" in k["kernel"]]
+    assert ["Conv", "Conv_0"] in conv["nodes"], conv
+    assert conv["kernel"].endswith("_prepacked"), conv
+    assert conv["schedule"] == "default: ConvMatmul", conv
