@@ -374,3 +374,25 @@ def test_pow_by_a_small_integer_is_multiplication_and_matches_ort(tmp_path, expo
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, equal_nan=True)
     lowered = prepare_module(tmp_path / "m.onnx", targets.get_preset("x86-64"), {}, 3).mod.script()
     assert ("T.pow" in lowered) == (exponent == 2.5)
+
+
+@pytest.mark.parametrize("shape,k,n", [([4, 16, 512], 512, 256), ([1, 7, 7, 1024], None, 512)])
+def test_dominant_weights_are_packed_into_panels_at_build_time(tmp_path, shape, k, n):
+    """Where the weights outweigh the activations (a transformer's matmul, a late 1x1 conv), each
+    task reads one tile-wide panel: the weights are laid out [N / tile, ..., tile] at build time
+    (a layout rewrite folded into the constants: the kernel is *_prepacked), not read as a
+    column of rows N apart; the numbers stay ORT's."""
+    from pipeline import layers
+
+    if k:
+        nodes, inits = [helper.make_node("MatMul", ["x", "W"], ["y"])], [("W", _w(k, n))]
+    else:
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                 helper.make_node("Conv", ["t", "W"], ["y"], kernel_shape=[1, 1])]
+        inits = [("W", _w(n, shape[-1], 1, 1))]
+    m = _model(nodes, [("x", shape)], ["y"], inits)
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    kernels = [kk["kernel"] for kk in layers.read(art.path)["kernels"]]
+    assert any(("matmul" in kk or "conv2d" in kk) and kk.endswith("_prepacked") for kk in kernels), kernels

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .. import Backend, PassList
 from ... import log
 from ...errors import DeployError
-from .features import arch_of_triple, host_arch, missing_features, required_features
+from .features import host_arch, missing_features, prepack_weights, required_features
 
 
 def _rewrite_pass(name: str, rewrite):
@@ -93,11 +93,6 @@ def _winograd() -> list:
     from .winograd import winograd_rewrite
 
     return [_rewrite_pass("Conv2dWinogradF43", winograd_rewrite), relax.transform.FoldConstant()]
-
-
-def prepack_weights(target) -> bool:
-    """Weight layout rewriting is folded at compile time by running TIR on this host: x86 only."""
-    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch()) == host_arch() == "x86_64"
 
 
 class CpuBackend(Backend):

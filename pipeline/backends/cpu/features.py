@@ -90,3 +90,8 @@ def arch_of_triple(triple: str) -> str:
     if head in ("x86_64", "amd64"):
         return "x86_64"
     return head
+
+
+def prepack_weights(target) -> bool:
+    """Weight layout rewriting is folded at compile time by running TIR on this host: x86 only."""
+    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch()) == host_arch() == "x86_64"

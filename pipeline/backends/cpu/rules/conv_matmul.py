@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
+from ..features import prepack_weights
 from ..vector import vector_lanes
 from .base import REDUCE, SPATIAL, extent, fuse_epilogue, pick, plain_block, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
 
@@ -84,6 +85,8 @@ class ConvMatmul(CPUScheduleRule):
         # output channels outermost so each weight slice is read from memory once, not once per row
         first = [v_o, *outer] if weights_dominate(sch, main, row_axis) else [*outer, v_o]
         sch.reorder(*first, *r_loops, *inner)
+        if first[0] is v_o:  # weights outermost: each task streams its own panel
+            pack_weights(sch, main, vec, target)
         par = sch.fuse(*first) if outer else v_o
         sch.parallel(par)
         if dynamic:
@@ -261,3 +264,37 @@ def _strided(sch, producer, out) -> bool:
     except TypeError:  # a dynamic dim
         return False
     return pixels_in >= 1.9 * pixels_out
+
+
+def pack_weights(sch, main, width: int, target) -> bool:
+    """Constant weights read a tile of ``width`` output channels at a time are laid out as panels,
+    [N / width, ..., width], so each task streams one contiguous panel instead of a ``width``-wide
+    column of rows N apart (a layout rewrite, folded into the constants at build time: x86 hosts,
+    where TVM runs the rewrite; elsewhere nothing changes). False where it does not apply."""
+    from tvm import tirx
+
+    if not prepack_weights(target):
+        return False
+    func = sch.mod["main"]
+    free = func.attrs.get("layout_free_buffers") if func.attrs else None
+    if not free:
+        return False
+    params = [func.params[int(i)] for i in free]
+    b = sch.get(main)
+    oc = b.iter_vars[-1 - sum(int(iv.iter_type) == 2 for iv in b.iter_vars)].var  # the last spatial var
+    for idx, region in enumerate(b.reads):
+        buf = region.source
+        if not any(buf.data.same_as(p) or buf.same_as(p) for p in params):
+            continue
+        last = region.region[-1].min
+        n = buf.shape[-1]
+        if not (isinstance(last, tirx.Var) and last.same_as(oc)) or not isinstance(n, tirx.IntImm) \
+                or int(n) % width or int(n) == width:
+            continue
+        ndim = len(buf.shape)
+        index_map = tirx.IndexMap.from_func(lambda *i: [i[-1] // width, *i[:-1], i[-1] % width], ndim=ndim)
+        cached = sch.cache_read(main, idx, "global")
+        sch.transform_layout(main, ("read", idx), index_map)
+        sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
+        return True
+    return False
