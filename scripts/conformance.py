@@ -131,7 +131,8 @@ def generate(work: Path, pattern: str | None, limit: int | None) -> list[str]:
     return names
 
 
-def _close(ours, ref, rtol: float, atol: float) -> str | None:
+def _close(ours, ref, rtol: float, atol: float, valid=None) -> str | None:
+    """Why ``ours`` is not ``ref`` within the tolerance (compared where ``valid``, if given), or None."""
     import numpy as np
 
     ours, ref = np.asarray(ours), np.asarray(ref)
@@ -144,9 +145,31 @@ def _close(ours, ref, rtol: float, atol: float) -> str | None:
     o, r = ours.astype(np.float64), ref.astype(np.float64)  # ml_dtypes types convert too
     nan = np.isnan(o) & np.isnan(r)
     bad = ~nan & ~(np.abs(o - r) <= atol + rtol * np.abs(r)) & ~(o == r)
+    if valid is not None:
+        bad &= valid
     if bad.any():
         return f"{int(bad.sum())} of {bad.size} elements differ (max abs {float(np.nanmax(np.abs(o - r))):.3g})"
     return None
+
+
+def _defined(name: str, feed: dict, ref):
+    """Where a Cast/CastLike to a 4- or 2-bit int is defined: ONNX leaves an out-of-range value
+    undefined, and the expected outputs come from ml_dtypes, which wraps it (0.6) or gives 0
+    (0.7). None (compare everything) for other tests."""
+    import re
+
+    import numpy as np
+
+    m = re.match(r"test_cast(like)?_\w+_to_(U?INT)([24])(_expanded)?$", name)
+    if not m or not feed:
+        return None
+    x = np.asarray(next(iter(feed.values())))
+    if x.shape != np.shape(ref) or x.dtype.kind not in "f":
+        return None
+    bits = int(m.group(3))
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if m.group(2) == "INT" else (0, (1 << bits) - 1)
+    r = np.rint(x.astype(np.float64))  # ONNX rounds half to even
+    return np.isfinite(r) & (r >= lo) & (r <= hi)
 
 
 def run_one(d: Path) -> dict:
@@ -169,7 +192,8 @@ def run_one(d: Path) -> dict:
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
         got = {n: (v.view(want[n].dtype) if n in want and v.dtype == np.uint8 and want[n].dtype.itemsize == 1
                    and want[n].dtype.kind in "Vf" else v) for n, v in got.items()}  # ORT: narrow types as bits
-        why = next((w for n, v in want.items() if (w := _close(got.get(n), v, tol["rtol"], tol["atol"]))), None)
+        why = next((w for n, v in want.items()
+                    if (w := _close(got.get(n), v, tol["rtol"], tol["atol"], _defined(d.name, feed, v)))), None)
         res["ort"] = "pass" if why is None else "wrong"
     except Exception:  # noqa: BLE001
         res["ort"] = "error"
@@ -186,7 +210,8 @@ def run_one(d: Path) -> dict:
         res["compile_s"] = round(time.perf_counter() - t0, 2)
         got = art.run(feed)
         why = next((f"{n}: {w}" for n, v in want.items()
-                    if (w := _close(got[n], v, tol["rtol"], tol["atol"]) if n in got else "missing")), None)
+                    if (w := _close(got[n], v, tol["rtol"], tol["atol"], _defined(d.name, feed, v)) if n in got
+                        else "missing")), None)
         res["deploy"] = "pass" if why is None else "wrong"
         if why:
             res["why"] = why[:200]
