@@ -164,3 +164,20 @@ def reduces_inner_axis(sch, block) -> bool | None:
     if red == spa:
         return None
     return red
+
+
+def inline_into_last(sch, blocks) -> tuple[list, list | None]:
+    """Inline every elementwise stage with one consumer (reductions stay); returns the root's
+    blocks after it and the last block's loops, or None where that block is not one plain,
+    all-spatial loop nest (the norms' and softmax's rules start from it)."""
+    for b in blocks[:-1]:
+        if not reduction_blocks(sch, [b]) and len(sch.get_consumers(b)) == 1:
+            try:
+                sch.compute_inline(b)
+            except Exception:  # noqa: BLE001 - keep the stage
+                pass
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    plain = plain_block(sch, blocks[-1])
+    if plain is None or any(k != SPATIAL for k in plain[1]):
+        return blocks, None
+    return blocks, plain[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import SPATIAL, extent, pick, plain_block, reduction_blocks, reduces_inner_axis, start
+from .base import extent, inline_into_last, pick, reduction_blocks, reduces_inner_axis, start
 
 
 class Columns(CPUScheduleRule):
@@ -25,18 +25,10 @@ class Columns(CPUScheduleRule):
             return None
         if any(reduces_inner_axis(sch, b) is not False for b in reds):
             return None
-        for b in blocks[:-1]:
-            if not reduction_blocks(sch, [b]) and len(sch.get_consumers(b)) == 1:
-                try:
-                    sch.compute_inline(b)
-                except Exception:  # noqa: BLE001 - keep the stage
-                    pass
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        last = blocks[-1]
-        plain = plain_block(sch, last)
-        if plain is None or any(k != SPATIAL for k in plain[1]):
+        blocks, loops = inline_into_last(sch, blocks)
+        if loops is None:
             return None
-        loops = plain[0]
+        last = blocks[-1]
         lanes = vector_lanes(target, str(sch.get(last).writes[0].source.dtype))
         inner = extent(loops[-1], sch)
         if inner is None or inner < lanes or inner % lanes:

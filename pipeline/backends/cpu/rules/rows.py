@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import REDUCE, SPATIAL, extent, plain_block, reduces_inner_axis, reduction_blocks, start
+from .base import REDUCE, extent, inline_into_last, plain_block, reduces_inner_axis, reduction_blocks, start
 
 
 class Rows(CPUScheduleRule):
@@ -27,20 +27,9 @@ class Rows(CPUScheduleRule):
         if all(extent(lp, sch) is not None for b in blocks for lp in sch.get_loops(b)) \
                 and not self._long_rows(sch, reduction_blocks(sch, blocks)):
             return None
-        for b in blocks[:-1]:
-            if reduction_blocks(sch, [b]):
-                continue
-            if len(sch.get_consumers(b)) == 1:
-                try:
-                    sch.compute_inline(b)
-                except Exception:  # noqa: BLE001 - keep the stage
-                    pass
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        last = blocks[-1]
-        plain = plain_block(sch, last)
-        if plain is None or any(k != SPATIAL for k in plain[1]):
+        blocks, loops = inline_into_last(sch, blocks)
+        if loops is None:
             return None
-        loops = plain[0]
         # the last stage is one value per row (a norm's mean or deviation): its loop is the rows
         row = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
         sch.parallel(row)
