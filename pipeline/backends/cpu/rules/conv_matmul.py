@@ -185,15 +185,19 @@ def mark_weight_pads(sch, main) -> None:
     layout rewrites: after scheduling, SplitLayoutRewritePreproc moves them out of the kernel and
     FoldConstant pads the weights once at build time, not on every call (a 512x1000 head copied 2 MB
     per inference)."""
-    func = sch.mod["main"]
-    free = func.attrs.get("layout_free_buffers") if func.attrs else None
-    if not free:
-        return
-    params = [func.params[int(i)] for i in free]
     for producer in sch.get_producers(main):
         reads = sch.get(producer).reads
-        if reads and all(any(r.source.data.same_as(p) or r.source.same_as(p) for p in params) for r in reads):
+        if reads and all(_constant(sch, r.source) for r in reads):
             sch.annotate(producer, "meta_schedule.layout_rewrite_preproc", True)
+
+
+def _constant(sch, buf) -> bool:
+    """Whether ``buf`` is one of the function's layout-free parameters (constant weights, whose
+    layout may change at build time: AttachAttrLayoutFreeBuffers marks them)."""
+    func = sch.mod["main"]
+    free = func.attrs.get("layout_free_buffers") if func.attrs else None
+    params = [func.params[int(i)] for i in free or []]
+    return any(buf.data.same_as(p) or buf.same_as(p) for p in params)
 
 
 def divisible(sch, loop, factor: int) -> bool:
@@ -275,16 +279,11 @@ def pack_weights(sch, main, width: int, target) -> bool:
 
     if not prepack_weights(target):
         return False
-    func = sch.mod["main"]
-    free = func.attrs.get("layout_free_buffers") if func.attrs else None
-    if not free:
-        return False
-    params = [func.params[int(i)] for i in free]
     b = sch.get(main)
-    oc = b.iter_vars[-1 - sum(int(iv.iter_type) == 2 for iv in b.iter_vars)].var  # the last spatial var
+    oc = b.iter_vars[-1 - sum(int(iv.iter_type) == REDUCE for iv in b.iter_vars)].var  # the last spatial var
     for idx, region in enumerate(b.reads):
         buf = region.source
-        if not any(buf.data.same_as(p) or buf.same_as(p) for p in params):
+        if not _constant(sch, buf):
             continue
         last = region.region[-1].min
         n = buf.shape[-1]
