@@ -77,4 +77,3 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
 
 def _scheduled(func) -> bool:
     return bool(func.attrs and func.attrs.get("tirx.is_scheduled", False))
-
