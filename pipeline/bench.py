@@ -221,6 +221,34 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     return out
 
 
+def compare(artifacts: dict[str, Path], threads: int = 2, repeat: int = 10, min_seconds: float = 2.0,
+            warmup: int = 3) -> dict[str, float]:
+    """Median latency (ms) of each of several builds of one model, each in its own process, timed
+    in ``repeat`` alternating turns on the same inputs."""
+    first = Artifact(next(iter(artifacts.values())))
+    inputs = inputs_for(first.inputs, None, first.dims, first.unused_inputs)
+    engines: dict[str, _Engine] = {}
+    with tempfile.TemporaryDirectory(prefix="deploy-compare-") as td:
+        np.savez(Path(td) / "inputs.npz", **inputs)
+        try:
+            for name, path in artifacts.items():
+                engines[name] = _Engine("deploy", Path(path), threads, Path(td) / "inputs.npz")
+            per_turn = {}
+            for name, e in engines.items():
+                e.run(warmup)
+                per_turn[name] = max(1, int(min_seconds / max(1, repeat) / max(min(e.run(3)), 1e-6)))
+            samples: dict[str, list[float]] = {n: [] for n in engines}
+            for _ in range(repeat):
+                for name, e in engines.items():
+                    samples[name] += e.run(per_turn[name])
+            for e in engines.values():
+                e.stop()
+        finally:
+            for e in engines.values():
+                e.kill()
+    return {n: float(np.median(t)) * 1e3 for n, t in samples.items()}
+
+
 THROUGHPUT_RATIO_DEFINITION = ("ONNX Runtime's inferences per second / deploy's, with the same requests in flight "
                                "(below 1: deploy serves more); the better of two alternating turns each")
 

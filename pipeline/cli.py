@@ -93,15 +93,16 @@ AccuracyDropOpt = Annotated[Optional[float], typer.Option("--max-accuracy-drop",
 ShapesOpt = Annotated[Optional[list[str]], typer.Option("--shapes", help="Dynamic dim sizes to run at: S=7,64,300 (repeatable: every combination; other dims take their first optimized size, else their smallest).")]
 DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", help="A dynamic dim and its range: S=1..512; sizes after @ get kernels of their own: S=1..512@128,256 (repeatable).")]
 RandomCalibrationOpt = Annotated[bool, typer.Option("--random-calibration", help="Calibrate int8 on random inputs (testing only: accuracy is meaningless).")]
+SpeedCheckOpt = Annotated[bool, typer.Option("--speed-check/--no-speed-check", help="int8 on a target that runs here: build float32 too, keep in float the layers int8 makes slower, and write the float32 build if int8 is not faster end to end.")]
 
 
 def _precision(precision: str, quantize: str | None, calibration, calibrator, per_channel, exclude,
-               max_accuracy_drop, random_calibration):
+               max_accuracy_drop, random_calibration, speed_check=True):
     from .quantize.options import QuantOptions, resolve_precision
 
     return resolve_precision(precision, quantize), QuantOptions(
         calibration=calibration, calibrator=calibrator, per_channel=per_channel, exclude=list(exclude or []),
-        max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration)
+        max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration, speed_check=speed_check)
 
 
 @app.command()
@@ -125,6 +126,7 @@ def compile(
     exclude: ExcludeOpt = None,
     max_accuracy_drop: AccuracyDropOpt = None,
     random_calibration: RandomCalibrationOpt = False,
+    speed_check: SpeedCheckOpt = True,
     check: Annotated[Optional[bool], typer.Option("--check/--no-check", help="Compare the artifact with ONNX Runtime before writing it (default: where it runs here natively; --check runs ARM artifacts under qemu-user).")] = None,
     check_inputs: Annotated[Optional[Path], typer.Option("--check-inputs", help="Inputs for the check: an .npz keyed by input name (default: seeded random).")] = None,
     report: Annotated[bool, typer.Option("--report", help="Print the layer report: each kernel, the ONNX nodes it computes, its schedule and layout.")] = False,
@@ -136,7 +138,7 @@ def compile(
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, max_accuracy_drop,
-                             random_calibration)
+                             random_calibration, speed_check)
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes, dims=dim or [],
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
                               tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,

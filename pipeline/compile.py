@@ -101,6 +101,13 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     backend.check_precision(preset, args.precision)
     if show:
         args.display()
+    if args.int8 and args.quant.speed_check and _timed_here(preset):
+        return _int8_by_measured_speed(args, out, show, want_runner)
+    return _compile(args, preset, out, backend, want_runner, show, t0)
+
+
+def _compile(args: CompileArgs, preset: Preset, out: Path, backend, want_runner: bool, show: bool,
+             t0: float, final: bool = True) -> Artifact:
     hook = args.quant.hook() if args.int8 else None
     precision = "fp16" if args.precision == "fp16" else "fp32"  # int8 builds on a float32 graph
     if args.tune_budget:
@@ -108,6 +115,8 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
 
         tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
                             dims=args.dims, trials=10**6, time_budget=args.tune_budget, db=args.db,
+                            # the budget is the limit: a kernel worth more trials gets them
+                            trials_per_task=10**4,
                             opt_level=args.opt_level,
                             precision=args.precision, quant=args.quant), show=show)
     step = Steps()
@@ -144,7 +153,87 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             for p in tmp.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
             manifest = _write_artifact(tmp, mod, **parts)
+    if not final:  # a candidate of _int8_by_measured_speed
+        log.info(f"  built the {args.precision} candidate ({time.perf_counter() - t0:.1f} s)")
+        return Artifact(out)
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
+             f"{time.perf_counter() - t0:.1f} s)")
+    if args.report:
+        from .profile import print_layers
+
+        print_layers(out)
+    return Artifact(out)
+
+
+def _timed_here(preset: Preset) -> bool:
+    """Whether this machine runs (natively) and times the target's artifacts."""
+    from .backends.cpu.features import required_features
+
+    fam = for_family(preset.family)
+    if not fam.host_timed:
+        return False
+    feats = required_features(preset.cpu_target()) if preset.family == "cpu" else []
+    return fam.runs_here({"arch": preset.arch, "family": preset.family, "cpu_features": feats})
+
+
+def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runner: bool) -> Artifact:
+    """int8 only where it pays (quantize/select.py): build int8 and float32, keep the layers int8
+    makes slower in float, rebuild, and write whichever build is faster end to end."""
+    import os
+    import tempfile
+
+    from .bench import compare
+    from .profile import profile
+    from .quantize.select import select
+
+    t0 = time.perf_counter()
+    preset = get_preset(args.target)
+    backend = for_preset(preset)
+    plain = dict(force=True, report=False)
+    hook = args.quant.hook()
+    with atomic_dir(out, args.force) as tmp:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.candidates-", dir=tmp.parent))
+        try:
+            def build(name: str, **changes) -> Artifact:
+                a = dataclasses.replace(args, output=work / name, **plain, **changes)
+                return _compile(a, preset, work / name, backend, want_runner, show, time.perf_counter(), final=False)
+
+            q = build("int8")
+            layers_q = list(hook.result.info["quantized_layers"])
+            log.info("[bold]int8 where it pays[/bold]: the float32 build, to time both layer by layer")
+            f = build("fp32", precision="fp32", quant=QuantOptions(), tune_budget=None, dump_ir=None)
+            kern = {n: profile(a, None, runs=10, warmup=3)["deploy"]["kernels"] for n, a in (("fp32", f), ("int8", q))}
+            sel = select(kern["fp32"], kern["int8"], layers_q, hook.result.serves)
+            slow = sel.kept_float()
+            for name, why in slow.items():
+                log.info(f"  {name}: kept in float32 ({why})")
+            if slow and len(slow) < len(layers_q):
+                log.info(f"  rebuilding int8 with {len(slow)} of {len(layers_q)} layer(s) in float32")
+                hook.keep_float(slow)
+                q = build("int8-chosen", tune_budget=None)
+            ms = compare({"float32": f.path, "int8": q.path})
+            pays = bool(layers_q) and len(slow) < len(layers_q) and ms["int8"] < ms["float32"]
+            why = (f"int8 {ms['int8']:.3f} ms vs float32 {ms['float32']:.3f} ms end to end, both built here "
+                   "and timed in alternating turns")
+            if pays:
+                log.info(f"  [green]int8 pays[/green]: {why} ({ms['float32'] / ms['int8']:.2f}x)")
+            else:
+                log.warn("int8 does not pay on this target: " + ("no layer is faster in int8" if len(slow) == len(layers_q)
+                                                                 else why) + "; the artifact is the float32 build")
+            win = q if pays else f
+            manifest = dict(win.manifest)
+            manifest["precision"] = dict(manifest["precision"], requested="int8", selection={
+                "chosen": "int8" if pays else "fp32", "why": why, "end_to_end_ms": {k: round(v, 4) for k, v in ms.items()},
+                "layers": sel.to_dict(), "kept_float_for_speed": slow})
+            if not pays:
+                manifest["precision"]["int8_candidate"] = hook.result.info
+            manifest["build"]["seconds"] = dict(manifest["build"]["seconds"], total=round(time.perf_counter() - t0, 3))
+            write_json(win.path / MANIFEST, manifest)
+            for p in win.path.iterdir():
+                os.rename(p, tmp / p.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    log.info(f"[green]wrote[/green] {out}  ({Artifact(out).manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     if args.report:
         from .profile import print_layers

@@ -91,7 +91,8 @@ def test_int8_keeps_accuracy(trained, tmp_path, name, calibrator):
     path, cal, x, y, inp = trained[name]
     dump = tmp_path / "ir"
     art = compile_model(CompileArgs(model=path, target="x86-64", output=tmp_path / "a", precision="int8",
-                                    quant=QuantOptions(calibration=cal, calibrator=calibrator), dump_ir=dump),
+                                    quant=QuantOptions(calibration=cal, calibrator=calibrator, speed_check=False),
+                                    dump_ir=dump),
                         show=False)
     f32 = (_float_top1(path, x, inp) == y).mean()
     i8 = (_top1(art, x, inp) == y).mean()
@@ -114,7 +115,7 @@ def test_per_tensor_and_exclude(trained, tmp_path, cli):
     path, cal, x, y, inp = trained["mlp"]
     names = [n.name for n in onnx.load(path).graph.node if n.op_type in ("Gemm", "MatMul")]
     rc, out, err = cli("compile", path, "--target", "x86-64", "-o", tmp_path / "a", "--quantize", "int8",
-                       "--calibration", cal, "--per-tensor", "--exclude", names[-1])
+                       "--calibration", cal, "--per-tensor", "--exclude", names[-1], "--no-speed-check")
     assert rc == 0, err
     q = json.loads((tmp_path / "a/manifest.json").read_text())["quantization"]
     assert "per-tensor" in q["scheme"] and q["excluded"] == [names[-1]] and names[-1] not in q["quantized_layers"]
@@ -229,7 +230,7 @@ def test_accuracy_gate_falls_back_the_fragile_layer(tmp_path, cli):
     onnx.save(_fragile_model(), tmp_path / "f.onnx")
     np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).normal(size=(40, 1, 8)).astype(np.float32))
     base = ["compile", tmp_path / "f.onnx", "--target", "x86-64", "--quantize", "int8", "--calibration",
-            tmp_path / "cal.npz"]
+            tmp_path / "cal.npz", "--no-speed-check"]
     rc, out, err = cli(*base, "-o", tmp_path / "nogate")
     assert rc == 0, err
     drop = json.loads((tmp_path / "nogate/manifest.json").read_text())["quantization"]["accuracy"]["drop"]
@@ -389,7 +390,8 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     for target in ("x86-64", "x86-64-v3"):  # v3 (AVX2) has no AVX-512 VNNI: the int32 vector path
         arts[target] = compile_model(CompileArgs(model=tmp_path / "m.onnx", target=target, output=tmp_path / target,
                                                  precision="int8",
-                                                 quant=QuantOptions(calibration=tmp_path / "cal.npz"),
+                                                 quant=QuantOptions(calibration=tmp_path / "cal.npz",
+                                                                    speed_check=False),
                                                  dump_ir=tmp_path / f"ir-{target}"), show=False)
     asm = {t: subprocess.run(["objdump", "-d", str(a.library)], capture_output=True, text=True).stdout
            for t, a in arts.items()}
@@ -400,3 +402,61 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
         x = random_inputs(Artifact(tmp_path / "x86-64").inputs, seed=seed)
         a, b = arts["x86-64"].run(x)["y"], arts["x86-64-v3"].run(x)["y"]
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+# ---------------------------------------------------------------- int8 where it pays
+
+def test_select_charges_each_kernel_to_the_layers_it_computes():
+    """A kernel's time goes to the quantized layers among its nodes (split evenly; a Gemm's bias
+    Add stands for it); kernels of no layer count for none; a layer slower in int8 is kept float."""
+    from pipeline.quantize.select import charge, select
+
+    f = [{"ms": 1.0, "nodes": [["Conv", "c1"], ["Relu", "r1"]]}, {"ms": 0.5, "nodes": [["MaxPool", "p"]]},
+         {"ms": 2.0, "nodes": [["Gemm", "fc"]]}]
+    q = [{"ms": 0.2, "nodes": [["Conv", "c1"]]}, {"ms": 0.3, "nodes": [["Conv", "c1"], ["Relu", "r1"]]},
+         {"ms": 0.6, "nodes": [["MaxPool", "p"], ["Conv", "c2"], ["Conv", "c1"]]}, {"ms": 2.5, "nodes": [["Add", "fc_bias"]]}]
+    assert charge(q, ["c1", "c2", "fc"]) == pytest.approx({"c1": 0.8, "c2": 0.3, "fc": 2.5})
+    sel = select(f, q, ["c1", "c2", "fc"])
+    assert list(sel.kept_float()) == ["fc"] and "2.500 ms vs float 2.000" in sel.kept_float()["fc"]
+    assert sel.to_dict()["c2"] == {"int8_ms": 0.3, "float_ms": None}  # measured once: stays int8
+
+
+def _tiny_matmul() -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((16, 16)).astype(np.float32), "W")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("name", ["matmul", pytest.param("cnn", marks=pytest.mark.slow)])  # cnn: ~1 min
+def test_int8_is_kept_only_where_it_is_faster(tmp_path, cli, name):
+    """--quantize int8 on a target that runs here builds float32 too, times both layer by layer
+    and end to end, keeps in float the layers int8 makes slower and writes the float32 build when
+    int8 does not pay; the manifest holds the times behind every choice. A 16x16 matmul costs
+    less than quantizing its input: it always loses in int8."""
+    from conftest import assert_matches_ort
+
+    model = _tiny_matmul() if name == "matmul" else _int8_cnn()
+    onnx.save(model, tmp_path / "m.onnx")
+    rc, out, err = cli("compile", tmp_path / "m.onnx", "--target", "x86-64", "-o", tmp_path / "a",
+                       "--quantize", "int8", "--random-calibration")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "a/manifest.json").read_text())
+    sel = m["precision"]["selection"]
+    assert m["precision"]["requested"] == "int8" and sel["chosen"] == m["precision"]["compute"]
+    slower = {n for n, t in sel["layers"].items() if t["int8_ms"] is not None and t["float_ms"] is not None
+              and t["int8_ms"] > t["float_ms"]}
+    assert set(sel["kept_float_for_speed"]) == slower
+    e2e = sel["end_to_end_ms"]
+    assert (sel["chosen"] == "int8") == (e2e["int8"] < e2e["float32"] and len(slower) < len(sel["layers"]))
+    if sel["chosen"] == "int8":
+        q = m["quantization"]
+        assert set(q["quantized_layers"]) == set(sel["layers"]) - slower
+        assert all(q["layers"][n]["precision"] == "float32" and "slower in int8" in q["layers"][n]["why"] for n in slower)
+    else:
+        assert m["precision"]["compute"] == "fp32" and "quantization" not in m and "does not pay" in out + err
+    if name == "matmul":
+        assert slower == {"mm"} and sel["chosen"] == "fp32"
+        assert_matches_ort(__import__("pipeline").runtime.Artifact(tmp_path / "a"), tmp_path / "m.onnx")
+    assert not list(tmp_path.glob(".a.*"))  # no candidate left behind

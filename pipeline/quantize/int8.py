@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 
@@ -20,13 +20,25 @@ class Int8Result:
     held_out: list[dict]            # samples for the accuracy report
     reference: list[dict]           # float outputs on them
     info: dict                      # for the manifest
+    serves: dict[str, list[str]] = field(default_factory=dict)  # QDQ node -> the layers it serves
 
 
-def prepare_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibrator: str = "minmax",
-                 per_channel: bool = True, exclude: list[str] | None = None,
-                 max_accuracy_drop: float | None = None, random_calibration: bool = False) -> Int8Result:
-    """Calibrate, write the QDQ model, and (with a gate) fall back the most sensitive layers to float."""
-    exclude = list(exclude or [])
+@dataclass
+class Calibrated:
+    """What calibration measured, once: every later choice of layers quantizes from it."""
+    model: onnx.ModelProto          # the cleaned-up float model (Gemm as MatMul + Add)
+    ranges: dict                    # activation tensor -> (lo, hi)
+    held_out: list[dict]
+    reference: list[dict]           # float outputs on the held-out samples
+    outputs: list[str]
+    calibrator: str
+    samples: int
+    digest: str
+
+
+def calibrate_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibrator: str = "minmax",
+                   random_calibration: bool = False) -> Calibrated:
+    """Load (or make) the samples and collect the activation ranges of every quantizable layer."""
     cal.check_calibrator(calibrator)
     if has_qdq(model):
         raise DeployError("this model is already quantized (it has QuantizeLinear/DequantizeLinear nodes)",
@@ -42,16 +54,33 @@ def prepare_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibra
         samples, digest = cal.load_calibration(calibration, specs)
     calib, held = cal.split(samples)
     model = gemm_to_matmul(model)
-    check_exclude(model, exclude)
-    acts = activation_tensors(model)
-    ranges = cal.collect_ranges(model, acts, calib, calibrator)
+    ranges = cal.collect_ranges(model, activation_tensors(model), calib, calibrator)
     reference = cal.run_onnx(model, held)
-    outputs = list(reference[0])
+    return Calibrated(model, ranges, held, reference, list(reference[0]), calibrator, len(calib), digest)
+
+
+def prepare_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibrator: str = "minmax",
+                 per_channel: bool = True, exclude: list[str] | None = None,
+                 max_accuracy_drop: float | None = None, random_calibration: bool = False) -> Int8Result:
+    """Calibrate, write the QDQ model, and (with a gate) fall back the most sensitive layers to float."""
+    c = calibrate_int8(model, specs, calibration, calibrator, random_calibration)
+    return quantize_calibrated(c, per_channel, exclude, max_accuracy_drop)
+
+
+def quantize_calibrated(c: Calibrated, per_channel: bool = True, exclude: list[str] | None = None,
+                        max_accuracy_drop: float | None = None, kept_float: dict[str, str] | None = None) -> Int8Result:
+    """The QDQ model of every quantizable layer but ``exclude`` (and ``kept_float``: layer -> why,
+    chosen by measured speed), with the accuracy gate's fall-backs."""
+    exclude = list(exclude or [])
+    kept_float = dict(kept_float or {})
+    model, held, reference, outputs = c.model, c.held_out, c.reference, c.outputs
+    check_exclude(model, exclude)
 
     def measure(qm):
         return accuracy(reference, cal.run_onnx(qm, held, outputs))
 
-    skip = set(exclude)
+    ranges = c.ranges
+    skip = set(exclude) | set(kept_float)
     q = insert_qdq(model, ranges, per_channel, skip)
     qm, done = q.model, q.layers
     acc = measure(qm)
@@ -77,33 +106,52 @@ def prepare_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibra
                               f"{max_accuracy_drop} even with every layer in float\n    " + format_accuracy(acc),
                               hint="raise --max-accuracy-drop, use more representative calibration data, or "
                                    "compile without --quantize")
-    log.info(f"  quantized {len(done)} layer(s) with {calibrator} on {len(calib)} sample(s)"
-             + (f"; in float: {', '.join(fallback + exclude)}" if fallback or exclude else ""))
+    log.info(f"  quantized {len(done)} layer(s) with {c.calibrator} on {c.samples} sample(s)"
+             + (f"; in float: {', '.join(fallback + exclude + list(kept_float))}"
+                if fallback or exclude or kept_float else ""))
+    precision = {n: {"precision": "int8"} for n in done}
+    precision.update({n: {"precision": "float32", "why": "--exclude"} for n in exclude})
+    precision.update({n: {"precision": "float32", "why": f"accuracy gate (sensitivity {sensitivity[n]:.4f})"}
+                      for n in fallback})
+    precision.update({n: {"precision": "float32", "why": why} for n, why in kept_float.items()})
     info = {"scheme": "int8 symmetric, weights per-" + ("channel" if per_channel else "tensor")
                       + ", activations per-tensor; int32 accumulation",
-            "calibrator": calibrator, "calibration_sha256": digest,
-            "calibration_samples": len(calib), "held_out_samples": len(held),
+            "calibrator": c.calibrator, "calibration_sha256": c.digest,
+            "calibration_samples": c.samples, "held_out_samples": len(held),
             "quantized_layers": done, "excluded": exclude, "fallback": fallback,
+            "kept_float_for_speed": sorted(kept_float),
             "sensitivity": sensitivity, "max_accuracy_drop": max_accuracy_drop,
+            "layers": precision,
             "quantized_weight_bytes": q.weight_bytes,
             "simulated_accuracy": acc}
-    return Int8Result(qm, held, reference, info)
+    return Int8Result(qm, held, reference, info, q.serves)
 
 
 class Int8Hook:
-    """The ONNX hook that quantizes a cleaned-up model (calibration and QDQ, once): compile and
-    tune run it on the same cleaned-up graph, so tuning sees the int8 kernels compile builds."""
+    """The ONNX hook that quantizes a cleaned-up model: compile and tune run it on the same
+    cleaned-up graph, so tuning sees the int8 kernels compile builds. It calibrates once; a
+    later build with more layers kept in float (``keep_float``) re-quantizes from those ranges."""
 
     def __init__(self, calibration, calibrator: str = "minmax", per_channel: bool = True,
                  exclude: list[str] | None = None, max_accuracy_drop: float | None = None,
                  random_calibration: bool = False):
-        self.kw = dict(calibration=calibration, calibrator=calibrator, per_channel=per_channel,
-                       exclude=list(exclude or []), max_accuracy_drop=max_accuracy_drop,
-                       random_calibration=random_calibration)
+        self.calibration, self.calibrator, self.random_calibration = calibration, calibrator, random_calibration
+        self.per_channel, self.exclude, self.max_accuracy_drop = per_channel, list(exclude or []), max_accuracy_drop
+        self.kept_float: dict[str, str] = {}
+        self.calibrated: Calibrated | None = None
         self.result: Int8Result | None = None
 
+    def keep_float(self, layers: dict[str, str]) -> None:
+        """Keep these layers (name -> why) in float in the next build."""
+        self.kept_float = dict(layers)
+        self.result = None
+
     def __call__(self, cleaned: onnx.ModelProto) -> onnx.ModelProto:
-        if self.result is None:
+        if self.calibrated is None:
             specs = [s.to_dict() for s in graph_inputs(cleaned)]
-            self.result = prepare_int8(cleaned, specs, **self.kw)
+            self.calibrated = calibrate_int8(cleaned, specs, self.calibration, self.calibrator,
+                                             self.random_calibration)
+        if self.result is None:
+            self.result = quantize_calibrated(self.calibrated, self.per_channel, self.exclude,
+                                              self.max_accuracy_drop, self.kept_float)
         return self.result.model

@@ -24,6 +24,8 @@ class QuantOptions:
     exclude: list[str] = field(default_factory=list)  # ONNX node names kept in float
     max_accuracy_drop: float | None = None  # accuracy gate: fall back sensitive layers until it holds
     random_calibration: bool = False  # calibrate on random inputs (testing only)
+    speed_check: bool = True          # where the target runs here: int8 only for layers it makes faster,
+                                      # float32 if the int8 build is not faster end to end (quantize/select.py)
     _hook: object = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -34,7 +36,8 @@ class QuantOptions:
         """The CLI flags of options set away from their defaults that only int8 uses."""
         return [flag for flag, v in (("--calibration", self.calibration), ("--exclude", self.exclude),
                                      ("--max-accuracy-drop", self.max_accuracy_drop),
-                                     ("--random-calibration", self.random_calibration)) if v]
+                                     ("--random-calibration", self.random_calibration),
+                                     ("--no-speed-check", not self.speed_check)) if v]
 
     def hook(self):
         """The ONNX hook that calibrates and writes QDQ (quantize.int8.Int8Hook), made once."""

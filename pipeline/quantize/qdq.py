@@ -24,6 +24,7 @@ from ..errors import DeployError
 class QDQModel:
     model: onnx.ModelProto
     layers: list[str]             # ONNX node names quantized
+    serves: dict[str, list[str]]  # QuantizeLinear/DequantizeLinear node written -> the layers it serves
     weight_bytes: dict[str, int]  # {"float32": bytes before, "int8": bytes after}
 
 
@@ -125,6 +126,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
     targets = {node_name(n) for n in quantizable(model) if node_name(n) not in skip}
     new_nodes, new_inits, done = [], [], []
     act_dq: dict[str, str] = {}
+    serves: dict[str, list[str]] = {}
     sizes = {"float32": 0, "int8": 0}
     for n in model.graph.node:
         if node_name(n) not in targets:
@@ -141,6 +143,8 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
             new_nodes.append(helper.make_node("DequantizeLinear", [a + "_q", sn, zn], [a + "_dq"],
                                               name=a + "_dequantize"))
             act_dq[a] = a + "_dq"
+        for qn in (a + "_quantize", a + "_dequantize"):
+            serves.setdefault(qn, []).append(node_name(n))
         wname = n.input[1]
         w = numpy_helper.to_array(inits[wname]).astype(np.float32)
         axis = 0 if n.op_type == "Conv" else 1
@@ -153,6 +157,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
         attrs = {"axis": axis} if per_channel else {}
         new_nodes.append(helper.make_node("DequantizeLinear", [base + "_int8", base + "_scale", base + "_zero"],
                                           [base + "_dq"], name=base + "_dequantize", **attrs))
+        serves[base + "_dequantize"] = [node_name(n)]
         n.input[0] = act_dq[a]
         n.input[1] = base + "_dq"
         new_nodes.append(n)
@@ -165,7 +170,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
             if o.domain in ("", "ai.onnx") and o.version < 13:
                 o.version = 13
     model = _drop_unused_inits(model)
-    return QDQModel(model, done, sizes)
+    return QDQModel(model, done, serves, sizes)
 
 
 def has_qdq(model: onnx.ModelProto) -> bool:

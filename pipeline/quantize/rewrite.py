@@ -124,15 +124,29 @@ def int8_rewrite(mod):
     out = {}
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
-            func = rewrite_call(conv, rw_conv, func)
-            func = rewrite_call(mm, rw_mm, func)
-            func = rewrite_call(mm_t, lambda o, m: rw_mm(o, m, True), func)
+            func = rewrite_call(conv, _labelled(rw_conv), func)
+            func = rewrite_call(mm, _labelled(rw_mm), func)
+            func = rewrite_call(mm_t, _labelled(lambda o, m: rw_mm(o, m, True)), func)
             func = _exact_integer_outputs(func)
             func = _decompose_qdq(func)
         out[gv] = func
     new = mod.__class__(out, attrs=mod.attrs) if mod.attrs else mod.__class__(out)
     new = relax.transform.DeadCodeElimination()(new)
     return new, stats
+
+
+def _labelled(rewriter):
+    """``rewriter`` whose new calls carry the ONNX node label of the call they replace
+    (frontend/provenance.py): the layer report, and the choice of precision by measured time
+    (quantize/select.py), name the int8 kernels after their node."""
+    from ..frontend import provenance
+
+    def rw(orig, m):
+        new = rewriter(orig, m)
+        lbl = provenance.span_label(orig)
+        return provenance.with_label(new, lbl) if lbl and not new.same_as(orig) else new
+
+    return rw
 
 
 def _exact_integer_outputs(func):
@@ -200,8 +214,8 @@ def _decompose_qdq(func):
             v = relax.op.subtract(v, relax.const(zv.astype(np.float32)))
         return relax.op.multiply(v, relax.const(sv))
 
-    func = rewrite_call(is_op("relax.quantize")(x, s, z), quantize, func)
-    return rewrite_call(is_op("relax.dequantize")(x, s, z), dequantize, func)
+    func = rewrite_call(is_op("relax.quantize")(x, s, z), _labelled(quantize), func)
+    return rewrite_call(is_op("relax.dequantize")(x, s, z), _labelled(dequantize), func)
 
 
 def log_stats(stats: dict) -> None:

@@ -1,0 +1,181 @@
+"""int8 against float32 over the model zoo's CNNs, in one run: latency, weight bytes, accuracy.
+
+    .venv/bin/python scripts/bench_int8_zoo.py [--models mobilenet_v2,squeezenet] [--out benchmarks/int8_zoo.txt]
+
+Each CNN of scripts/bench_zoo.py is exported with weights that give real activations: Kaiming
+initialised convolutions and batch-norm statistics gathered from a few random batches
+(transformers' configs initialise with std 0.02: MobileNetV2's features shrink to 1e-21 by the
+last layer, where any accuracy number means nothing). Both precisions are compiled untuned by
+the same deploy: float32, and ``--quantize int8`` (minmax calibration on 32 random-normal
+samples; int8 is kept only for layers it makes faster, and the float32 build is written if int8
+does not pay: quantize/select.py). They are timed each in its own process, in alternating turns.
+Accuracy: the int8 artifact against the float model in ONNX Runtime on 32 fresh inputs: cosine
+of the outputs and top-1 agreement of the class axis (for feature maps, of their global average:
+the class a linear head would pick; a single-channel output has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import pipeline  # noqa: E402
+from bench_zoo import HAND, HF, _HFWrap, _hf  # noqa: E402
+from pipeline.bench import compare  # noqa: E402
+from pipeline.reference import ort_session  # noqa: E402
+from pipeline.runtime import random_inputs  # noqa: E402
+
+CNNS = ["resnet50", "efficientnet_b0", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "squeezenet",
+        "shufflenet_v2", "yolo_style", "unet_convtranspose", "conv1d_audio"]
+
+
+def _realistic(m: nn.Module, shape) -> nn.Module:
+    """Kaiming weights and batch-norm statistics of random batches: activations keep their scale."""
+    torch.manual_seed(0)
+    for mod in m.modules():
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_in", nonlinearity="relu")
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+        elif isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, std=1 / math.sqrt(mod.in_features))
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            mod.reset_running_stats()
+            mod.momentum = None  # a plain average over the batches below
+    m.train()
+    with torch.no_grad():
+        for _ in range(4):
+            m(torch.randn(8, *shape[1:]))
+    return m.eval()
+
+
+def export(name: str, out: Path) -> Path:
+    path = out / f"{name}.onnx"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    if name in HAND:
+        cls, shape = HAND[name]
+        m = cls()
+    else:
+        hf, kind = _hf(name)
+        assert kind == "image", name
+        m, shape = _HFWrap(hf), (1, 3, 224, 224)
+    m = _realistic(m, shape)
+    with torch.no_grad():
+        torch.onnx.export(m, (torch.randn(*shape),), str(path), input_names=["input"], output_names=["output"],
+                          opset_version=17, dynamo=False)
+    return path
+
+
+def _top1(y: np.ndarray):
+    """The class a head would pick: argmax over axis 1 (of the spatial mean for feature maps)."""
+    if y.ndim < 2 or y.shape[1] < 2:
+        return None
+    return int(np.argmax(y.reshape(y.shape[0], y.shape[1], -1).mean(-1)[0]))
+
+
+def accuracy(art, model: Path, samples: int) -> dict:
+    sess = ort_session(model, 2)
+    cos, agree, n_top = [], 0, 0
+    for i in range(samples):
+        x = random_inputs(art.inputs, seed=1000 + i)
+        ref = sess.run(None, {k.name: x[k.name] for k in sess.get_inputs()})[0]
+        ours = art.run(x)["output"]
+        a, b = ref.ravel().astype(np.float64), ours.ravel().astype(np.float64)
+        cos.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+        t = _top1(ref)
+        if t is not None:
+            n_top += 1
+            agree += t == _top1(ours)
+    return {"cosine_min": min(cos), "top1": agree / n_top if n_top else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(CNNS))
+    ap.add_argument("--work", type=Path, default=ROOT / "artifacts" / "zoo_int8")
+    ap.add_argument("--samples", type=int, default=32, help="inputs for the accuracy comparison")
+    ap.add_argument("--out", type=Path, help="also write the table here")
+    a = ap.parse_args()
+    names = a.models.split(",") if a.models else CNNS
+    a.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            model = export(name, a.work)
+            f = pipeline.compile(model, "x86-64", output=a.work / f"{name}-fp32", force=True, db=a.work / "no-db")
+            import onnx
+
+            spec = [d.dim_value for d in onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+            calib = a.work / f"{name}-calib.npz"
+            np.savez(calib, input=np.random.default_rng(0).standard_normal((32, *spec)).astype(np.float32))
+            q = pipeline.compile(model, "x86-64", output=a.work / f"{name}-int8", force=True, db=a.work / "no-db",
+                                 quantize="int8", calibration=calib)
+            sel = q.manifest["precision"].get("selection", {})
+            ms = compare({"float32": f.path, "int8": q.path}, min_seconds=3.0)
+            acc = accuracy(q, model, a.samples)
+            quant = q.manifest.get("quantization") or q.manifest["precision"].get("int8_candidate", {})
+            rows.append(dict(model=name, fp32_ms=ms["float32"], int8_ms=ms["int8"], speedup=ms["float32"] / ms["int8"],
+                             fp32_mb=f.manifest["memory"]["params_bytes"] / 1e6,
+                             int8_mb=q.manifest["memory"]["params_bytes"] / 1e6,
+                             chosen=sel.get("chosen", "int8"), layers=len(quant.get("quantized_layers", [])),
+                             kept_float=len(sel.get("kept_float_for_speed", {})), seconds=time.perf_counter() - t0, **acc))
+        except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the end of the run
+            msg = e.message if isinstance(e, pipeline.DeployError) else f"{type(e).__name__}: {e}"
+            rows.append(dict(model=name, error=" ".join(str(msg).split())[:160]))
+            traceback.print_exc()
+        print(_row(rows[-1]), flush=True)
+    text = _table(rows)
+    print(text)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+
+
+def _row(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['model']} | - | - | - | - | - | - | - | failed: {r['error']} |"
+    top = f"{100 * r['top1']:.0f}%" if r["top1"] is not None else "-"
+    return (f"| {r['model']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['speedup']:.2f}x | "
+            f"{r['fp32_mb']:.1f} / {r['int8_mb']:.1f} | {r['chosen']}: {r['layers'] - r['kept_float']} of {r['layers']} "
+            f"layers int8 | {r['cosine_min']:.5f} | {top} | {r['seconds']:.0f} s |")
+
+
+def _table(rows: list[dict]) -> str:
+    import platform
+
+    import tvm
+
+    ok = [r for r in rows if "error" not in r]
+    sp = [r["speedup"] for r in ok]
+    geo = math.exp(sum(math.log(x) for x in sp) / len(sp)) if sp else float("nan")
+    lines = [f"# deploy int8 vs float32 over the zoo's CNNs, {time.strftime('%Y-%m-%d')}: "
+             f"{platform.processor() or platform.machine()}, 2 threads, batch 1, untuned",
+             f"# deploy {pipeline.__version__} (TVM {tvm.__version__}); each build in its own process, alternating turns; "
+             "speed-up = float32 p50 / int8 p50; accuracy: int8 artifact vs ONNX Runtime float32 on fresh random inputs", "",
+             "| model | float32 ms | int8 ms | speed-up | weights MB fp32 / int8 | precision chosen | cosine (min) | "
+             "top-1 agreement | compile + bench |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [_row(r) for r in rows]
+    lines += ["", f"geometric mean speed-up over {len(ok)} models: {geo:.2f}x; slowest {min(sp, default=float('nan')):.2f}x"
+              + (f"; {len(rows) - len(ok)} failed" if len(ok) < len(rows) else "")]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
