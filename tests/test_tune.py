@@ -201,7 +201,7 @@ def test_tune_quantize_int8_tunes_the_kernels_compile_builds(models, tmp_path, c
     assert rc == 0, err
     assert json.loads(out[out.index("{"):])["tasks_tuned"] >= 3
     art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a", db=db, quantize="int8",
-                           random_calibration=True)
+                           random_calibration=True, speed_check=False)
     assert art.manifest["precision"]["compute"] == "int8"
     assert art.manifest["tuning"]["tuned_kernels"] == art.manifest["tuning"]["kernels"] >= 3
     # the float model's kernels are different workloads: its compile finds none of them
@@ -216,6 +216,28 @@ def test_time_budget_counts_the_whole_command(models, tmp_path):
                             time_budget=1.0, db=tmp_path / "db"), show=False)
     assert s.stopped_by == "time budget"
     assert 0 < s.trials < 512
+    # a short budget goes to the kernels that take the most measured time (at least 4 of them,
+    # one more per minute of budget), not a round over every kernel
+    assert s.tasks_tuned == 4 < s.tasks
+
+
+def test_focus_picks_the_costliest_kernels_until_90_percent():
+    from types import SimpleNamespace
+
+    from pipeline.tune import tuner
+
+    costs = {"a": 5.0, "b": 3.0, "c": 1.5, "d": 0.3, "e": 0.2, "f": None}
+    tasks = [SimpleNamespace(task_name=n) for n in costs]
+    real = tuner._cost
+    tuner._cost = lambda t, db: costs[t.task_name]
+    try:
+        chosen, left = tuner._focus(tasks, None, 600.0)  # 10 min: up to 10 kernels, stop at 90%
+        assert [t.task_name for t in chosen] == ["a", "b", "c"] and len(left) == 3
+        chosen, _ = tuner._focus(tasks, None, 60.0)
+        assert [t.task_name for t in chosen] == ["a", "b", "c"]  # at least 4 allowed; 90% reached first
+        assert tuner._focus(tasks, None, None) == (tasks, [])     # no budget: every kernel
+    finally:
+        tuner._cost = real
 
 
 def test_records_that_no_longer_load_are_set_aside(tuned, models, tmp_path):
