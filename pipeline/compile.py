@@ -200,12 +200,16 @@ def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runne
 
             q = build("int8")
             layers_q = list(hook.result.info["quantized_layers"])
+            # the layer report names kernels after the user's nodes; clean-up may have renamed them
+            user = {name: hook.user_name(name) for name in layers_q}
+            back = {v: k for k, v in user.items()}
+            serves = {k: [user.get(u, u) for u in v] for k, v in hook.result.serves.items()}
             log.info("[bold]int8 where it pays[/bold]: the float32 build, to time both layer by layer")
             f = build("fp32", precision="fp32", quant=QuantOptions(), tune_budget=None, dump_ir=None)
             kern = {n: profile(a, None, runs=10, warmup=3)["deploy"]["kernels"] for n, a in (("fp32", f), ("int8", q))}
-            sel = select(kern["fp32"], kern["int8"], layers_q, hook.result.serves)
-            slow = sel.kept_float()
-            for name, why in slow.items():
+            sel = select(kern["fp32"], kern["int8"], [user[n] for n in layers_q], serves)
+            slow = {back.get(n, n): why for n, why in sel.kept_float().items()}  # the cleaned-up model's names
+            for name, why in sel.kept_float().items():
                 log.info(f"  {name}: kept in float32 ({why})")
             if slow and len(slow) < len(layers_q):
                 log.info(f"  rebuilding int8 with {len(slow)} of {len(layers_q)} layer(s) in float32")
@@ -224,7 +228,7 @@ def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runne
             manifest = dict(win.manifest)
             manifest["precision"] = dict(manifest["precision"], requested="int8", selection={
                 "chosen": "int8" if pays else "fp32", "why": why, "end_to_end_ms": {k: round(v, 4) for k, v in ms.items()},
-                "layers": sel.to_dict(), "kept_float_for_speed": slow})
+                "layers": sel.to_dict(), "kept_float_for_speed": sel.kept_float()})
             if not pays:
                 manifest["precision"]["int8_candidate"] = hook.result.info
             manifest["build"]["seconds"] = dict(manifest["build"]["seconds"], total=round(time.perf_counter() - t0, 3))

@@ -19,6 +19,7 @@ from .frontend.cleanup import cleanup
 from .frontend.dims import bind_shape, function_name, point_text, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
+from .frontend import provenance
 from .frontend.specs import graph_inputs
 from .optimize import pipeline_for, run_stage
 from .quantize.qdq import has_qdq
@@ -100,6 +101,8 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
             cleaned = qoperator.to_qdq(cleaned)
     if onnx_hook is not None:
         with step("quantize: calibrate"):
+            if hasattr(onnx_hook, "original"):  # the user's node names, for --exclude and the report
+                onnx_hook.original = provenance.name_index(loaded.model.graph)
             cleaned = onnx_hook(cleaned)
     backend, target = for_preset(preset), preset.tvm_target()
     kernels = backend.frontend_kernels(target)

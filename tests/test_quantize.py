@@ -460,3 +460,24 @@ def test_int8_is_kept_only_where_it_is_faster(tmp_path, cli, name):
         assert slower == {"mm"} and sel["chosen"] == "fp32"
         assert_matches_ort(__import__("pipeline").runtime.Artifact(tmp_path / "a"), tmp_path / "m.onnx")
     assert not list(tmp_path.glob(".a.*"))  # no candidate left behind
+
+
+def test_exclude_takes_the_users_node_names_when_clean_up_renamed_them(tmp_path, cli):
+    """Clean-up folds a Pad into the Conv after it and names the result after its output tensor:
+    --exclude with the name the user sees in their model still finds it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+             numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "W2")]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], name="mypad"),
+             helper.make_node("Conv", ["p", "W1"], ["c"], name="myconv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "W2"], ["y"], name="conv2")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    rc, out, err = cli("compile", tmp_path / "m.onnx", "--target", "x86-64", "-o", tmp_path / "a", "--quantize", "int8",
+                       "--random-calibration", "--exclude", "myconv", "--no-speed-check")
+    assert rc == 0, err
+    q = json.loads((tmp_path / "a/manifest.json").read_text())["quantization"]
+    assert q["quantized_layers"] == ["conv2"] and len(q["excluded"]) == 1

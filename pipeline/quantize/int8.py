@@ -11,7 +11,7 @@ from ..errors import DeployError
 from ..frontend.specs import graph_inputs
 from . import calibrate as cal
 from .accuracy import accuracy, format_accuracy
-from .qdq import activation_tensors, check_exclude, gemm_to_matmul, has_qdq, insert_qdq
+from .qdq import activation_tensors, check_exclude, gemm_to_matmul, has_qdq, insert_qdq, node_name, quantizable
 
 
 @dataclass
@@ -138,6 +138,7 @@ class Int8Hook:
         self.calibration, self.calibrator, self.random_calibration = calibration, calibrator, random_calibration
         self.per_channel, self.exclude, self.max_accuracy_drop = per_channel, list(exclude or []), max_accuracy_drop
         self.kept_float: dict[str, str] = {}
+        self.original: dict[str, str] = {}  # the user's graph: names and output tensors -> node (prepare sets it)
         self.calibrated: Calibrated | None = None
         self.result: Int8Result | None = None
 
@@ -152,6 +153,20 @@ class Int8Hook:
             self.calibrated = calibrate_int8(cleaned, specs, self.calibration, self.calibrator,
                                              self.random_calibration)
         if self.result is None:
-            self.result = quantize_calibrated(self.calibrated, self.per_channel, self.exclude,
+            self.result = quantize_calibrated(self.calibrated, self.per_channel, self.user_names(self.exclude),
                                               self.max_accuracy_drop, self.kept_float)
         return self.result.model
+
+    def user_name(self, layer: str) -> str:
+        """The user's name of a node of the cleaned-up model (clean-up may leave it unnamed, and
+        it is then called after its output tensor)."""
+        from ..frontend import provenance
+
+        return provenance.original_node(layer, self.original) or layer if self.original else layer
+
+    def user_names(self, names: list[str]) -> list[str]:
+        """``names`` (the user's, or the cleaned-up model's) as the cleaned-up model's."""
+        if not self.original or self.calibrated is None:
+            return list(names)
+        back = {self.user_name(node_name(n)): node_name(n) for n in quantizable(self.calibrated.model)}
+        return [back.get(n, n) for n in names]
