@@ -101,7 +101,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     backend.check_precision(preset, args.precision)
     if show:
         args.display()
-    if args.int8 and args.quant.speed_check and _timed_here(preset):
+    if args.int8 and args.quant.speed_check and backend.timed_here(preset):
         return _int8_by_measured_speed(args, out, show, want_runner)
     return _compile(args, preset, out, backend, want_runner, show, t0)
 
@@ -163,17 +163,6 @@ def _compile(args: CompileArgs, preset: Preset, out: Path, backend, want_runner:
 
         print_layers(out)
     return Artifact(out)
-
-
-def _timed_here(preset: Preset) -> bool:
-    """Whether this machine runs (natively) and times the target's artifacts."""
-    from .backends.cpu.features import required_features
-
-    fam = for_family(preset.family)
-    if not fam.host_timed:
-        return False
-    feats = required_features(preset.cpu_target()) if preset.family == "cpu" else []
-    return fam.runs_here({"arch": preset.arch, "family": preset.family, "cpu_features": feats})
 
 
 def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runner: bool) -> Artifact:

@@ -20,7 +20,6 @@ import argparse
 import math
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import pipeline  # noqa: E402
-from bench_zoo import HAND, HF, _HFWrap, _hf  # noqa: E402
+from bench_zoo import HAND, _HFWrap, _hf, run_rows  # noqa: E402
 from pipeline.bench import compare  # noqa: E402
 from pipeline.reference import ort_session  # noqa: E402
 from pipeline.runtime import random_inputs  # noqa: E402
@@ -114,38 +113,27 @@ def main() -> None:
     a = ap.parse_args()
     names = a.models.split(",") if a.models else CNNS
     a.work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in names:
-        t0 = time.perf_counter()
-        try:
-            model = export(name, a.work)
-            f = pipeline.compile(model, "x86-64", output=a.work / f"{name}-fp32", force=True, db=a.work / "no-db")
-            import onnx
 
-            spec = [d.dim_value for d in onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
-            calib = a.work / f"{name}-calib.npz"
-            np.savez(calib, input=np.random.default_rng(0).standard_normal((32, *spec)).astype(np.float32))
-            q = pipeline.compile(model, "x86-64", output=a.work / f"{name}-int8", force=True, db=a.work / "no-db",
-                                 quantize="int8", calibration=calib)
-            sel = q.manifest["precision"].get("selection", {})
-            ms = compare({"float32": f.path, "int8": q.path}, min_seconds=3.0)
-            acc = accuracy(q, model, a.samples)
-            quant = q.manifest.get("quantization") or q.manifest["precision"].get("int8_candidate", {})
-            rows.append(dict(model=name, fp32_ms=ms["float32"], int8_ms=ms["int8"], speedup=ms["float32"] / ms["int8"],
-                             fp32_mb=f.manifest["memory"]["params_bytes"] / 1e6,
-                             int8_mb=q.manifest["memory"]["params_bytes"] / 1e6,
-                             chosen=sel.get("chosen", "int8"), layers=len(quant.get("quantized_layers", [])),
-                             kept_float=len(sel.get("kept_float_for_speed", {})), seconds=time.perf_counter() - t0, **acc))
-        except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the end of the run
-            msg = e.message if isinstance(e, pipeline.DeployError) else f"{type(e).__name__}: {e}"
-            rows.append(dict(model=name, error=" ".join(str(msg).split())[:160]))
-            traceback.print_exc()
-        print(_row(rows[-1]), flush=True)
-    text = _table(rows)
-    print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
+    def measure(name: str, t0: float) -> dict:
+        import onnx
+
+        model = export(name, a.work)
+        f = pipeline.compile(model, "x86-64", output=a.work / f"{name}-fp32", force=True, db=a.work / "no-db")
+        dims = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        calib = a.work / f"{name}-calib.npz"
+        np.savez(calib, input=np.random.default_rng(0).standard_normal((32, *[d.dim_value for d in dims])).astype(np.float32))
+        q = pipeline.compile(model, "x86-64", output=a.work / f"{name}-int8", force=True, db=a.work / "no-db",
+                             quantize="int8", calibration=calib)
+        sel = q.manifest["precision"].get("selection", {})
+        ms = compare({"float32": f.path, "int8": q.path}, min_seconds=3.0)
+        quant = q.manifest.get("quantization") or q.manifest["precision"].get("int8_candidate", {})
+        return dict(model=name, fp32_ms=ms["float32"], int8_ms=ms["int8"], speedup=ms["float32"] / ms["int8"],
+                    fp32_mb=f.manifest["memory"]["params_bytes"] / 1e6, int8_mb=q.manifest["memory"]["params_bytes"] / 1e6,
+                    chosen=sel.get("chosen", "int8"), layers=len(quant.get("quantized_layers", [])),
+                    kept_float=len(sel.get("kept_float_for_speed", {})), seconds=time.perf_counter() - t0,
+                    **accuracy(q, model, a.samples))
+
+    run_rows(names, measure, _row, _table, a.out)
 
 
 def _row(r: dict) -> str:

@@ -294,32 +294,42 @@ def main() -> None:
     a = ap.parse_args()
     names = a.models.split(",") if a.models else ZOO
     a.work.mkdir(parents=True, exist_ok=True)
+
+    def measure(name: str, t0: float) -> dict:
+        model = export(name, a.work)
+        from pipeline.tune import parse_duration
+
+        art = pipeline.compile(model, "x86-64", output=a.work / f"{name}-x86-64", force=True,
+                               tune_budget=parse_duration(a.tune) if a.tune else None, db=a.db)
+        compile_s = time.perf_counter() - t0
+        gflop = _gflop(art, model)
+        r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3)
+        return dict(model=name, gflop=gflop, ort_ms=r["onnxruntime"]["median_ms"],
+                    deploy_ms=r["deploy"]["median_ms"], ratio=r["ratio"],
+                    gflops=gflop / (r["deploy"]["median_ms"] / 1e3) if gflop else None,
+                    check=art.manifest["check"]["status"], compile_s=compile_s)
+
+    run_rows(names, measure, _row, lambda rows: _table(rows, a), a.out)
+
+
+def run_rows(names: list[str], measure, row, table, out: Path | None) -> None:
+    """``measure(name, t0)`` for each model, a failure being a row of its own; each row printed as
+    it comes, then the table (also written to ``out``)."""
     rows = []
     for name in names:
         t0 = time.perf_counter()
         try:
-            model = export(name, a.work)
-            from pipeline.tune import parse_duration
-
-            art = pipeline.compile(model, "x86-64", output=a.work / f"{name}-x86-64", force=True,
-                                   tune_budget=parse_duration(a.tune) if a.tune else None, db=a.db)
-            compile_s = time.perf_counter() - t0
-            gflop = _gflop(art, model)
-            r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3)
-            rows.append(dict(model=name, gflop=gflop, ort_ms=r["onnxruntime"]["median_ms"],
-                             deploy_ms=r["deploy"]["median_ms"], ratio=r["ratio"],
-                             gflops=gflop / (r["deploy"]["median_ms"] / 1e3) if gflop else None,
-                             check=art.manifest["check"]["status"], compile_s=compile_s))
+            rows.append(measure(name, t0))
         except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the end of the run
             msg = e.message if isinstance(e, pipeline.DeployError) else f"{type(e).__name__}: {e}"
             rows.append(dict(model=name, error=" ".join(str(msg).split())[:160]))
             traceback.print_exc()
-        print(_row(rows[-1]), flush=True)
-    text = _table(rows, a)
+        print(row(rows[-1]), flush=True)
+    text = table(rows)
     print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
 
 
 def _row(r: dict) -> str:

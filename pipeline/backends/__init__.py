@@ -105,6 +105,11 @@ class Backend:
         """Whether an artifact with this manifest ``target`` section runs in this process."""
         return False
 
+    def timed_here(self, preset) -> bool:
+        """Whether this machine runs the preset's artifacts natively and times them by its clock
+        (int8's choice of layers by measured time needs both)."""
+        return False
+
 
 def for_family(family: str) -> Backend:
     if family not in _FAMILIES:

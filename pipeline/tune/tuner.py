@@ -113,7 +113,7 @@ def _runner(args: TuneArgs, preset: Preset):
                                   session_timeout_sec=120)
         return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator, max_workers=1)
     for_preset(preset).check_measurable(preset)
-    if preset.family == "cpu":
+    if for_preset(preset).host_timed:
         # in a model, a kernel's weights come from memory and its input from the kernel before:
         # each run starts with every argument but the first flushed from the caches, one run per
         # timing (a flush before a batch of runs would time warm weights). Timed warm, tuning

@@ -193,5 +193,10 @@ class CpuBackend(Backend):
         return (target_manifest["arch"] == host_arch()
                 and not missing_features(target_manifest.get("cpu_features", [])))
 
+    def timed_here(self, preset) -> bool:
+        from .features import required_features
+
+        return self.runs_here({"arch": preset.arch, "cpu_features": required_features(preset.cpu_target())})
+
 
 BACKEND = CpuBackend()
