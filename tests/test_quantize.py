@@ -270,7 +270,7 @@ def test_bad_calibration_data(tmp_path, cli, case, models):
 
 def test_random_calibration_needs_the_flag_and_warns(tmp_path, cli, models):
     rc, out, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a",
-                       "--quantize", "int8", "--random-calibration")
+                       "--quantize", "int8", "--random-calibration", "--no-speed-check")
     assert rc == 0 and "meaningless" in out + err
     rc, out, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "b",
                        "--calibration", tmp_path / "x.npz")
