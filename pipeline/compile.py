@@ -102,7 +102,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     if show:
         args.display()
     if args.int8 and args.quant.speed_check and backend.timed_here(preset):
-        return _int8_by_measured_speed(args, out, show, want_runner)
+        return _int8_by_measured_speed(args, preset, backend, out, show, want_runner)
     return _compile(args, preset, out, backend, want_runner, show, t0)
 
 
@@ -165,7 +165,8 @@ def _compile(args: CompileArgs, preset: Preset, out: Path, backend, want_runner:
     return Artifact(out)
 
 
-def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runner: bool) -> Artifact:
+def _int8_by_measured_speed(args: CompileArgs, preset: Preset, backend, out: Path, show: bool,
+                            want_runner: bool) -> Artifact:
     """int8 only where it pays (quantize/select.py): build int8 and float32, keep the layers int8
     makes slower in float, rebuild, and write whichever build is faster end to end."""
     import os
@@ -176,8 +177,6 @@ def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runne
     from .quantize.select import select
 
     t0 = time.perf_counter()
-    preset = get_preset(args.target)
-    backend = for_preset(preset)
     plain = dict(force=True, report=False)
     hook = args.quant.hook()
     with atomic_dir(out, args.force) as tmp:
@@ -197,8 +196,9 @@ def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runne
             f = build("fp32", precision="fp32", quant=QuantOptions(), tune_budget=None, dump_ir=None)
             kern = {n: profile(a, None, runs=10, warmup=3)["deploy"]["kernels"] for n, a in (("fp32", f), ("int8", q))}
             sel = select(kern["fp32"], kern["int8"], [user[n] for n in layers_q], serves)
-            slow = {back.get(n, n): why for n, why in sel.kept_float().items()}  # the cleaned-up model's names
-            for name, why in sel.kept_float().items():
+            kept = sel.kept_float()  # the user's names
+            slow = {back.get(n, n): why for n, why in kept.items()}  # the cleaned-up model's
+            for name, why in kept.items():
                 log.info(f"  {name}: kept in float32 ({why})")
             if slow and len(slow) < len(layers_q):
                 log.info(f"  rebuilding int8 with {len(slow)} of {len(layers_q)} layer(s) in float32")
@@ -217,7 +217,7 @@ def _int8_by_measured_speed(args: CompileArgs, out: Path, show: bool, want_runne
             manifest = dict(win.manifest)
             manifest["precision"] = dict(manifest["precision"], requested="int8", selection={
                 "chosen": "int8" if pays else "fp32", "why": why, "end_to_end_ms": {k: round(v, 4) for k, v in ms.items()},
-                "layers": sel.to_dict(), "kept_float_for_speed": sel.kept_float()})
+                "layers": sel.to_dict(), "kept_float_for_speed": kept})
             if not pays:
                 manifest["precision"]["int8_candidate"] = hook.result.info
             manifest["build"]["seconds"] = dict(manifest["build"]["seconds"], total=round(time.perf_counter() - t0, 3))

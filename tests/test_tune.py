@@ -224,20 +224,15 @@ def test_time_budget_counts_the_whole_command(models, tmp_path):
 def test_focus_picks_the_costliest_kernels_until_90_percent():
     from types import SimpleNamespace
 
-    from pipeline.tune import tuner
+    from pipeline.tune.tuner import _focus
 
-    costs = {"a": 5.0, "b": 3.0, "c": 1.5, "d": 0.3, "e": 0.2, "f": None}
-    tasks = [SimpleNamespace(task_name=n) for n in costs]
-    real = tuner._cost
-    tuner._cost = lambda t, db: costs[t.task_name]
-    try:
-        chosen, left = tuner._focus(tasks, None, 600.0)  # 10 min: up to 10 kernels, stop at 90%
-        assert [t.task_name for t in chosen] == ["a", "b", "c"] and len(left) == 3
-        chosen, _ = tuner._focus(tasks, None, 60.0)
-        assert [t.task_name for t in chosen] == ["a", "b", "c"]  # at least 4 allowed; 90% reached first
-        assert tuner._focus(tasks, None, None) == (tasks, [])     # no budget: every kernel
-    finally:
-        tuner._cost = real
+    cost = {"a": 5.0, "b": 3.0, "c": 1.5, "d": 0.3, "e": 0.2}  # "f": not measured
+    tasks = [SimpleNamespace(task_name=n) for n in "abcdef"]
+    chosen, left, share = _focus(tasks, cost, 600.0)  # 10 min: up to 10 kernels, stop at 90%
+    assert [t.task_name for t in chosen] == ["a", "b", "c"] and len(left) == 3 and share == pytest.approx(0.95)
+    chosen, _, _ = _focus(tasks, cost, 60.0)
+    assert [t.task_name for t in chosen] == ["a", "b", "c"]  # at least 4 allowed; 90% reached first
+    assert _focus(tasks, cost, None) == (tasks, [], 1.0)     # no budget: every kernel
 
 
 def test_records_that_no_longer_load_are_set_aside(tuned, models, tmp_path):

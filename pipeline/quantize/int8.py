@@ -162,7 +162,7 @@ class Int8Hook:
         it is then called after its output tensor)."""
         from ..frontend import provenance
 
-        return provenance.original_node(layer, self.original) or layer if self.original else layer
+        return (provenance.original_node(layer, self.original) or layer) if self.original else layer
 
     def user_names(self, names: list[str]) -> list[str]:
         """``names`` (the user's, or the cleaned-up model's) as the cleaned-up model's."""

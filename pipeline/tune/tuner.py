@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import log
 from ..backends import for_preset
-from ..errors import DeployError
+from ..errors import DeployError, last_line
 from ..prepare import Steps, prepare_module
 from ..quantize import options as quant_options
 from ..quantize.options import QuantOptions
@@ -154,7 +154,7 @@ def _record_defaults(tasks, database, builder, runner, target, backend) -> int:
         try:
             args = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
         except Exception as e:  # noqa: BLE001 - a pre-pack MetaSchedule cannot split off: not recorded
-            log.debug(f"the default schedule of {t.task_name} is not recorded: {str(e).strip().splitlines()[-1][:200]}")
+            log.debug(f"the default schedule of {t.task_name} is not recorded: {last_line(e)[:200]}")
             continue
         todo.append((sch, workload, args))
     if not todo:
@@ -181,21 +181,15 @@ def _record_defaults(tasks, database, builder, runner, target, backend) -> int:
     return n
 
 
-def _cost(t, database) -> float | None:
-    """A task's measured seconds per inference (its best record x its calls), or None."""
-    rec = _records_for(database, t.dispatched[0])
-    return rec[0] * t.weight if rec else None
-
-
-def _focus(todo: list, database, budget: float | None) -> tuple[list, list]:
-    """With a time budget, the tasks worth it: the most expensive first (by their default
-    schedules' measured time x calls) until 90% of the measured time, at most one per minute of
-    budget (at least 4); the rest keep their defaults. With 40-100 kernels (a CNN), a search
-    round over every one of them took a 10-minute budget before any kernel improved."""
+def _focus(todo: list, cost: dict[str, float], budget: float | None) -> tuple[list, list, float]:
+    """With a time budget, the tasks worth it: the most expensive first (``cost``: their best
+    record's seconds x calls, the default schedules' at first) until 90% of the measured time, at
+    most one per minute of budget (at least 4); the rest keep their defaults. Returns (chosen,
+    left, the chosen share of the measured time). With 40-100 kernels (a CNN), a search round over
+    every one of them took a 10-minute budget before any kernel improved."""
     if not budget:
-        return todo, []
-    cost = {t.task_name: _cost(t, database) for t in todo}
-    known = sorted((t for t in todo if cost[t.task_name] is not None), key=lambda t: -cost[t.task_name])
+        return todo, [], 1.0
+    known = sorted((t for t in todo if t.task_name in cost), key=lambda t: -cost[t.task_name])
     total = sum(cost[t.task_name] for t in known)
     cap = max(4, int(budget // 60))
     chosen, acc = [], 0.0
@@ -205,14 +199,8 @@ def _focus(todo: list, database, budget: float | None) -> tuple[list, list]:
         chosen.append(t)
         acc += cost[t.task_name]
     if not chosen:  # nothing measured (no default schedules): every task
-        return todo, []
-    return chosen, [t for t in todo if t not in chosen]
-
-
-def _share(chosen: list, left: list, database) -> float:
-    a = sum(_cost(t, database) or 0.0 for t in chosen)
-    b = sum(_cost(t, database) or 0.0 for t in left)
-    return a / (a + b) if a + b else 1.0
+        return todo, [], 1.0
+    return chosen, [t for t in todo if t not in chosen], acc / total
 
 
 def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float], float | None]:
@@ -272,9 +260,9 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
             with step("measure default schedules"), log.tvm_quiet():
                 n = _record_defaults(todo, database, builder, runner, target, backend)
             log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
-        todo, left = _focus(todo, database, args.time_budget)
+        cost, _ = _estimate(todo, {t.task_name: _records_for(database, t.dispatched[0]) for t in todo})
+        todo, left, share = _focus(todo, cost, args.time_budget)
         if left:
-            share = _share(todo, left, database)
             log.info(f"  the budget goes to the {len(todo)} kernels that take {share:.0%} of the measured time; "
                      f"{len(left)} keep their default schedules")
         trials = min(trials, args.trials_per_task * len(todo))
