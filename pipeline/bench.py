@@ -180,20 +180,7 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
         try:
             for kind, path in kinds:
                 engines.append(_Engine(kind, path, threads, Path(td) / "inputs.npz"))
-            share = min_seconds / max(1, repeat)  # seconds per turn, each engine
-            per_turn = []
-            for e in engines:
-                e.run(warmup)
-                once = min(e.run(3))
-                per_turn.append(max(1, -(-iterations // repeat)) if iterations
-                                else max(1, int(share / max(once, 1e-6))))
-            samples: dict[str, list[float]] = {e.kind: [] for e in engines}
-            turns: dict[str, list[float]] = {e.kind: [] for e in engines}
-            for _ in range(repeat):
-                for e, n in zip(engines, per_turn):
-                    t = e.run(n)
-                    samples[e.kind] += t
-                    turns[e.kind].append(float(np.median(t)))
+            samples, turns = _alternate({e.kind: e for e in engines}, repeat, min_seconds, warmup, iterations)
             through: dict[str, list[dict]] = {e.kind: [] for e in engines}
             if concurrency:
                 for _ in range(2):  # two alternating turns each, the better one counts
@@ -221,30 +208,52 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     return out
 
 
+def _alternate(engines: dict[str, _Engine], repeat: int, min_seconds: float, warmup: int,
+               iterations: int | None = None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every inference's seconds for each engine, and each turn's median, in ``repeat``
+    alternating turns of about ``min_seconds / repeat`` each (or ``iterations`` inferences in all)."""
+    share = min_seconds / max(1, repeat)  # seconds per turn, each engine
+    per_turn = {}
+    for name, e in engines.items():
+        e.run(warmup)
+        once = min(e.run(3))
+        per_turn[name] = (max(1, -(-iterations // repeat)) if iterations
+                          else max(1, int(share / max(once, 1e-6))))
+    samples: dict[str, list[float]] = {n: [] for n in engines}
+    turns: dict[str, list[float]] = {n: [] for n in engines}
+    for _ in range(repeat):
+        for name, e in engines.items():
+            t = e.run(per_turn[name])
+            samples[name] += t
+            turns[name].append(float(np.median(t)))
+    return samples, turns
+
+
 def compare(artifacts: dict[str, Path], threads: int = 2, repeat: int = 10, min_seconds: float = 2.0,
             warmup: int = 3) -> dict[str, float]:
     """Median latency (ms) of each of several builds of one model, each in its own process, timed
     in ``repeat`` alternating turns on the same inputs."""
     first = Artifact(next(iter(artifacts.values())))
     inputs = inputs_for(first.inputs, None, first.dims, first.unused_inputs)
-    engines: dict[str, _Engine] = {}
+    return time_engines({n: ("deploy", Path(p)) for n, p in artifacts.items()}, inputs, threads, repeat,
+                        min_seconds, warmup)
+
+
+def time_engines(engines: dict[str, tuple[str, Path]], inputs: dict[str, np.ndarray], threads: int = 2,
+                 repeat: int = 10, min_seconds: float = 2.0, warmup: int = 3) -> dict[str, float]:
+    """Median latency (ms) of each engine (name -> ("deploy", artifact) or ("onnxruntime", model))
+    on ``inputs``, each in its own process, in ``repeat`` alternating turns."""
+    procs: dict[str, _Engine] = {}
     with tempfile.TemporaryDirectory(prefix="deploy-compare-") as td:
         np.savez(Path(td) / "inputs.npz", **inputs)
         try:
-            for name, path in artifacts.items():
-                engines[name] = _Engine("deploy", Path(path), threads, Path(td) / "inputs.npz")
-            per_turn = {}
-            for name, e in engines.items():
-                e.run(warmup)
-                per_turn[name] = max(1, int(min_seconds / max(1, repeat) / max(min(e.run(3)), 1e-6)))
-            samples: dict[str, list[float]] = {n: [] for n in engines}
-            for _ in range(repeat):
-                for name, e in engines.items():
-                    samples[name] += e.run(per_turn[name])
-            for e in engines.values():
+            for name, (kind, path) in engines.items():
+                procs[name] = _Engine(kind, Path(path), threads, Path(td) / "inputs.npz")
+            samples, _ = _alternate(procs, repeat, min_seconds, warmup)
+            for e in procs.values():
                 e.stop()
         finally:
-            for e in engines.values():
+            for e in procs.values():
                 e.kill()
     return {n: float(np.median(t)) * 1e3 for n, t in samples.items()}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import pipeline  # noqa: E402
-from pipeline.bench import _Engine  # noqa: E402
+from pipeline.bench import time_engines  # noqa: E402
 from pipeline.reference import reference_outputs  # noqa: E402
 
 
@@ -84,25 +83,7 @@ def max_error(art, model: Path, inputs: dict) -> float:
 
 def time_together(engines: dict[str, tuple[str, Path]], inputs: dict, seconds: float, turns: int = 8) -> dict:
     """Median ms of each engine on ``inputs``, each in its own process, in alternating turns."""
-    with tempfile.TemporaryDirectory(prefix="bench-dyn-") as td:
-        npz = Path(td) / "in.npz"
-        np.savez(npz, **inputs)
-        procs = {name: _Engine(kind, path, 2, npz) for name, (kind, path) in engines.items()}
-        try:
-            per = {}
-            for name, e in procs.items():
-                e.run(2)
-                per[name] = max(1, int(seconds / turns / max(min(e.run(2)), 1e-6)))
-            samples = {name: [] for name in procs}
-            for _ in range(turns):
-                for name, e in procs.items():
-                    samples[name] += e.run(per[name])
-            for e in procs.values():
-                e.stop()
-        finally:
-            for e in procs.values():
-                e.kill()
-    return {name: float(np.median(s)) * 1e3 for name, s in samples.items()}
+    return time_engines(engines, inputs, threads=2, repeat=turns, min_seconds=seconds, warmup=2)
 
 
 def main() -> None:
