@@ -93,16 +93,18 @@ AccuracyDropOpt = Annotated[Optional[float], typer.Option("--max-accuracy-drop",
 ShapesOpt = Annotated[Optional[list[str]], typer.Option("--shapes", help="Dynamic dim sizes to run at: S=7,64,300 (repeatable: every combination; other dims take their first optimized size, else their smallest).")]
 DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", help="A dynamic dim and its range: S=1..512; sizes after @ get kernels of their own: S=1..512@128,256 (repeatable).")]
 RandomCalibrationOpt = Annotated[bool, typer.Option("--random-calibration", help="Calibrate int8 on random inputs (testing only: accuracy is meaningless).")]
+DynamicOpt = Annotated[bool, typer.Option("--dynamic", help="int8 without calibration: MatMuls in int8 with activation scales computed at run time, like ONNX Runtime's quantize_dynamic (transformers).")]
 SpeedCheckOpt = Annotated[bool, typer.Option("--speed-check/--no-speed-check", help="int8 on a target that runs here: build float32 too, keep in float the layers int8 makes slower, and write the float32 build if int8 is not faster end to end.")]
 
 
 def _precision(precision: str, quantize: str | None, calibration, calibrator, per_channel, exclude,
-               max_accuracy_drop, random_calibration, speed_check=True):
+               max_accuracy_drop, random_calibration, speed_check=True, dynamic=False):
     from .quantize.options import QuantOptions, resolve_precision
 
     return resolve_precision(precision, quantize), QuantOptions(
         calibration=calibration, calibrator=calibrator, per_channel=per_channel, exclude=list(exclude or []),
-        max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration, speed_check=speed_check)
+        max_accuracy_drop=max_accuracy_drop, random_calibration=random_calibration, speed_check=speed_check,
+        dynamic=dynamic)
 
 
 @app.command()
@@ -126,6 +128,7 @@ def compile(
     exclude: ExcludeOpt = None,
     max_accuracy_drop: AccuracyDropOpt = None,
     random_calibration: RandomCalibrationOpt = False,
+    dynamic: DynamicOpt = False,
     speed_check: SpeedCheckOpt = True,
     check: Annotated[Optional[bool], typer.Option("--check/--no-check", help="Compare the artifact with ONNX Runtime before writing it (default: where it runs here natively; --check runs ARM artifacts under qemu-user).")] = None,
     check_inputs: Annotated[Optional[Path], typer.Option("--check-inputs", help="Inputs for the check: an .npz keyed by input name (default: seeded random).")] = None,
@@ -138,7 +141,7 @@ def compile(
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, max_accuracy_drop,
-                             random_calibration, speed_check)
+                             random_calibration, speed_check, dynamic)
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes, dims=dim or [],
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
                               tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,
@@ -195,6 +198,7 @@ def tune(
     per_channel: PerChannelOpt = True,
     exclude: ExcludeOpt = None,
     random_calibration: RandomCalibrationOpt = False,
+    dynamic: DynamicOpt = False,
 ):
     """Tune MODEL's kernels for a target with MetaSchedule; records go to the tuning database."""
     from .frontend.cleanup import parse_shape
@@ -202,7 +206,7 @@ def tune(
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, None,
-                             random_calibration)
+                             random_calibration, dynamic=dynamic)
     summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, dims=dim or [], trials=trials,
                                   trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
                                   opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, precision=prec,

@@ -208,6 +208,56 @@ def test_integer_ops_from_dynamic_quantization(trained, tmp_path):
         _assert_int8_and_matches_ort(q, tmp_path / name, x, inp, 2)
 
 
+def test_dynamic_int8_needs_no_calibration_and_keeps_accuracy(trained, tmp_path):
+    """--dynamic: every MatMul in int8 with its activation's scale and zero point computed at run
+    time (DynamicQuantizeLinear), as ONNX Runtime's quantize_dynamic; no calibration data."""
+    path, cal, x, y, inp = trained["mlp"]
+    dump = tmp_path / "ir"
+    art = compile_model(CompileArgs(model=path, target="x86-64", output=tmp_path / "a", precision="int8",
+                                    quant=QuantOptions(dynamic=True, speed_check=False), dump_ir=dump), show=False)
+    f32 = (_float_top1(path, x, inp) == y).mean()
+    i8 = (_top1(art, x, inp) == y).mean()
+    assert f32 > 0.7 and i8 >= f32 - 0.01 - 1e-9, (f32, i8)
+    q = art.manifest["quantization"]
+    assert q["scheme"].startswith("int8 dynamic") and q["calibrator"] == "dynamic" and len(q["quantized_layers"]) == 3
+    assert q["accuracy"]["samples"] == 4 and art.manifest["precision"]["compute"] == "int8"
+    assert next(dump.glob("*int8.py")).read_text().count('out_dtype="int32"') >= 3
+
+
+def test_dynamic_int8_on_a_transformer_block(tmp_path):
+    """An encoder layer (attention, GELU feed-forward, layer norms): its weight MatMuls compute in
+    int8 (the attention's activation x activation MatMuls stay float), close to float32."""
+    from pipeline.runtime import random_inputs
+
+    from torch_models import EncoderBlock
+
+    torch.manual_seed(0)
+    path = tmp_path / "enc.onnx"
+    with torch.no_grad():
+        export(nn.Sequential(EncoderBlock(), EncoderBlock()), torch.randn(1, 16, 64), path)
+    art = compile_model(CompileArgs(model=path, target="x86-64", output=tmp_path / "a", precision="int8",
+                                    quant=QuantOptions(dynamic=True, speed_check=False),
+                                    dump_ir=tmp_path / "ir"), show=False)
+    q = art.manifest["quantization"]
+    assert len(q["quantized_layers"]) == 8, q["quantized_layers"]  # per block: qkv, out-proj, 2 FFN
+    assert next((tmp_path / "ir").glob("*int8.py")).read_text().count('out_dtype="int32"') >= len(q["quantized_layers"])
+    for seed in range(3):
+        feed = random_inputs(art.inputs, seed=seed)
+        ours, ref = art(feed), reference_outputs(path, feed)
+        for k in ref:
+            a, b = ours[k].ravel().astype(np.float64), ref[k].ravel().astype(np.float64)
+            assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.999
+
+
+def test_dynamic_int8_refuses_calibration_options(tmp_path, cli, models):
+    base = ["compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a"]
+    rc, out, err = cli(*base, "--quantize", "int8", "--dynamic", "--calibrator", "entropy")
+    assert rc != 0 and "no calibration" in err and "Traceback" not in err
+    rc, out, err = cli(*base, "--dynamic")
+    assert rc != 0 and "only apply to --quantize int8" in err
+    assert not (tmp_path / "a").exists()
+
+
 def _fragile_model():
     """x -> mm1 (8 copies of x plus one channel 500x larger) -> mm2 reads only the small channels.
 
@@ -401,6 +451,53 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     for seed in range(3):
         x = random_inputs(Artifact(tmp_path / "x86-64").inputs, seed=seed)
         a, b = arts["x86-64"].run(x)["y"], arts["x86-64-v3"].run(x)["y"]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+def _grouped_cnn() -> onnx.ModelProto:
+    """A 3x3 conv, a 3x3 depthwise conv (stride 2), a 5x5 grouped conv (4 groups): the last two
+    have no channel reduction for VNNI."""
+    rng = np.random.default_rng(2)
+
+    def w(name, *s):
+        return numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), name)
+
+    inits = [w("W1", 16, 3, 3, 3), w("B1", 16), w("W2", 16, 1, 3, 3), w("B2", 16), w("W3", 32, 4, 5, 5), w("B3", 32)]
+    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], group=16),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "W3", "B3"], ["y"], pads=[2, 2, 2, 2], group=4)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 10, 10])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("scheme", ["deploy", "ort-uint8"])
+def test_int8_grouped_convs_compute_exactly_in_float32(tmp_path, scheme):
+    """On x86, int8 depthwise and grouped convs (no channel reduction for VNNI; a 32-bit multiply
+    per tap on the int32 path) compute in float32, which is exact for int8 operands: the -O 3
+    build (that stage) returns what the -O 2 build (int32 compute) does, with a zero point too."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from pipeline.runtime import random_inputs
+
+    onnx.save(_grouped_cnn(), tmp_path / "m.onnx")
+    cal = np.random.default_rng(0).standard_normal((16, 1, 3, 20, 20)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=cal)
+    model, prec, quant = tmp_path / "m.onnx", "int8", QuantOptions(calibration=tmp_path / "cal.npz", speed_check=False)
+    if scheme == "ort-uint8":  # asymmetric uint8 activations: the conv reads int16(x_q) - z
+        model, prec, quant = tmp_path / "qdq.onnx", "fp32", QuantOptions()
+        quantize_static(str(tmp_path / "m.onnx"), str(model), _ort_reader(cal, "x"), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    arts = {o: compile_model(CompileArgs(model=model, target="x86-64", output=tmp_path / f"O{o}", precision=prec,
+                                         quant=quant, opt_level=o, dump_ir=tmp_path / f"ir{o}"), show=False)
+            for o in (2, 3)}
+    ir = next((tmp_path / "ir3").glob("*int8-grouped-float.py")).read_text()
+    assert ir.count('out_dtype="float32"') >= 2 and "groups=16" in ir and "groups=4" in ir
+    for seed in range(3):
+        x = random_inputs(arts[2].inputs, seed=seed)
+        a, b = arts[3].run(x)["y"], arts[2].run(x)["y"]
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 

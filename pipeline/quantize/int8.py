@@ -27,7 +27,7 @@ class Int8Result:
 class Calibrated:
     """What calibration measured, once: every later choice of layers quantizes from it."""
     model: onnx.ModelProto          # the cleaned-up float model (Gemm as MatMul + Add)
-    ranges: dict                    # activation tensor -> (lo, hi)
+    ranges: dict | None             # activation tensor -> (lo, hi); None: dynamic (scales at run time)
     held_out: list[dict]
     reference: list[dict]           # float outputs on the held-out samples
     outputs: list[str]
@@ -37,12 +37,22 @@ class Calibrated:
 
 
 def calibrate_int8(model: onnx.ModelProto, specs: list[dict], calibration, calibrator: str = "minmax",
-                   random_calibration: bool = False) -> Calibrated:
-    """Load (or make) the samples and collect the activation ranges of every quantizable layer."""
+                   random_calibration: bool = False, dynamic: bool = False) -> Calibrated:
+    """Load (or make) the samples and collect the activation ranges of every quantizable layer.
+
+    ``dynamic``: no ranges (the scales are computed at run time); the samples (the user's, else
+    seeded random inputs, which is sound here: nothing is fitted to them) only measure accuracy."""
     cal.check_calibrator(calibrator)
     if has_qdq(model):
         raise DeployError("this model is already quantized (it has QuantizeLinear/DequantizeLinear nodes)",
                           hint="compile it without --quantize: its QDQ pairs are compiled to int8 as they are")
+    if dynamic:
+        samples, digest = (cal.load_calibration(calibration, specs) if calibration is not None
+                           else (cal.random_calibration(specs, n=4), "random"))
+        samples = samples[:8]
+        model = gemm_to_matmul(model)
+        reference = cal.run_onnx(model, samples)
+        return Calibrated(model, None, samples, reference, list(reference[0]), "dynamic", 0, digest)
     if calibration is None:
         if not random_calibration:
             raise DeployError("--quantize int8 needs calibration data",
@@ -106,7 +116,9 @@ def quantize_calibrated(c: Calibrated, per_channel: bool = True, exclude: list[s
                               f"{max_accuracy_drop} even with every layer in float\n    " + format_accuracy(acc),
                               hint="raise --max-accuracy-drop, use more representative calibration data, or "
                                    "compile without --quantize")
-    log.info(f"  quantized {len(done)} layer(s) with {c.calibrator} on {c.samples} sample(s)"
+    log.info(f"  quantized {len(done)} layer(s) "
+             + ("dynamically (activation scales at run time)" if ranges is None
+                else f"with {c.calibrator} on {c.samples} sample(s)")
              + (f"; in float: {', '.join(fallback + exclude + list(kept_float))}"
                 if fallback or exclude or kept_float else ""))
     precision = {n: {"precision": "int8"} for n in done}
@@ -114,8 +126,10 @@ def quantize_calibrated(c: Calibrated, per_channel: bool = True, exclude: list[s
     precision.update({n: {"precision": "float32", "why": f"accuracy gate (sensitivity {sensitivity[n]:.4f})"}
                       for n in fallback})
     precision.update({n: {"precision": "float32", "why": why} for n, why in kept_float.items()})
-    info = {"scheme": "int8 symmetric, weights per-" + ("channel" if per_channel else "tensor")
-                      + ", activations per-tensor; int32 accumulation",
+    weights = "weights int8 symmetric per-" + ("channel" if per_channel else "tensor")
+    info = {"scheme": (f"int8 dynamic: MatMuls only; {weights}, activations uint8 with a scale and zero point "
+                       "computed at run time per tensor; int32 accumulation" if ranges is None else
+                       f"int8 static: {weights}, activations int8 symmetric per-tensor; int32 accumulation"),
             "calibrator": c.calibrator, "calibration_sha256": c.digest,
             "calibration_samples": c.samples, "held_out_samples": len(held),
             "quantized_layers": done, "excluded": exclude, "fallback": fallback,
@@ -134,8 +148,9 @@ class Int8Hook:
 
     def __init__(self, calibration, calibrator: str = "minmax", per_channel: bool = True,
                  exclude: list[str] | None = None, max_accuracy_drop: float | None = None,
-                 random_calibration: bool = False):
+                 random_calibration: bool = False, dynamic: bool = False):
         self.calibration, self.calibrator, self.random_calibration = calibration, calibrator, random_calibration
+        self.dynamic = dynamic
         self.per_channel, self.exclude, self.max_accuracy_drop = per_channel, list(exclude or []), max_accuracy_drop
         self.kept_float: dict[str, str] = {}
         self.original: dict[str, str] = {}  # the user's graph: names and output tensors -> node (prepare sets it)
@@ -151,7 +166,7 @@ class Int8Hook:
         if self.calibrated is None:
             specs = [s.to_dict() for s in graph_inputs(cleaned)]
             self.calibrated = calibrate_int8(cleaned, specs, self.calibration, self.calibrator,
-                                             self.random_calibration)
+                                             self.random_calibration, self.dynamic)
         if self.result is None:
             self.result = quantize_calibrated(self.calibrated, self.per_channel, self.user_names(self.exclude),
                                               self.max_accuracy_drop, self.kept_float)

@@ -24,6 +24,8 @@ class QuantOptions:
     exclude: list[str] = field(default_factory=list)  # ONNX node names kept in float
     max_accuracy_drop: float | None = None  # accuracy gate: fall back sensitive layers until it holds
     random_calibration: bool = False  # calibrate on random inputs (testing only)
+    dynamic: bool = False             # int8 MatMuls with activation scales computed at run time (like ONNX
+                                      # Runtime's quantize_dynamic): no calibration data; transformers
     speed_check: bool = True          # where the target runs here: int8 only for layers it makes faster,
                                       # float32 if the int8 build is not faster end to end (quantize/select.py)
     _hook: object = field(default=None, init=False, repr=False, compare=False)
@@ -37,6 +39,7 @@ class QuantOptions:
         return [flag for flag, v in (("--calibration", self.calibration), ("--exclude", self.exclude),
                                      ("--max-accuracy-drop", self.max_accuracy_drop),
                                      ("--random-calibration", self.random_calibration),
+                                     ("--dynamic", self.dynamic),
                                      ("--no-speed-check", not self.speed_check)) if v]
 
     def hook(self):
@@ -45,7 +48,7 @@ class QuantOptions:
             from .int8 import Int8Hook
 
             self._hook = Int8Hook(self.calibration, self.calibrator, self.per_channel, self.exclude,
-                                  self.max_accuracy_drop, self.random_calibration)
+                                  self.max_accuracy_drop, self.random_calibration, self.dynamic)
         return self._hook
 
     def display(self) -> dict:
@@ -77,6 +80,10 @@ def check(precision: str, quant: QuantOptions) -> None:
             raise DeployError(f"{', '.join(given)} only apply to --quantize int8", hint="add --quantize int8")
     else:
         check_calibrator(quant.calibrator)
+        if quant.dynamic and (quant.calibrator != "minmax" or quant.random_calibration):
+            raise DeployError("--dynamic int8 has no calibration: its activation scales are computed at run time",
+                              hint="drop --calibrator/--random-calibration (a --calibration file, if given, only "
+                                   "measures accuracy), or drop --dynamic for calibrated static int8")
 
 
 def split_kwargs(kwargs: dict) -> dict:

@@ -4,7 +4,9 @@ After clean-up and before import, every Conv and MatMul with a constant weight (
 rewritten to MatMul + Add) gets QuantizeLinear -> DequantizeLinear on its activation input
 (symmetric int8, scale from the calibrated range) and an int8 weight initializer with
 per-channel (or per-tensor) scales behind a DequantizeLinear. This is the form ONNX Runtime's
-quantize_static writes, so pre-quantized QDQ models take the same road from here. Working in
+quantize_static writes, so pre-quantized QDQ models take the same road from here. Dynamic int8
+(no calibration) puts DynamicQuantizeLinear on each MatMul's activation instead, the run-time
+scale ONNX Runtime's quantize_dynamic computes. Working in
 ONNX keeps the calibration keyed by ONNX tensor names, which Relax vars lose.
 """
 
@@ -118,12 +120,20 @@ def _weight_q(w: np.ndarray, axis: int, per_channel: bool) -> tuple[np.ndarray, 
     return q, scale
 
 
-def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], per_channel: bool = True,
+def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]] | None, per_channel: bool = True,
                skip: set[str] = frozenset()) -> QDQModel:
-    """A QDQ copy of the model, the names of the nodes quantized and the weight bytes before/after."""
+    """A QDQ copy of the model, the names of the nodes quantized and the weight bytes before/after.
+
+    With ``ranges`` (static, calibrated): QuantizeLinear -> DequantizeLinear with a constant scale
+    on each activation, for Conv and MatMul. With ``ranges=None`` (dynamic, like ONNX Runtime's
+    quantize_dynamic): DynamicQuantizeLinear -> DequantizeLinear, the scale and zero point of
+    uint8 activations computed at run time per tensor; MatMuls only (the layers of transformers).
+    """
     model = copy.deepcopy(model)
     inits = _inits(model)
-    targets = {node_name(n) for n in quantizable(model) if node_name(n) not in skip}
+    dynamic = ranges is None
+    targets = {node_name(n) for n in quantizable(model)
+               if node_name(n) not in skip and not (dynamic and n.op_type != "MatMul")}
     new_nodes, new_inits, done = [], [], []
     act_dq: dict[str, str] = {}
     serves: dict[str, list[str]] = {}
@@ -134,14 +144,17 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], p
             continue
         a = n.input[0]
         if a not in act_dq:
-            lo, hi = ranges[a]
-            s = max(abs(lo), abs(hi), 1e-8) / 127.0
-            sn, zn = a + "_qscale", a + "_qzero"
-            new_inits += [numpy_helper.from_array(np.array(s, np.float32), sn),
-                          numpy_helper.from_array(np.array(0, np.int8), zn)]
-            new_nodes.append(helper.make_node("QuantizeLinear", [a, sn, zn], [a + "_q"], name=a + "_quantize"))
-            new_nodes.append(helper.make_node("DequantizeLinear", [a + "_q", sn, zn], [a + "_dq"],
-                                              name=a + "_dequantize"))
+            if dynamic:
+                q = [a + "_q", a + "_qscale", a + "_qzero"]
+                new_nodes.append(helper.make_node("DynamicQuantizeLinear", [a], q, name=a + "_quantize"))
+            else:
+                lo, hi = ranges[a]
+                s = max(abs(lo), abs(hi), 1e-8) / 127.0
+                q = [a + "_q", a + "_qscale", a + "_qzero"]
+                new_inits += [numpy_helper.from_array(np.array(s, np.float32), q[1]),
+                              numpy_helper.from_array(np.array(0, np.int8), q[2])]
+                new_nodes.append(helper.make_node("QuantizeLinear", [a, q[1], q[2]], [q[0]], name=a + "_quantize"))
+            new_nodes.append(helper.make_node("DequantizeLinear", q, [a + "_dq"], name=a + "_dequantize"))
             act_dq[a] = a + "_dq"
         for qn in (a + "_quantize", a + "_dequantize"):
             serves.setdefault(qn, []).append(node_name(n))

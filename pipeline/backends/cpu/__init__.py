@@ -3,6 +3,7 @@
 - fused kernels the frontend emits: an LSTM's whole recurrence (``recurrence``);
 - graph stages: conv1d as conv2d (``conv1d``), 2x2 stride-2 transposed convs as 1x1 convs
   (``deconv``), NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI (``vnni``),
+  int8 depthwise/grouped convs in exact float32 (``int8_grouped``),
   float32 3x3 convs as Winograd F(4x4, 3x3) (``winograd``);
 - default schedules for kernels without tuning records (``rules/``, one rule per file);
 - tuning: Winograd's MetaSchedule rules, the light x86/ARM tensor-intrinsic import
@@ -87,12 +88,24 @@ def _int8_vnni() -> list:
     return [_rewrite_pass("Int8VnniConv2d", vnni_rewrite), relax.transform.FoldConstant()]
 
 
+def _int8_grouped() -> list:
+    from tvm import relax
+
+    from .int8_grouped import grouped_as_float
+
+    return [_rewrite_pass("Int8GroupedConvAsFloat", grouped_as_float), relax.transform.FoldConstant()]
+
+
 def _winograd() -> list:
     from tvm import relax
 
     from .winograd import winograd_rewrite
 
     return [_rewrite_pass("Conv2dWinogradF43", winograd_rewrite), relax.transform.FoldConstant()]
+
+
+def _x86(target) -> bool:
+    return str(target.kind.name) == "llvm" and (str(target.attrs.get("mtriple", "")) or "x86_64").startswith("x86_64")
 
 
 class CpuBackend(Backend):
@@ -117,6 +130,8 @@ class CpuBackend(Backend):
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
             stages.append(("int8-vnni", _int8_vnni))
+        if int8 and _x86(target):  # int8 depthwise/grouped convs -> exact float32 compute
+            stages.append(("int8-grouped-float", _int8_grouped))
         if precision == "fp32":  # float32 3x3 convs -> Winograd F(4x4, 3x3)
             stages.append(("winograd", _winograd))
         return stages
