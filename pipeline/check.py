@@ -8,7 +8,12 @@ leaves deploy. ``--no-check`` skips it; cross targets (run under qemu-user) are 
 with ``--check``; artifacts for a GPU this machine lacks cannot be checked here.
 
 int8 artifacts are compared with ONNX Runtime running the QDQ model deploy compiled (the same
-quantization), not the float model: their distance to float is the accuracy report's job.
+quantization), not the float model: their distance to float is the accuracy report's job. Two
+int8 executions of one QDQ model round differently (ORT requantizes in its own order), and a
+sensitive network amplifies that: with the float model given, an int8 output that misses the
+tolerance still passes when it is as close to float32 as ONNX Runtime's own int8 output is
+(cosine no lower by more than 0.002, max error at most 1.5x): then deploy's int8 is as good as
+ORT's, and the record says so.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ def load_check_inputs(path: Path, specs: list[dict], dims: dict | None = None,
 
 
 def check_artifact(artifact, reference_model, precision: str, inputs: dict | None = None,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, float_model=None) -> dict:
     """Run ``artifact`` and ONNX Runtime (``reference_model``: a path or an onnx.ModelProto) on the
     same inputs; the manifest's ``check`` record. Raises DeployError when an output differs.
 
@@ -151,6 +156,12 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
                 bad.append(f"{name}: missing from the artifact's outputs")
                 continue
             res = compare_output(ours[name], r, output_tolerance(tol, r), same_dtype=precision == "fp32")
+            if not res["ok"] and float_model is not None:
+                res = _as_close_to_float(res, ours[name], r, float_model, name, feed)
+                if res.get("note"):
+                    v = res["vs_float32"]
+                    log.info(f"  {name}: {res['note']} (cosine {v['cosine']:.5f}, ONNX Runtime's int8 "
+                             f"{v['onnxruntime_int8_cosine']:.5f})")
             key = f"{name} @ {source}" if dims else name
             outputs[key] = res
             if not res["ok"]:
@@ -171,6 +182,31 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
     worst = max((r.get("max_abs", 0.0) for r in outputs.values()), default=0.0)
     log.info(f"  matches ONNX Runtime on {source} inputs: {len(ref)} output(s), max abs error {worst:.3g}")
     return record
+
+
+def _as_close_to_float(res: dict, ours, ort_int8, float_model, name: str, feed: dict) -> dict:
+    """An int8 output off ONNX Runtime's int8 one passes if it is as close to the float model's."""
+    from .reference import ort_session
+
+    try:
+        f = ort_session(float_model).run([name], feed)[0].astype(np.float64)
+    except Exception:  # noqa: BLE001 - no float output to compare with: the first verdict stands
+        return res
+    o, q = np.asarray(ours, np.float64), np.asarray(ort_int8, np.float64)
+    if o.shape != f.shape or not (np.all(np.isfinite(o)) and np.all(np.isfinite(f))):
+        return res
+
+    def cos(a):
+        return float(np.dot(a.ravel(), f.ravel()) / max(np.linalg.norm(a) * np.linalg.norm(f), 1e-300))
+
+    c_o, c_q = cos(o), cos(q)
+    e_o, e_q = float(np.abs(o - f).max()), float(np.abs(q - f).max())
+    if c_o >= c_q - 0.002 and e_o <= 1.5 * e_q:
+        return {**res, "ok": True, "vs_float32": {"cosine": round(c_o, 6), "max_abs": e_o,
+                                                  "onnxruntime_int8_cosine": round(c_q, 6), "onnxruntime_int8_max_abs": e_q},
+                "note": "off ONNX Runtime's int8 by rounding, as close to float32 as it is"}
+    return {**res, "why": res.get("why", "") + f"; against float32: cosine {c_o:.5f} (ONNX Runtime's int8 {c_q:.5f}), "
+                                       f"max error {e_o:.3g} ({e_q:.3g})"}
 
 
 def _skipped(e: Exception) -> dict:

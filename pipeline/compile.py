@@ -325,7 +325,8 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
     with step("check against ONNX Runtime"):
         inputs = load_check_inputs(args.check_inputs, art.inputs, art.dims, art.unused_inputs) if args.check_inputs else None
         reference = quantized.model if quantized is not None else prep.loaded.path
-        return check_artifact(art, reference, "int8" if prep.int8 else args.precision, inputs)
+        return check_artifact(art, reference, "int8" if prep.int8 else args.precision, inputs,
+                              float_model=quantized.float_model if quantized is not None else None)
 
 
 def _device_files(tmp: Path, preset: Preset) -> dict | None:

@@ -67,3 +67,32 @@ def test_compare_output_rules():
     assert not compare_output(r.astype(np.float64), r, fp32, same_dtype=True)["ok"]  # the type is part of the answer
     i8 = TOLERANCES["int8"]
     assert not compare_output(-r, r, i8)["ok"]                # cosine -1
+
+
+def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
+    """Two int8 executions of one QDQ model round differently, and a sensitive network amplifies
+    it: an output off ONNX Runtime's int8 one passes if it is as close to the float model's, and
+    fails, saying both distances, if it is further."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipeline.check import TOLERANCES, _as_close_to_float
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    float_model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    float_model.ir_version = 8
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    ort_int8 = x + 0.3 * rng.standard_normal(x.shape).astype(np.float32)
+    for scale, ok in ((0.3, True), (1.0, False)):
+        ours = x + scale * rng.standard_normal(x.shape).astype(np.float32)
+        res = compare_output(ours, ort_int8, TOLERANCES["int8"])
+        assert not res["ok"]  # off ONNX Runtime's int8 output beyond the tolerance
+        res = _as_close_to_float(res, ours, ort_int8, float_model, "y", {"x": x})
+        assert res["ok"] is ok, res
+        if ok:
+            assert res["vs_float32"]["cosine"] >= res["vs_float32"]["onnxruntime_int8_cosine"] - 0.002
+        else:
+            assert "against float32: cosine" in res["why"]

@@ -21,6 +21,7 @@ class Int8Result:
     reference: list[dict]           # float outputs on them
     info: dict                      # for the manifest
     serves: dict[str, list[str]] = field(default_factory=dict)  # QDQ node -> the layers it serves
+    float_model: onnx.ModelProto | None = None  # the float model it quantizes (the check's second opinion)
 
 
 @dataclass
@@ -138,7 +139,7 @@ def quantize_calibrated(c: Calibrated, per_channel: bool = True, exclude: list[s
             "layers": precision,
             "quantized_weight_bytes": q.weight_bytes,
             "simulated_accuracy": acc}
-    return Int8Result(qm, held, reference, info, q.serves)
+    return Int8Result(qm, held, reference, info, q.serves, c.model)
 
 
 class Int8Hook:
