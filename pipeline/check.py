@@ -93,7 +93,7 @@ def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance, same_dtype
     res = {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else max_abs}
     ok = max_abs <= tol.atol + tol.rtol * scale
     if tol.min_cosine is not None and scale > 0:
-        cos = float(np.dot(o, r) / max(np.linalg.norm(o) * np.linalg.norm(r), 1e-300))
+        cos = cosine(o, r)
         res["cosine"] = round(cos, 6)
         ok = ok and cos >= tol.min_cosine
     res["ok"] = bool(ok)
@@ -101,6 +101,12 @@ def compare_output(ours: np.ndarray, ref: np.ndarray, tol: Tolerance, same_dtype
         res["why"] = f"max abs error {max_abs:.3g} (max|ref| {scale:.3g})" + (
             f", cosine {res['cosine']:.5f}" if "cosine" in res else "")
     return res
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two arrays, in float64 (0 where either is all zeros)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
 
 
 def load_check_inputs(path: Path, specs: list[dict], dims: dict | None = None,
@@ -142,6 +148,7 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
     except Exception as e:  # noqa: BLE001 - ORT cannot run it: nothing to check against
         return _skipped(e)
     outputs, bad, points = {}, [], []
+    float_sess = None  # the float model's session, made the first time an int8 output needs it
     for source, feed_all in runs:
         try:
             given = {**random_inputs(artifact.unused_inputs, seed), **feed_all}  # unused inputs: random
@@ -157,7 +164,8 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
                 continue
             res = compare_output(ours[name], r, output_tolerance(tol, r), same_dtype=precision == "fp32")
             if not res["ok"] and float_model is not None:
-                res = _as_close_to_float(res, ours[name], r, float_model, name, feed)
+                float_sess = float_sess or ort_session(float_model)
+                res = _as_close_to_float(res, ours[name], r, float_sess, name, feed)
                 if res.get("note"):
                     v = res["vs_float32"]
                     log.info(f"  {name}: {res['note']} (cosine {v['cosine']:.5f}, ONNX Runtime's int8 "
@@ -184,22 +192,17 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
     return record
 
 
-def _as_close_to_float(res: dict, ours, ort_int8, float_model, name: str, feed: dict) -> dict:
-    """An int8 output off ONNX Runtime's int8 one passes if it is as close to the float model's."""
-    from .reference import ort_session
-
+def _as_close_to_float(res: dict, ours, ort_int8, float_sess, name: str, feed: dict) -> dict:
+    """An int8 output off ONNX Runtime's int8 one passes if it is as close to the float model's
+    (``float_sess``: ONNX Runtime's session of it)."""
     try:
-        f = ort_session(float_model).run([name], feed)[0].astype(np.float64)
+        f = float_sess.run([name], feed)[0].astype(np.float64)
     except Exception:  # noqa: BLE001 - no float output to compare with: the first verdict stands
         return res
     o, q = np.asarray(ours, np.float64), np.asarray(ort_int8, np.float64)
     if o.shape != f.shape or not (np.all(np.isfinite(o)) and np.all(np.isfinite(f))):
         return res
-
-    def cos(a):
-        return float(np.dot(a.ravel(), f.ravel()) / max(np.linalg.norm(a) * np.linalg.norm(f), 1e-300))
-
-    c_o, c_q = cos(o), cos(q)
+    c_o, c_q = cosine(o, f), cosine(q, f)
     e_o, e_q = float(np.abs(o - f).max()), float(np.abs(q - f).max())
     if c_o >= c_q - 0.002 and e_o <= 1.5 * e_q:
         return {**res, "ok": True, "vs_float32": {"cosine": round(c_o, 6), "max_abs": e_o,

@@ -190,14 +190,13 @@ def _int8_by_measured_speed(args: CompileArgs, preset: Preset, backend, out: Pat
             layers_q = list(hook.result.info["quantized_layers"])
             # the layer report names kernels after the user's nodes; clean-up may have renamed them
             user = {name: hook.user_name(name) for name in layers_q}
-            back = {v: k for k, v in user.items()}
             serves = {k: [user.get(u, u) for u in v] for k, v in hook.result.serves.items()}
             log.info("[bold]int8 where it pays[/bold]: the float32 build, to time both layer by layer")
             f = build("fp32", precision="fp32", quant=QuantOptions(), tune_budget=None, dump_ir=None)
             kern = {n: profile(a, None, runs=10, warmup=3)["deploy"]["kernels"] for n, a in (("fp32", f), ("int8", q))}
             sel = select(kern["fp32"], kern["int8"], [user[n] for n in layers_q], serves)
             kept = sel.kept_float()  # the user's names
-            slow = {back.get(n, n): why for n, why in kept.items()}  # the cleaned-up model's
+            slow = dict(zip(hook.user_names(list(kept)), kept.values()))  # the cleaned-up model's
             for name, why in kept.items():
                 log.info(f"  {name}: kept in float32 ({why})")
             if slow and len(slow) < len(layers_q):

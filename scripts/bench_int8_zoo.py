@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import pipeline  # noqa: E402
 from bench_zoo import HAND, _HFWrap, _hf, run_rows  # noqa: E402
 from pipeline.bench import compare  # noqa: E402
+from pipeline.check import cosine  # noqa: E402
 from pipeline.reference import ort_session  # noqa: E402
 from pipeline.runtime import random_inputs  # noqa: E402
 
@@ -84,11 +85,6 @@ def _layer_counts(quant: dict) -> dict:
     """How many quantizable layers there are and how many compute in int8 (quantization.layers)."""
     layers = quant.get("layers", {})
     return {"layers": len(layers), "int8_layers": sum(v.get("precision") == "int8" for v in layers.values())}
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
 def measure_encoder(name: str, work: Path, samples: int, t0: float) -> dict:
@@ -212,8 +208,7 @@ def accuracy(art, model: Path, samples: int) -> dict:
         x = random_inputs(art.inputs, seed=1000 + i)
         ref = sess.run(None, {k.name: x[k.name] for k in sess.get_inputs()})[0]
         ours = art.run(x)["output"]
-        a, b = ref.ravel().astype(np.float64), ours.ravel().astype(np.float64)
-        cos.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+        cos.append(cosine(ours, ref))
         t = _top1(ref)
         if t is not None:
             n_top += 1

@@ -77,6 +77,7 @@ def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
     from onnx import TensorProto, helper
 
     from pipeline.check import TOLERANCES, _as_close_to_float
+    from pipeline.reference import ort_session
 
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
@@ -90,7 +91,7 @@ def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
         ours = x + scale * rng.standard_normal(x.shape).astype(np.float32)
         res = compare_output(ours, ort_int8, TOLERANCES["int8"])
         assert not res["ok"]  # off ONNX Runtime's int8 output beyond the tolerance
-        res = _as_close_to_float(res, ours, ort_int8, float_model, "y", {"x": x})
+        res = _as_close_to_float(res, ours, ort_int8, ort_session(float_model), "y", {"x": x})
         assert res["ok"] is ok, res
         if ok:
             assert res["vs_float32"]["cosine"] >= res["vs_float32"]["onnxruntime_int8_cosine"] - 0.002

@@ -144,13 +144,12 @@ def insert_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]] | 
             continue
         a = n.input[0]
         if a not in act_dq:
+            q = [a + "_q", a + "_qscale", a + "_qzero"]
             if dynamic:
-                q = [a + "_q", a + "_qscale", a + "_qzero"]
                 new_nodes.append(helper.make_node("DynamicQuantizeLinear", [a], q, name=a + "_quantize"))
             else:
                 lo, hi = ranges[a]
                 s = max(abs(lo), abs(hi), 1e-8) / 127.0
-                q = [a + "_q", a + "_qscale", a + "_qzero"]
                 new_inits += [numpy_helper.from_array(np.array(s, np.float32), q[1]),
                               numpy_helper.from_array(np.array(0, np.int8), q[2])]
                 new_nodes.append(helper.make_node("QuantizeLinear", [a, q[1], q[2]], [q[0]], name=a + "_quantize"))

@@ -260,7 +260,8 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
             with step("measure default schedules"), log.tvm_quiet():
                 n = _record_defaults(todo, database, builder, runner, target, backend)
             log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
-        cost, _ = _estimate(todo, {t.task_name: _records_for(database, t.dispatched[0]) for t in todo})
+        cost = (_estimate(todo, {t.task_name: _records_for(database, t.dispatched[0]) for t in todo})[0]
+                if args.time_budget else {})  # only a budget chooses by cost
         todo, left, share = _focus(todo, cost, args.time_budget)
         if left:
             log.info(f"  the budget goes to the {len(todo)} kernels that take {share:.0%} of the measured time; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .. import Backend, PassList
 from ... import log
 from ...errors import DeployError
-from .features import host_arch, missing_features, prepack_weights, required_features
+from .features import host_arch, is_x86, missing_features, prepack_weights, required_features
 
 
 def _rewrite_pass(name: str, rewrite):
@@ -104,10 +104,6 @@ def _winograd() -> list:
     return [_rewrite_pass("Conv2dWinogradF43", winograd_rewrite), relax.transform.FoldConstant()]
 
 
-def _x86(target) -> bool:
-    return str(target.kind.name) == "llvm" and (str(target.attrs.get("mtriple", "")) or "x86_64").startswith("x86_64")
-
-
 class CpuBackend(Backend):
     family = "cpu"
     tvm_kinds = ("llvm", "c")
@@ -130,7 +126,7 @@ class CpuBackend(Backend):
 
         if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
             stages.append(("int8-vnni", _int8_vnni))
-        if int8 and _x86(target):  # int8 depthwise/grouped convs -> exact float32 compute
+        if int8 and is_x86(target):  # int8 depthwise/grouped convs -> exact float32 compute
             stages.append(("int8-grouped-float", _int8_grouped))
         if precision == "fp32":  # float32 3x3 convs -> Winograd F(4x4, 3x3)
             stages.append(("winograd", _winograd))

@@ -64,8 +64,7 @@ def required_features(llvm_target) -> list[str]:
     """Instruction-set features (cpuinfo names) that code for ``llvm_target`` may use."""
     from tvm.target import codegen
 
-    arch = arch_of_triple(str(llvm_target.attrs.get("mtriple", "")) or host_arch())
-    table = FEATURE_TABLES.get(arch, {})
+    table = FEATURE_TABLES.get(target_arch(llvm_target), {})
     llvm = {str(f) for f in codegen.llvm_get_cpu_features(llvm_target)}
     for attr in llvm_target.attrs.get("mattr", []) or []:
         attr = str(attr)
@@ -92,6 +91,16 @@ def arch_of_triple(triple: str) -> str:
     return head
 
 
+def target_arch(target) -> str:
+    """The architecture an LLVM target compiles for: its triple's, else this host's."""
+    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch())
+
+
+def is_x86(target) -> bool:
+    """Whether ``target`` is LLVM code for an x86-64 CPU."""
+    return str(target.kind.name) == "llvm" and target_arch(target) == "x86_64"
+
+
 def prepack_weights(target) -> bool:
     """Weight layout rewriting is folded at compile time by running TIR on this host: x86 only."""
-    return arch_of_triple(str(target.attrs.get("mtriple", "")) or host_arch()) == host_arch() == "x86_64"
+    return target_arch(target) == host_arch() == "x86_64"

@@ -22,15 +22,11 @@ EXACT = 2 ** 24
 def grouped_as_float(mod):
     """Rewrite exact int8 grouped/depthwise conv2d (int32 output) into float32 compute; returns (mod, count)."""
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, wildcard
 
     from ...optimize import rewrite_functions
+    from .vnni import int8_conv_patterns
 
-    x_pat, w_pat, xq_pat, z_pat = wildcard(), is_const(), wildcard(), is_const()
-    conv = is_op("relax.nn.conv2d")(x_pat, w_pat)
-    shifted = is_op("relax.subtract")(is_op("relax.astype")(xq_pat), z_pat)  # int16(x_q) - z
-    perm = is_op("relax.permute_dims")(shifted)
-    conv_zp = is_op("relax.nn.conv2d")(shifted | perm, w_pat)
+    x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()
     bb = relax.BlockBuilder(mod)
     count = [0]
 

@@ -32,10 +32,9 @@ def supported(target) -> bool:
     """Whether the target's CPU has AVX-512 VNNI (and it is x86)."""
     from tvm.target import codegen
 
-    if str(target.kind.name) != "llvm":
-        return False
-    triple = str(target.attrs.get("mtriple", "")) or "x86_64"
-    if not triple.startswith("x86_64"):
+    from .features import is_x86
+
+    if not is_x86(target):
         return False
     try:
         feats = {str(f) for f in codegen.llvm_get_cpu_features(target)}
@@ -81,21 +80,30 @@ def conv_vnni_func(x_shape, w_shape, out_shape, strides, dilation):
     return te.create_prim_func([X, W, out]).without_attr("global_symbol")
 
 
+def int8_conv_patterns():
+    """The int8 convolutions int8_rewrite leaves: ``conv2d(x, w)`` with constant weights, and its
+    form for activations with a zero point z, ``conv2d(int16(x_q) - z, w)`` (a model input in NCHW
+    reaches the conv through the layout pass's transpose). Returns the patterns
+    (x, w, x_q, z, conv, shifted, perm, conv_zp)."""
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    x_pat, w_pat, xq_pat, z_pat = wildcard(), is_const(), wildcard(), is_const()
+    conv = is_op("relax.nn.conv2d")(x_pat, w_pat)
+    shifted = is_op("relax.subtract")(is_op("relax.astype")(xq_pat), z_pat)
+    perm = is_op("relax.permute_dims")(shifted)
+    conv_zp = is_op("relax.nn.conv2d")(shifted | perm, w_pat)
+    return x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp
+
+
 def vnni_rewrite(mod):
     """Rewrite int8 NHWC/HWIO conv2d and int8 matmul (constant [K, N] weights) with int32 output
     to the VNNI form; returns (mod, count)."""
     import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, wildcard
+    from tvm.relax.dpl import is_op
     from ...optimize import rewrite_functions
 
-    x_pat, w_pat, xq_pat, z_pat = wildcard(), is_const(), wildcard(), is_const()
-    conv = is_op("relax.nn.conv2d")(x_pat, w_pat)
-    # int8_rewrite's form for activations with a zero point z: conv2d(int16(x_q) - z, w)
-    # (a model input in NCHW reaches the conv through the layout pass's transpose)
-    shifted = is_op("relax.subtract")(is_op("relax.astype")(xq_pat), z_pat)
-    perm = is_op("relax.permute_dims")(shifted)
-    conv_zp = is_op("relax.nn.conv2d")(shifted | perm, w_pat)
+    x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()
     matmul = is_op("relax.matmul")(x_pat, w_pat)
     funcs: dict[tuple, tvm.ir.GlobalVar] = {}
     bb = relax.BlockBuilder(mod)  # add_func gives the kernels GlobalVars typed as TIR callees
