@@ -264,7 +264,8 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
             manifest["functions"] = prep.specialized
         if prep.fallbacks:
             manifest["fallbacks"] = prep.fallbacks
-        manifest["precision"] = {"compute": args.precision}
+        # a model that brings its own QDQ pairs computes in int8 whatever was asked
+        manifest["precision"] = {"compute": "int8" if prep.int8 and args.precision != "fp16" else args.precision}
         if quantized is not None:
             manifest["quantization"] = quantized.info
         if device_info is not None:

@@ -163,7 +163,7 @@ def test_ort_qdq_model_computes_in_int8(trained, tmp_path, scheme):
                     activation_type=QuantType.QUInt8 if scheme.startswith("uint8") else QuantType.QInt8,
                     extra_options={"ActivationSymmetric": scheme.endswith("-symmetric")})
     _assert_int8_and_matches_ort(qdq, tmp_path, x, inp, 3)  # 2 conv2d + the classifier
-    from pipeline.backends.cpu.vnni import supported
+    from pipeline.backends.cpu.int8_dot import supported
     from pipeline.targets import get_preset
 
     if supported(get_preset("x86-64").tvm_target()):  # both convs (8 and 16 channels), classifier: vpdpbusd
@@ -426,7 +426,7 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     shifted by 128, packed weights, exact correction); their outputs equal the plain int32 build's."""
     import subprocess
 
-    from pipeline.backends.cpu.vnni import supported
+    from pipeline.backends.cpu.int8_dot import supported
     from pipeline.runtime import Artifact, random_inputs
     from pipeline.targets import get_preset
 
@@ -451,6 +451,50 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     for seed in range(3):
         x = random_inputs(Artifact(tmp_path / "x86-64").inputs, seed=seed)
         a, b = arts["x86-64"].run(x)["y"], arts["x86-64-v3"].run(x)["y"]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp-dynamic", "cnn-ort-uint8"])
+def test_int8_on_arm_dotprod_is_sdot_and_matches_under_qemu(tmp_path, name):
+    """rpi5 (Cortex-A76, ARMv8.2 dotprod): int8 convs and matmuls become sdot kernels (int8 x int8,
+    4 int32 lanes, packed weights; uint8 activations shifted by -128 with the exact correction).
+    Run under qemu, the rpi5 artifact matches ONNX Runtime's int8 outputs (the built-in check) and
+    equals the rpi4 build (Cortex-A72, no dotprod: the int32 path, no sdot) exactly."""
+    import subprocess
+
+    from pipeline.runtime import random_inputs
+
+    model = _int8_mlp() if name.startswith("mlp") else _int8_cnn()
+    shape = (6, 40) if name.startswith("mlp") else (3, 20, 20)
+    rng = np.random.default_rng(0)
+    cal = rng.standard_normal((16, 1, *shape)).astype(np.float32)
+    path, quant = tmp_path / "m.onnx", QuantOptions(speed_check=False)
+    onnx.save(model, path)
+    if name == "cnn":
+        np.savez(tmp_path / "cal.npz", x=cal)
+        quant = QuantOptions(calibration=tmp_path / "cal.npz", speed_check=False)
+    elif name == "mlp-dynamic":
+        quant = QuantOptions(dynamic=True, speed_check=False)
+    else:  # ORT's own QDQ model: uint8 activations with zero points
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "qdq.onnx"), _ort_reader(cal, "x"),
+                        quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8)
+        path, quant = tmp_path / "qdq.onnx", QuantOptions()
+    arts = {t: compile_model(CompileArgs(model=path, target=t, output=tmp_path / t, check=True,
+                                         precision="fp32" if name == "cnn-ort-uint8" else "int8", quant=quant),
+                             show=False)
+            for t in ("rpi5", "rpi4")}
+    for a in arts.values():  # run under qemu against ORT's int8 (QDQ) outputs
+        assert a.manifest["check"]["status"] == "passed", a.manifest["check"]
+        assert a.manifest["precision"]["compute"] == "int8"
+    asm = {t: subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(a.library)], capture_output=True,
+                             text=True).stdout for t, a in arts.items()}
+    assert len(re.findall(r"\bsdot\b", asm["rpi5"])) >= 4 and not re.search(r"\bsdot\b", asm["rpi4"])
+    for seed in range(2):
+        x = random_inputs(arts["rpi5"].inputs, seed=seed)
+        a, b = arts["rpi5"].run(x)["y"], arts["rpi4"].run(x)["y"]
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
@@ -495,6 +539,61 @@ def test_int8_grouped_convs_compute_exactly_in_float32(tmp_path, scheme):
             for o in (2, 3)}
     ir = next((tmp_path / "ir3").glob("*int8-grouped-float.py")).read_text()
     assert ir.count('out_dtype="float32"') >= 2 and "groups=16" in ir and "groups=4" in ir
+    for seed in range(3):
+        x = random_inputs(arts[2].inputs, seed=seed)
+        a, b = arts[3].run(x)["y"], arts[2].run(x)["y"]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+def _conv1d_net() -> onnx.ModelProto:
+    """An audio front end: Conv1d 1->16 (k 9, stride 2), Conv1d 16->24 (k 3, dilation 2), a
+    depthwise Conv1d, Conv1d 24->8 (k 1)."""
+    rng = np.random.default_rng(4)
+
+    def w(name, *s):
+        return numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), name)
+
+    inits = [w("W1", 16, 1, 9), w("B1", 16), w("W2", 24, 16, 3), w("B2", 24), w("W3", 24, 1, 3), w("W4", 8, 24, 1)]
+    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[4, 4], strides=[2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], pads=[2, 2], dilations=[2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "W3"], ["c3"], pads=[1, 1], group=24),
+             helper.make_node("Conv", ["c3", "W4"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 400])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 200])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("scheme", ["deploy", "ort-uint8"])
+def test_int8_conv1d_computes_in_int8(tmp_path, scheme):
+    """1-D convolutions are quantized and compute in int8: at -O 3 as 2-D convs on the dot-product
+    kernels (the depthwise one in exact float32), at -O 2 as int8 conv1d on the int32 path. Both
+    match ONNX Runtime's int8 (the built-in check) and each other exactly."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from pipeline.backends.cpu.int8_dot import supported
+    from pipeline.runtime import random_inputs
+    from pipeline.targets import get_preset
+
+    onnx.save(_conv1d_net(), tmp_path / "m.onnx")
+    cal = np.random.default_rng(0).standard_normal((16, 1, 1, 400)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=cal)
+    model, prec, quant = tmp_path / "m.onnx", "int8", QuantOptions(calibration=tmp_path / "cal.npz", speed_check=False)
+    if scheme == "ort-uint8":
+        model, prec, quant = tmp_path / "qdq.onnx", "fp32", QuantOptions()
+        quantize_static(str(tmp_path / "m.onnx"), str(model), _ort_reader(cal, "x"), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    arts = {o: compile_model(CompileArgs(model=model, target="x86-64", output=tmp_path / f"O{o}", precision=prec,
+                                         quant=quant, opt_level=o, dump_ir=tmp_path / f"ir{o}"), show=False)
+            for o in (2, 3)}
+    int8 = next((tmp_path / "ir3").glob("*-int8.py")).read_text()
+    assert int8.count('R.nn.conv1d(') == 4 and int8.count('out_dtype="int32"') >= 4
+    for a in arts.values():
+        assert a.manifest["precision"]["compute"] == "int8" and a.manifest["check"]["status"] == "passed"
+    if supported(get_preset("x86-64").tvm_target()):  # the zero-point form too
+        ir = next((tmp_path / "ir3").glob("*int8-vnni.py")).read_text()
+        assert ir.count("R.call_tir(cls.conv2d_nhwc_vnni") == 3
     for seed in range(3):
         x = random_inputs(arts[2].inputs, seed=seed)
         a, b = arts[3].run(x)["y"], arts[2].run(x)["y"]

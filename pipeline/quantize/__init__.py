@@ -5,5 +5,5 @@ ONNX model: ``calibrate`` the ranges, ``qdq`` writes QuantizeLinear/DequantizeLi
 gates it) -> import -> ``rewrite`` (QDQ pairs around conv2d/matmul become int8 compute in Relax).
 ``select`` chooses each layer's precision by measured time (compile builds float32 and int8 and
 keeps int8 only where it is faster). A new calibrator is one class in ``calibrate`` with
-``@register``. CPU-specific int8 kernels (AVX-512 VNNI) live in backends/cpu/vnni.py.
+``@register``. CPU-specific int8 kernels (AVX-512 VNNI) live in backends/cpu/int8_dot.py.
 """

@@ -72,12 +72,12 @@ def _drop_unused_inits(model):
 
 
 def quantizable(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Conv (2-D) and MatMul nodes whose weight is a constant and whose activation is not."""
+    """Conv (1-D and 2-D) and MatMul nodes whose weight is a constant and whose activation is not."""
     inits = _inits(model)
     out = []
     for n in model.graph.node:
         if n.op_type == "Conv" and len(n.input) >= 2 and n.input[1] in inits and n.input[0] not in inits:
-            if len(inits[n.input[1]].dims) == 4:
+            if len(inits[n.input[1]].dims) in (3, 4):
                 out.append(n)
         elif n.op_type == "MatMul" and n.input[1] in inits and n.input[0] not in inits:
             if len(inits[n.input[1]].dims) == 2:

@@ -32,22 +32,23 @@ def int8_rewrite(mod):
       by subtracting 128 from values and zero point), still int8 x int8;
     - conv2d with a zero point: ``conv2d(int16(x_q) - z, w_q)``. The spatial padding must hold
       the value z, which a zero-padded conv of x_q cannot express; int16(x_q) - z pads with 0
-      exactly. The VNNI stage (backends/cpu/vnni.py) turns this form back into uint8 x int8 with padding z.
+      exactly. The VNNI stage (backends/cpu/int8_dot.py) turns this form back into uint8 x int8 with padding z.
 
     The result is ``astype(acc, float32) * (s_x * s_w[c])``, which FuseOps fuses with the bias, the
     activation and the next quantize into the conv's epilogue. Returns the module and
-    {"conv2d": n, "matmul": n, "skipped": [...reasons]}.
+    {"conv": n, "matmul": n, "skipped": [...reasons]}.
     """
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
     from tvm.relax.dpl.rewrite import rewrite_call
 
-    stats = {"conv2d": 0, "matmul": 0, "skipped": []}
+    stats = {"conv": 0, "matmul": 0, "skipped": []}
     xq, xs, xz = wildcard(), wildcard(), wildcard()
     wq, ws, wz = is_const(), is_const(), is_const()
     dq_x = is_op("relax.dequantize")(xq, xs, xz)
     dq_w = is_op("relax.dequantize")(wq, ws, wz)
     conv = is_op("relax.nn.conv2d")(dq_x, dq_w)
+    conv1d = is_op("relax.nn.conv1d")(dq_x, dq_w)
     mm = is_op("relax.matmul")(dq_x, dq_w)
     mm_t = is_op("relax.matmul")(dq_x, is_op("relax.permute_dims")(dq_w))
 
@@ -73,24 +74,26 @@ def int8_rewrite(mod):
             scale = relax.op.multiply(relax.op.reshape(xs_expr, ()), relax.const(sw))
         return relax.op.multiply(relax.op.astype(acc, "float32"), scale)
 
-    def rw_conv(orig, m):
+    def rw_conv(orig, m, dims=2):
         ops, why = operands(m)
+        kind = f"conv{dims}d"
         if ops is None:
-            stats["skipped"].append(f"conv2d: {why}")
+            stats["skipped"].append(f"{kind}: {why}")
             return orig
         x_dtype, zx, sw = ops
         a = orig.attrs
-        if str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW":
-            stats["skipped"].append("conv2d: layout")
+        if (str(a.data_layout), str(a.kernel_layout)) != (("NCHW", "OIHW") if dims == 2 else ("NCW", "OIW")):
+            stats["skipped"].append(f"{kind}: layout")
             return orig
         x = m[xq]
         if x_dtype != "int8" or not isinstance(zx, int) or zx != 0:
             z = relax.const(zx, "int16") if isinstance(zx, int) else relax.op.astype(zx, "int16")
             x = relax.op.subtract(relax.op.astype(x, "int16"), z)
-        acc = relax.op.nn.conv2d(x, m[wq], strides=a.strides, padding=a.padding, dilation=a.dilation,
-                                 groups=a.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32")
-        stats["conv2d"] += 1
-        return rescale(acc, m[xs], sw.reshape(1, -1, 1, 1) if sw.size > 1 else sw.reshape(()))
+        op = relax.op.nn.conv2d if dims == 2 else relax.op.nn.conv1d
+        acc = op(x, m[wq], strides=a.strides, padding=a.padding, dilation=a.dilation, groups=a.groups,
+                 data_layout=str(a.data_layout), kernel_layout=str(a.kernel_layout), out_dtype="int32")
+        stats["conv"] += 1
+        return rescale(acc, m[xs], sw.reshape(1, -1, *[1] * dims) if sw.size > 1 else sw.reshape(()))
 
     def rw_mm(orig, m, transposed=False):
         ops, why = operands(m)
@@ -125,6 +128,7 @@ def int8_rewrite(mod):
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
             func = rewrite_call(conv, _labelled(rw_conv), func)
+            func = rewrite_call(conv1d, _labelled(lambda o, m: rw_conv(o, m, dims=1)), func)
             func = rewrite_call(mm, _labelled(rw_mm), func)
             func = rewrite_call(mm_t, _labelled(lambda o, m: rw_mm(o, m, True)), func)
             func = _exact_integer_outputs(func)
@@ -219,8 +223,8 @@ def _decompose_qdq(func):
 
 
 def log_stats(stats: dict) -> None:
-    n = stats["conv2d"] + stats["matmul"]
-    log.info(f"  int8 compute: {stats['conv2d']} conv2d, {stats['matmul']} matmul"
+    n = stats["conv"] + stats["matmul"]
+    log.info(f"  int8 compute: {stats['conv']} conv, {stats['matmul']} matmul"
              + (f"; {len(stats['skipped'])} left in float ({'; '.join(sorted(set(stats['skipped'])))})"
                 if stats["skipped"] else ""))
     if n == 0:

@@ -2,7 +2,7 @@
 
 - fused kernels the frontend emits: an LSTM's whole recurrence (``recurrence``);
 - graph stages: conv1d as conv2d (``conv1d``), 2x2 stride-2 transposed convs as 1x1 convs
-  (``deconv``), NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI (``vnni``),
+  (``deconv``), NHWC/HWIO convolutions (``layout``), int8 convs on AVX-512 VNNI or ARM dotprod (``int8_dot``),
   int8 depthwise/grouped convs in exact float32 (``int8_grouped``),
   float32 3x3 convs as Winograd F(4x4, 3x3) (``winograd``);
 - default schedules for kernels without tuning records (``rules/``, one rule per file);
@@ -21,7 +21,7 @@ from .features import host_arch, is_x86, missing_features, prepack_weights, requ
 
 
 def _rewrite_pass(name: str, rewrite):
-    """A module pass of ``rewrite(mod) -> (mod, count)`` (vnni's, winograd's)."""
+    """A module pass of ``rewrite(mod) -> (mod, count)`` (int8_dot's, winograd's)."""
     import tvm
 
     @tvm.transform.module_pass(opt_level=0, name=name)
@@ -80,12 +80,16 @@ def _deconv() -> list:
     return [_rewrite_pass("ConvTransposeAsConv1x1", deconv_as_conv), relax.transform.FoldConstant()]
 
 
-def _int8_vnni() -> list:
-    from tvm import relax
+def _int8_dot(isa) -> callable:
+    def stage() -> list:
+        from tvm import relax
 
-    from .vnni import vnni_rewrite
+        from .int8_dot import dot_rewrite
 
-    return [_rewrite_pass("Int8VnniConv2d", vnni_rewrite), relax.transform.FoldConstant()]
+        return [_rewrite_pass(f"Int8DotConv2d-{isa.block}", lambda mod: dot_rewrite(mod, isa)),
+                relax.transform.FoldConstant()]
+
+    return stage
 
 
 def _int8_grouped() -> list:
@@ -122,10 +126,11 @@ class CpuBackend(Backend):
         if opt_level < 3:
             return []
         stages: PassList = [("conv1d-as-conv2d", _conv1d), ("deconv-as-conv", _deconv), ("layout", _layout)]
-        from .vnni import supported
+        from .int8_dot import isa_for
 
-        if int8 and supported(target):  # int8 NHWC convs -> AVX-512 VNNI kernels
-            stages.append(("int8-vnni", _int8_vnni))
+        isa = isa_for(target) if int8 else None
+        if isa is not None:  # int8 NHWC convs -> AVX-512 VNNI or ARM dotprod kernels
+            stages.append((isa.stage, _int8_dot(isa)))
         if int8 and is_x86(target):  # int8 depthwise/grouped convs -> exact float32 compute
             stages.append(("int8-grouped-float", _int8_grouped))
         if precision == "fp32":  # float32 3x3 convs -> Winograd F(4x4, 3x3)
@@ -185,10 +190,11 @@ class CpuBackend(Backend):
 
     def load_tensor_intrinsics(self) -> None:
         from .intrinsics import light_tensor_intrinsics
-        from .vnni import register_intrinsic
+        from .int8_dot import ISAS
 
         light_tensor_intrinsics()
-        register_intrinsic()
+        for isa in ISAS.values():
+            isa.intrinsic()
 
     def check_precision(self, preset, precision: str) -> None:
         if precision == "fp16" and preset.arch == "x86_64":

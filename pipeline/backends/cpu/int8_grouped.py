@@ -24,7 +24,7 @@ def grouped_as_float(mod):
     from tvm import relax
 
     from ...optimize import rewrite_functions
-    from .vnni import int8_conv_patterns
+    from .int8_dot import int8_conv_patterns
 
     x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()
     bb = relax.BlockBuilder(mod)

@@ -7,8 +7,9 @@ give every kernel a schedule that is parallel over cores and vectorized:
 
 - ``Winograd``: the winograd module's tile transforms (pack, unpack with its epilogue), scheduled by
   backends/cpu/winograd.py itself; their matmuls take ``ConvMatmul``.
-- ``Int8Vnni``: the vnni module's packed int8 convolution, blocked like ConvMatmul, with each
-  16 output x 4 input channels step tensorized to one AVX-512 VNNI ``vpdpbusd``.
+- ``Int8Dot``: the int8_dot module's packed int8 convolution, blocked like ConvMatmul, with each
+  lanes x 4 input channels step tensorized to one AVX-512 VNNI ``vpdpbusd`` (16 lanes) or one
+  ARM dotprod ``sdot`` (4 lanes).
 - ``ConvMatmul``: one reduction block (conv2d in NHWC/HWIO, depthwise conv, matmul, dense,
   pooling windows) with injective producers (padding) and an elementwise epilogue (bias,
   residual add, relu). The output is tiled into a register block of ``rows x (1-2 vectors)``:
@@ -44,7 +45,7 @@ from .columns import Columns
 from .conv_matmul import ConvMatmul
 from .rows import Rows
 from .injective import Injective
-from .int8_vnni import Int8Vnni
+from .int8_dot import Int8Dot
 from .parallel import Parallel
 from .winograd import Winograd
 
@@ -69,7 +70,7 @@ class Guarded(ScheduleRule):
 
 
 def rules(failures: list | None = None, chosen: dict | None = None) -> list:
-    plain = [Winograd(), Int8Vnni(), ConvMatmul(), Columns(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
+    plain = [Winograd(), Int8Dot(), ConvMatmul(), Columns(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
              Parallel()]
     return [Guarded(r, failures if failures is not None else [], chosen) for r in plain]
 
