@@ -14,7 +14,7 @@ class Int8Dot(CPUScheduleRule):
     output channels, the reduction inside), with each lanes x 4 step done by one ``vpdpbusd`` (x86)
     or ``sdot`` (ARM)."""
 
-    def __init__(self, max_rows: int = 8):
+    def __init__(self, max_rows: int = 28):
         self.max_rows = max_rows
 
     def apply(self, func, target, _):
