@@ -643,13 +643,18 @@ def test_int8_is_kept_only_where_it_is_faster(tmp_path, cli, name):
     assert m["precision"]["requested"] == "int8" and sel["chosen"] == m["precision"]["compute"]
     slower = {n for n, t in sel["layers"].items() if t["int8_ms"] is not None and t["float_ms"] is not None
               and t["int8_ms"] > t["float_ms"]}
-    assert set(sel["kept_float_for_speed"]) == slower
     e2e = sel["end_to_end_ms"]
-    assert (sel["chosen"] == "int8") == (e2e["int8"] < e2e["float32"] and len(slower) < len(sel["layers"]))
+    # per-kernel times are noisy: a rebuild with the slower layers in float competes end to end with
+    # the all-int8 build, and may lose to it
+    dropped = "int8 (layers kept float)" in e2e
+    kept = set() if dropped else slower
+    assert set(sel["kept_float_for_speed"]) == kept
+    assert not dropped or e2e["int8"] < e2e["int8 (layers kept float)"]
+    assert (sel["chosen"] == "int8") == (e2e["int8"] < e2e["float32"] and len(kept) < len(sel["layers"]))
     if sel["chosen"] == "int8":
         q = m["quantization"]
-        assert set(q["quantized_layers"]) == set(sel["layers"]) - slower
-        assert all(q["layers"][n]["precision"] == "float32" and "slower in int8" in q["layers"][n]["why"] for n in slower)
+        assert set(q["quantized_layers"]) == set(sel["layers"]) - kept
+        assert all(q["layers"][n]["precision"] == "float32" and "slower in int8" in q["layers"][n]["why"] for n in kept)
     else:
         assert m["precision"]["compute"] == "fp32" and "quantization" not in m and "does not pay" in out + err
     if name == "matmul":
