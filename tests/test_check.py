@@ -76,7 +76,7 @@ def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
     import onnx
     from onnx import TensorProto, helper
 
-    from pipeline.check import TOLERANCES, _as_close_to_float
+    from pipeline.check import TOLERANCES, _as_close_to_float, close_enough
     from pipeline.reference import ort_session
 
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
@@ -94,6 +94,9 @@ def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
         res = _as_close_to_float(res, ours, ort_int8, ort_session(float_model), "y", {"x": x})
         assert res["ok"] is ok, res
         if ok:
-            assert res["vs_float32"]["cosine"] >= res["vs_float32"]["onnxruntime_int8_cosine"] - 0.002
+            v = res["vs_float32"]
+            assert close_enough(v["cosine"], v["onnxruntime_int8_cosine"], v["max_abs"], v["onnxruntime_int8_max_abs"])
         else:
             assert "against float32: cosine" in res["why"]
+    assert close_enough(0.9785, 0.9822, 0.17, 0.15) and close_enough(0.9995, 0.9990, 0.1, 0.1)
+    assert not close_enough(0.96, 0.9822, 0.1, 0.1) and not close_enough(0.9990, 0.9990, 0.2, 0.1)
