@@ -5,7 +5,8 @@
 Each CNN of scripts/bench_zoo.py is exported with weights that give real activations: Kaiming
 initialised convolutions and batch-norm statistics gathered from a few random batches
 (transformers' configs initialise with std 0.02: MobileNetV2's features shrink to 1e-21 by the
-last layer, where any accuracy number means nothing). A random network has no decision to keep:
+last layer, where any accuracy number means nothing); transformers' backbones get an ImageNet
+head (global average, 1,000 logits). A random network has no decision to keep:
 its 1,000 logits are nearly equal, and any rounding reorders them. So each classifier is then
 trained for a few dozen steps (at up to 96x96) on a synthetic 10-class task, each class a fixed
 random low-frequency pattern plus noise (``_task``), and calibrated and measured on that task's
@@ -143,6 +144,20 @@ def _realistic(m: nn.Module, shape) -> nn.Module:
     return m.eval()
 
 
+class _WithHead(nn.Module):
+    """An HF backbone (a feature map) with an ImageNet classifier head: global average, 1,000 logits."""
+
+    def __init__(self, backbone: nn.Module, shape):
+        super().__init__()
+        self.m = backbone
+        with torch.no_grad():
+            channels = backbone.eval()(torch.randn(*shape)).shape[1]
+        self.fc = nn.Linear(channels, 1000)
+
+    def forward(self, x):
+        return self.fc(self.m(x).mean((2, 3)))
+
+
 CLASSES = 10  # the synthetic task's classes
 TRAIN_STEPS, TRAIN_BATCH, TRAIN_SIZE = 40, 16, 96
 
@@ -207,7 +222,7 @@ def export(name: str, out: Path) -> Path:
     else:
         hf, kind = _hf(name)
         assert kind == "image", name
-        m, shape = _HFWrap(hf), (1, 3, 224, 224)
+        m, shape = _WithHead(_HFWrap(hf), shape=(1, 3, 224, 224)), (1, 3, 224, 224)
     m = _realistic(m, shape)
     if _is_classifier(m, shape):
         templates = _task(shape)

@@ -538,7 +538,8 @@ def test_int8_grouped_convs_compute_exactly_in_float32(tmp_path, scheme):
                                          quant=quant, opt_level=o, dump_ir=tmp_path / f"ir{o}"), show=False)
             for o in (2, 3)}
     ir = next((tmp_path / "ir3").glob("*int8-grouped-float.py")).read_text()
-    assert ir.count('out_dtype="float32"') >= 2 and "groups=16" in ir and "groups=4" in ir
+    # one kernel each, reading the integer activations and casting them itself
+    assert len(re.findall(r"R\.call_tir\(cls\.conv2d_(u?int8|int16)_as_float\d", ir)) == 2, ir
     for seed in range(3):
         x = random_inputs(arts[2].inputs, seed=seed)
         a, b = arts[3].run(x)["y"], arts[2].run(x)["y"]
