@@ -4,7 +4,7 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
 - simplify (opt >= 1): fold batch norm into conv weights, decompose the rest for inference,
   fold constants, drop dead code and common subexpressions, merge parallel matmuls (opt 3).
 - the backend's own stages (``Backend.graph_stages``): for CPUs ``layout`` (NHWC convolutions),
-  ``int8-vnni`` and ``winograd`` (backends/cpu).
+  ``int8-vnni`` / ``int8-dotprod``, ``int8-grouped-float`` and ``winograd`` (backends/cpu).
 - fp16 (``--precision fp16``): mixed precision with float32 accumulation.
 - lower: dispatch to libraries, legalize to TensorIR, fuse (opt >= 2), and for GPUs apply
   dlight's default schedules. TVM's own pass lists per backend are reused (relax/backend/*).
