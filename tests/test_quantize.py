@@ -517,26 +517,33 @@ def _grouped_cnn() -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _int8_at_O2_and_O3(tmp_path, shape, scheme: str) -> dict:
+    """tmp_path/m.onnx compiled to int8 at -O 2 and -O 3 (IR dumped to ir2/, ir3/): calibrated by
+    deploy (symmetric int8), or, for ``ort-uint8``, ONNX Runtime's QDQ model with asymmetric uint8
+    activations (the convs read int16(x_q) - z)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    cal = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=cal)
+    model, prec, quant = tmp_path / "m.onnx", "int8", QuantOptions(calibration=tmp_path / "cal.npz", speed_check=False)
+    if scheme == "ort-uint8":
+        model, prec, quant = tmp_path / "qdq.onnx", "fp32", QuantOptions()
+        quantize_static(str(tmp_path / "m.onnx"), str(model), _ort_reader(cal, "x"), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return {o: compile_model(CompileArgs(model=model, target="x86-64", output=tmp_path / f"O{o}", precision=prec,
+                                         quant=quant, opt_level=o, dump_ir=tmp_path / f"ir{o}"), show=False)
+            for o in (2, 3)}
+
+
 @pytest.mark.parametrize("scheme", ["deploy", "ort-uint8"])
 def test_int8_grouped_convs_compute_exactly_in_float32(tmp_path, scheme):
     """On x86, int8 depthwise and grouped convs (no channel reduction for VNNI; a 32-bit multiply
     per tap on the int32 path) compute in float32, which is exact for int8 operands: the -O 3
     build (that stage) returns what the -O 2 build (int32 compute) does, with a zero point too."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
     from pipeline.runtime import random_inputs
 
     onnx.save(_grouped_cnn(), tmp_path / "m.onnx")
-    cal = np.random.default_rng(0).standard_normal((16, 1, 3, 20, 20)).astype(np.float32)
-    np.savez(tmp_path / "cal.npz", x=cal)
-    model, prec, quant = tmp_path / "m.onnx", "int8", QuantOptions(calibration=tmp_path / "cal.npz", speed_check=False)
-    if scheme == "ort-uint8":  # asymmetric uint8 activations: the conv reads int16(x_q) - z
-        model, prec, quant = tmp_path / "qdq.onnx", "fp32", QuantOptions()
-        quantize_static(str(tmp_path / "m.onnx"), str(model), _ort_reader(cal, "x"), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    arts = {o: compile_model(CompileArgs(model=model, target="x86-64", output=tmp_path / f"O{o}", precision=prec,
-                                         quant=quant, opt_level=o, dump_ir=tmp_path / f"ir{o}"), show=False)
-            for o in (2, 3)}
+    arts = _int8_at_O2_and_O3(tmp_path, (1, 3, 20, 20), scheme)
     ir = next((tmp_path / "ir3").glob("*int8-grouped-float.py")).read_text()
     # one kernel each, reading the integer activations and casting them itself
     assert len(re.findall(r"R\.call_tir\(cls\.conv2d_(u?int8|int16)_as_float\d", ir)) == 2, ir
@@ -571,23 +578,12 @@ def test_int8_conv1d_computes_in_int8(tmp_path, scheme):
     """1-D convolutions are quantized and compute in int8: at -O 3 as 2-D convs on the dot-product
     kernels (the depthwise one in exact float32), at -O 2 as int8 conv1d on the int32 path. Both
     match ONNX Runtime's int8 (the built-in check) and each other exactly."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
     from pipeline.backends.cpu.int8_dot import supported
     from pipeline.runtime import random_inputs
     from pipeline.targets import get_preset
 
     onnx.save(_conv1d_net(), tmp_path / "m.onnx")
-    cal = np.random.default_rng(0).standard_normal((16, 1, 1, 400)).astype(np.float32)
-    np.savez(tmp_path / "cal.npz", x=cal)
-    model, prec, quant = tmp_path / "m.onnx", "int8", QuantOptions(calibration=tmp_path / "cal.npz", speed_check=False)
-    if scheme == "ort-uint8":
-        model, prec, quant = tmp_path / "qdq.onnx", "fp32", QuantOptions()
-        quantize_static(str(tmp_path / "m.onnx"), str(model), _ort_reader(cal, "x"), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    arts = {o: compile_model(CompileArgs(model=model, target="x86-64", output=tmp_path / f"O{o}", precision=prec,
-                                         quant=quant, opt_level=o, dump_ir=tmp_path / f"ir{o}"), show=False)
-            for o in (2, 3)}
+    arts = _int8_at_O2_and_O3(tmp_path, (1, 1, 400), scheme)
     int8 = next((tmp_path / "ir3").glob("*-int8.py")).read_text()
     assert int8.count('R.nn.conv1d(') == 4 and int8.count('out_dtype="int32"') >= 4
     for a in arts.values():
