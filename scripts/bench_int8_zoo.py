@@ -134,13 +134,20 @@ def _realistic(m: nn.Module, shape) -> nn.Module:
             nn.init.normal_(mod.weight, std=1 / math.sqrt(mod.in_features))
             if mod.bias is not None:
                 nn.init.zeros_(mod.bias)
-        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    return _batch_norm_stats(m, (torch.randn(8, *shape[1:]) for _ in range(4)))
+
+
+def _batch_norm_stats(m: nn.Module, batches) -> nn.Module:
+    """Batch-norm running statistics set to the plain average over ``batches`` (made as they are
+    used: the same random stream as before); the model in eval mode."""
+    for mod in m.modules():
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             mod.reset_running_stats()
-            mod.momentum = None  # a plain average over the batches below
+            mod.momentum = None  # a plain average, not a running one
     m.train()
     with torch.no_grad():
-        for _ in range(4):
-            m(torch.randn(8, *shape[1:]))
+        for x in batches:
+            m(x)
     return m.eval()
 
 
@@ -189,7 +196,7 @@ def task_samples(templates: torch.Tensor, shape, n: int, seed: int) -> tuple[tor
 
 
 def _train(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
-    """A few dozen Adam steps on the task (at up to 96x96: conv nets pool globally), then batch-norm
+    """TRAIN_STEPS Adam steps on the task (at up to 96x96: conv nets pool globally), then batch-norm
     statistics gathered again at the export size."""
     import torch.nn.functional as F
 
@@ -202,15 +209,8 @@ def _train(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    bns = [mod for mod in m.modules() if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d))]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    with torch.no_grad():
-        for i in range(4 if bns else 0):
-            m(task_samples(templates, (8, *shape[1:]), 8, seed=20_000 + i)[0])
     print(f"  trained on the {CLASSES}-class task: last loss {loss.item():.3f}", flush=True)
-    return m.eval()
+    return _batch_norm_stats(m, (task_samples(templates, (8, *shape[1:]), 8, seed=20_000 + i)[0] for i in range(4)))
 
 
 def _is_classifier(m: nn.Module, shape) -> bool:

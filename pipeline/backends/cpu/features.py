@@ -60,12 +60,17 @@ def host_flags() -> frozenset[str]:
     return frozenset(flags)
 
 
-def required_features(llvm_target) -> list[str]:
-    """Instruction-set features (cpuinfo names) that code for ``llvm_target`` may use."""
+def llvm_features(llvm_target) -> set[str]:
+    """The LLVM features (``avx512vnni``, ``dotprod``, ...) of the target's CPU (its -mcpu)."""
     from tvm.target import codegen
 
+    return {str(f) for f in codegen.llvm_get_cpu_features(llvm_target)}
+
+
+def required_features(llvm_target) -> list[str]:
+    """Instruction-set features (cpuinfo names) that code for ``llvm_target`` may use."""
     table = FEATURE_TABLES.get(target_arch(llvm_target), {})
-    llvm = {str(f) for f in codegen.llvm_get_cpu_features(llvm_target)}
+    llvm = llvm_features(llvm_target)
     for attr in llvm_target.attrs.get("mattr", []) or []:
         attr = str(attr)
         if attr.startswith("+"):

@@ -31,6 +31,7 @@ exact float32 one on x86).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -45,39 +46,31 @@ class DotIsa:
     act_dtype: str    # the activations' type the instruction takes
     vectors: tuple    # output vectors per register block, tried in order (each must divide CO/lanes)
     accumulators: int  # registers the block may hold as accumulators
+    register: Callable[[], str]  # registers the TensorIntrin that does one lanes x 4 step; returns its name
 
     def intrinsic(self) -> str:
-        """The registered TensorIntrin that does one lanes x 4 step."""
-        return _register_vnni() if self.block == VNNI_BLOCK else _register_sdot()
+        return self.register()
 
 
-VNNI_BLOCK, SDOT_BLOCK = "conv2d_nhwc_vnni", "conv2d_nhwc_sdot"
-# 28 of AVX-512's 32 registers as accumulators: 28 rows of a 1x1 conv's 16 output channels
-# (14 of 32) share each weight load. MobileNetV2's 24->144 expand at 56x56: 0.146 -> 0.105 ms
-# against 16; none of ResNet-50's int8 kernels got slower.
-VNNI = DotIsa("int8-vnni", VNNI_BLOCK, 16, "uint8", (2, 1), 28)
-SDOT = DotIsa("int8-dotprod", SDOT_BLOCK, 4, "int8", (4, 2, 1), 16)
-ISAS = {isa.block: isa for isa in (VNNI, SDOT)}
-INTRIN = "deploy_dot_16x4_vnni"
+def i64(v):
+    """An int64 constant: Relax shapes are int64, and a kernel's buffers must match them for FuseTIR."""
+    from tvm import tirx
 
-
-def _features(target) -> set[str]:
-    from tvm.target import codegen
-
-    try:
-        return {str(f) for f in codegen.llvm_get_cpu_features(target)}
-    except Exception:  # noqa: BLE001 - an LLVM without this query: no dot-product path
-        return set()
+    return tirx.IntImm("int64", int(v))
 
 
 def isa_for(target) -> DotIsa | None:
     """The dot-product instruction the target's CPU has: AVX-512 VNNI on x86, dotprod on aarch64."""
-    from .features import is_x86, target_arch
+    from .features import is_x86, llvm_features, target_arch
 
+    try:
+        feats = llvm_features(target)
+    except Exception:  # noqa: BLE001 - an LLVM without this query: no dot-product path
+        return None
     if is_x86(target):
-        return VNNI if {"avx512vnni", "avx512bw"} <= _features(target) else None
+        return VNNI if {"avx512vnni", "avx512bw"} <= feats else None
     if target_arch(target) == "aarch64":
-        return SDOT if "dotprod" in _features(target) else None
+        return SDOT if "dotprod" in feats else None
     return None
 
 
@@ -101,10 +94,7 @@ def pack_weights(w: np.ndarray, lanes: int = 16) -> tuple[np.ndarray, np.ndarray
 
 def conv_dot_func(isa: DotIsa, x_shape, w_shape, out_shape, strides, dilation):
     """The TE compute of the packed convolution, as a PrimFunc."""
-    from tvm import te, tirx
-
-    def i64(v):  # Relax shapes are int64: the kernel's buffers must match them for FuseTIR
-        return tirx.IntImm("int64", int(v))
+    from tvm import te
 
     n, oh, ow, co = (int(v) for v in out_shape)
     _, kh, kw, ci4q, lanes, _ = (int(v) for v in w_shape)
@@ -272,3 +262,12 @@ def _register_vnni() -> str:
 
     TensorIntrin.register(INTRIN, desc, impl)
     return INTRIN
+
+
+INTRIN = "deploy_dot_16x4_vnni"
+# 28 of AVX-512's 32 registers as accumulators: 28 rows of a 1x1 conv's 16 output channels
+# (14 of 32) share each weight load. MobileNetV2's 24->144 expand at 56x56: 0.146 -> 0.105 ms
+# against 16; none of ResNet-50's int8 kernels got slower.
+VNNI = DotIsa("int8-vnni", "conv2d_nhwc_vnni", 16, "uint8", (2, 1), 28, _register_vnni)
+SDOT = DotIsa("int8-dotprod", "conv2d_nhwc_sdot", 4, "int8", (4, 2, 1), 16, _register_sdot)
+ISAS = {isa.block: isa for isa in (VNNI, SDOT)}

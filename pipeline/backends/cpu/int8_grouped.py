@@ -28,8 +28,7 @@ def cast_conv_func(x_shape, x_dtype: str, w_shape, out_shape, attrs):
     4.8 MB instead of 1.2)."""
     from tvm import te, tirx
 
-    def i64(v):  # Relax shapes are int64: the kernel's buffers must match them for FuseTIR
-        return tirx.IntImm("int64", int(v))
+    from .int8_dot import i64
 
     n, h, w_, ci = (int(v) for v in x_shape)
     kh, kw, cig, co = (int(v) for v in w_shape)
@@ -65,11 +64,13 @@ def grouped_as_float(mod):
 
     x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()
     bb = relax.BlockBuilder(mod)
+    funcs: dict[tuple, object] = {}  # one kernel per shape, as int8_dot does
     count = [0]
 
     def rewrite(orig, m, zp_form=False):
         a, w = orig.attrs, m[w_pat]
-        if int(a.groups) == 1 or str(a.out_dtype) != "int32" or str(w.ty.dtype) != "int8":
+        if (int(a.groups) == 1 or str(a.out_dtype) != "int32" or str(w.ty.dtype) != "int8"
+                or (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NHWC", "HWIO", "NHWC")):
             return orig
         x = m[perm] if zp_form and perm in m else (m[shifted] if zp_form else m[x_pat])
         if zp_form:
@@ -81,16 +82,17 @@ def grouped_as_float(mod):
         else:
             return orig
         wv = w.value.numpy()
-        taps = wv.size // int(wv.shape[str(a.kernel_layout).index("O")])  # weights per output channel
+        taps = wv.size // int(wv.shape[3])  # weights per output channel (HWIO)
         if taps * bound * 127 >= EXACT:
             return orig
-        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NHWC", "HWIO", "NHWC"):
-            return orig
-        func = cast_conv_func([int(v) for v in x.ty.shape], str(x.ty.dtype), wv.shape,
-                              [int(v) for v in orig.ty.shape], a)
-        gv = bb.add_func(func, f"conv2d_{x.ty.dtype}_as_float{count[0]}")
-        out = relax.call_tir(gv, [x, relax.const(wv.astype(np.float32))],
-                             out_ty=relax.TensorType([int(v) for v in orig.ty.shape], "float32"))
+        x_shape, out_shape = [int(v) for v in x.ty.shape], [int(v) for v in orig.ty.shape]
+        key = (tuple(x_shape), str(x.ty.dtype), wv.shape, tuple(out_shape),
+               *(tuple(int(v) for v in attr) for attr in (a.strides, a.padding, a.dilation)), int(a.groups))
+        if key not in funcs:
+            funcs[key] = bb.add_func(cast_conv_func(x_shape, str(x.ty.dtype), wv.shape, out_shape, a),
+                                     f"conv2d_{x.ty.dtype}_as_float{len(funcs)}")
+        out = relax.call_tir(funcs[key], [x, relax.const(wv.astype(np.float32))],
+                             out_ty=relax.TensorType(out_shape, "float32"))
         count[0] += 1
         return relax.op.astype(out, "int32")
 
