@@ -271,7 +271,7 @@ def export(name: str, out: Path) -> Path:
         hf, kind = _hf(name)
         assert kind == "image", name
         m, shape = _WithHead(_HFWrap(hf), shape=(1, 3, 224, 224)), (1, 3, 224, 224)
-    m = _realistic(m, shape)
+    m = quiet_residuals(_realistic(m, shape), shape)
     if _is_classifier(m, shape):
         templates = _task(shape)
         m = _train(m, shape, templates)
@@ -279,44 +279,75 @@ def export(name: str, out: Path) -> Path:
     with torch.no_grad():
         torch.onnx.export(m, (torch.randn(*shape),), str(path), input_names=["input"], output_names=["output"],
                           opset_version=17, dynamo=False)
-    import onnx
-
-    onnx.save(quiet_residuals(onnx.load(str(path))), str(path))
     return path
 
 
-def quiet_residuals(model, scale: float = 0.2):
-    """Each residual branch's last conv (batch norm folded in) scaled by ``scale``.
-
-    With Kaiming weights every block adds a unit-variance branch to its input, and a deep residual
-    network is chaotic: int8's rounding grows from block to block (MobileNetV2: ONNX Runtime's own
-    QDQ simulation reached cosine 0.67 against float32), which trained networks are not. Small
-    residual branches are where training starts from (zero-initialised last batch-norm gammas), so
-    the accuracy column measures int8 and not the chaos of random weights. Speed is unaffected."""
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
+def residual_branch_convs(model) -> list[str]:
+    """The names of the ONNX Conv nodes that end a residual branch: each Add of two computed
+    tensors whose producer is a Conv; of two such, the branch's (its input is read by nothing
+    else; a projection shortcut reads the block's input, which the branch reads too)."""
+    inits = {i.name for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     uses: dict[str, int] = {}
     for n in model.graph.node:
         for i in n.input:
             uses[i] = uses.get(i, 0) + 1
-    done = set()
+    found: list[str] = []
     for n in model.graph.node:
         if n.op_type != "Add" or any(i in inits for i in n.input):
             continue
         convs = [producer[i] for i in n.input if i in producer and producer[i].op_type == "Conv"]
-        # the branch's last conv reads a tensor nothing else reads; a projection shortcut reads the
-        # block's input, which the branch reads too
         convs.sort(key=lambda c: uses.get(c.input[0], 0))
-        if not convs or convs[0].output[0] in done:
-            continue
-        done.add(convs[0].output[0])
-        for t in convs[0].input[1:]:
-            if t in inits:
-                a = numpy_helper.to_array(inits[t])
-                inits[t].CopyFrom(numpy_helper.from_array((a * scale).astype(a.dtype), t))
-    return model
+        if convs and convs[0].name not in found:
+            found.append(convs[0].name)
+    return found
+
+
+def quiet_residuals(m: nn.Module, shape, scale: float = 0.2) -> nn.Module:
+    """Each residual branch's output scaled by ``scale``, before any training: the batch norm after
+    the branch's last conv (else the conv itself) has its weight and bias scaled.
+
+    With Kaiming weights every block adds a unit-variance branch to its input, and a deep residual
+    network is chaotic: int8's rounding grows from block to block (MobileNetV2: ONNX Runtime's own
+    QDQ simulation reached cosine 0.67 against float32), which trained networks are not. Small
+    residual branches are where training starts from (zero-initialised last batch-norm gammas), so
+    the accuracy column measures int8 and not the chaos of random weights. The branches are found
+    in the model's ONNX export (``residual_branch_convs``: its node names are the modules' paths);
+    done in torch, so that training and the head fit see the network that is exported."""
+    import io
+
+    import onnx
+
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(m.eval(), (torch.randn(*shape),), buf, opset_version=17, dynamo=False)
+    modules = dict(m.named_modules())
+    convs = [modules[n.rsplit("/", 1)[0].strip("/").replace("/", ".")]
+             for n in residual_branch_convs(onnx.load_from_string(buf.getvalue()))]
+    # the batch norm that reads each conv's output, seen in one forward pass
+    outputs: dict[int, nn.Module] = {}
+    norm_of: dict[nn.Module, nn.Module] = {}
+
+    def conv_out(mod, _args, out):
+        outputs[id(out)] = mod
+
+    def norm_in(mod, args):
+        if id(args[0]) in outputs:
+            norm_of.setdefault(outputs[id(args[0])], mod)
+
+    hooks = [c.register_forward_hook(conv_out) for c in convs]
+    hooks += [b.register_forward_pre_hook(norm_in) for b in m.modules() if isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    with torch.no_grad():
+        m(torch.randn(*shape))
+        for h in hooks:
+            h.remove()
+        for c in convs:
+            target = norm_of.get(c, c)
+            target.weight.mul_(scale)
+            if target.bias is not None:
+                target.bias.mul_(scale)
+    print(f"  {len(convs)} residual branches scaled by {scale} ({len(norm_of)} through their batch norm)", flush=True)
+    return m
 
 
 def _top1(y: np.ndarray):
