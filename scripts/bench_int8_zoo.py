@@ -216,14 +216,15 @@ def _train(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
     return _fit_head(m, shape, templates)
 
 
-HEAD_SAMPLES, HEAD_STEPS = 512, 400
+HEAD_SAMPLES, HEAD_STEPS, HEAD_BATCH = 512, 500, 32
 
 
 def _fit_head(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
     """The classifier head (``m.head``, else ``m.fc``) fitted again at the export size, the body
-    frozen: a body trained at 96x96 need not carry its decision to 224x224 (the transformers
-    backbones fell to chance there), but its features still tell the classes apart. HEAD_SAMPLES
-    samples' head inputs are gathered once, then HEAD_STEPS full-batch Adam steps; the accuracy
+    frozen: a body trained at 96x96 need not carry its decision to 224x224, but its features
+    still tell the classes apart. HEAD_SAMPLES
+    samples' head inputs are gathered once, then HEAD_STEPS Adam steps on batches of HEAD_BATCH
+    (SqueezeNet's head is a 1x1 conv over 13x13 maps: full batches took minutes a step); the accuracy
     printed is on samples the fit did not see."""
     import torch.nn.functional as F
 
@@ -240,8 +241,10 @@ def _fit_head(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
     x, y = torch.cat(feats), torch.cat(ys)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
     head.train()
+    g = torch.Generator().manual_seed(0)
     for _ in range(HEAD_STEPS):
-        loss = F.cross_entropy(head(x), y)
+        batch = torch.randint(0, len(x), (HEAD_BATCH,), generator=g)
+        loss = F.cross_entropy(head(x[batch]), y[batch])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -303,6 +306,20 @@ def residual_branch_convs(model) -> list[str]:
     return found
 
 
+def _module_at(m: nn.Module, node: str) -> nn.Module:
+    """The module an ONNX node's scope names ("/m/encoder/stages.0/layer/layer.2/convolution/Conv"):
+    a segment is a child's name, or a dotted path below it, which may repeat the name of the module
+    it is in ("layer/layer.2" is child 2 of the Sequential "layer")."""
+    cur, name = m, ""
+    for seg in node.strip("/").split("/")[:-1]:
+        parts = seg.split(".")
+        if parts[0] == name and len(parts) > 1 and not hasattr(cur, parts[0]):
+            parts = parts[1:]
+        for p in parts:
+            cur, name = getattr(cur, p), p
+    return cur
+
+
 def quiet_residuals(m: nn.Module, shape, scale: float = 0.2) -> nn.Module:
     """Each residual branch's output scaled by ``scale``, before any training: the batch norm after
     the branch's last conv (else the conv itself) has its weight and bias scaled.
@@ -321,9 +338,7 @@ def quiet_residuals(m: nn.Module, shape, scale: float = 0.2) -> nn.Module:
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(m.eval(), (torch.randn(*shape),), buf, opset_version=17, dynamo=False)
-    modules = dict(m.named_modules())
-    convs = [modules[n.rsplit("/", 1)[0].strip("/").replace("/", ".")]
-             for n in residual_branch_convs(onnx.load_from_string(buf.getvalue()))]
+    convs = [_module_at(m, n) for n in residual_branch_convs(onnx.load_from_string(buf.getvalue()))]
     # the batch norm that reads each conv's output, seen in one forward pass
     outputs: dict[int, nn.Module] = {}
     norm_of: dict[nn.Module, nn.Module] = {}
