@@ -406,6 +406,9 @@ def main() -> None:
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(CNNS + ENCODERS))
     ap.add_argument("--work", type=Path, default=ROOT / "artifacts" / "zoo_int8")
     ap.add_argument("--samples", type=int, default=200, help="inputs for the accuracy comparison")
+    ap.add_argument("--calibration-samples", type=int, default=32,
+                    help="calibration samples (a quarter of them held out for the int8 accuracy gate)")
+    ap.add_argument("--max-accuracy-drop", type=float, help="compile int8 with this accuracy gate")
     ap.add_argument("--out", type=Path, help="also write the table here")
     a = ap.parse_args()
     names = a.models.split(",") if a.models else CNNS + ENCODERS
@@ -423,11 +426,12 @@ def main() -> None:
         shape = [d.dim_value for d in dims]
         task = a.work / f"{name}-task.npy"
         templates = torch.from_numpy(np.load(task)) if task.exists() else None
-        np.savez(calib, input=(task_samples(templates, [32, *shape[1:]], 32, seed=1)[0].numpy()[:, None]
+        n = a.calibration_samples
+        np.savez(calib, input=(task_samples(templates, [n, *shape[1:]], n, seed=1)[0].numpy()[:, None]
                                if templates is not None else
-                               np.random.default_rng(0).standard_normal((32, *shape)).astype(np.float32)))
+                               np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)))
         q = pipeline.compile(model, "x86-64", output=a.work / f"{name}-int8", force=True, db=a.work / "no-db",
-                             quantize="int8", calibration=calib)
+                             quantize="int8", calibration=calib, max_accuracy_drop=a.max_accuracy_drop)
         sel = q.manifest["precision"].get("selection", {})
         ms = compare({"float32": f.path, "int8": q.path}, min_seconds=3.0)
         quant = q.manifest.get("quantization") or q.manifest["precision"].get("int8_candidate", {})

@@ -99,10 +99,14 @@ def quantize_calibrated(c: Calibrated, per_channel: bool = True, exclude: list[s
     sensitivity: dict[str, float] = {}
     if max_accuracy_drop is not None and acc["drop"] > max_accuracy_drop:
         log.info(f"  accuracy drop {acc['drop']:.4f} > {max_accuracy_drop}: measuring each layer's sensitivity")
+        errors: dict[str, float] = {}
         for name in done:
             only = set(done) - {name} | skip
-            sensitivity[name] = measure(insert_qdq(model, ranges, per_channel, only).model)["drop"]
-        order = sorted(done, key=lambda n: -sensitivity[n])
+            m = measure(insert_qdq(model, ranges, per_channel, only).model)
+            sensitivity[name], errors[name] = m["drop"], m["error"]
+        # each layer alone in int8: the largest drop falls back first, then (where few held-out
+        # samples give most layers the same drop, often 0) the largest error
+        order = sorted(done, key=lambda n: (-sensitivity[n], -errors[n]))
         for name in order:
             fallback.append(name)
             q = insert_qdq(model, ranges, per_channel, skip | set(fallback))
