@@ -49,6 +49,26 @@ def test_reduce_max_of_all_minus_inf_is_minus_inf(tmp_path):
     np.testing.assert_array_equal(out["mn"], [np.inf, -2.0])
 
 
+@pytest.mark.parametrize("shape", [[2, 128, 96], [3, 5]])
+def test_dynamic_quantize_linear_matches_ort(tmp_path, shape):
+    """DynamicQuantizeLinear: scale, zero point and values exactly ONNX Runtime's, on the two-stage
+    min/max (a size that is a multiple of 64) and on TVM's one-stage reduction (15 elements), for
+    inputs of both signs, all positive (the range is widened to 0) and all negative."""
+    model, path = _save(tmp_path, [helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])],
+                        [helper.make_tensor_value_info("x", T.FLOAT, shape)],
+                        [helper.make_tensor_value_info("y", T.UINT8, shape), helper.make_tensor_value_info("s", T.FLOAT, []),
+                         helper.make_tensor_value_info("z", T.UINT8, [])])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    rng = np.random.default_rng(0)
+    for x in (rng.standard_normal(shape) * 3, np.abs(rng.standard_normal(shape)) + 0.5,
+              -np.abs(rng.standard_normal(shape)) - 0.5):
+        x = x.astype(np.float32)
+        x.flat[len(x.flat) // 2] = 7.5 if x.mean() > 0 else -7.5  # the extreme mid-tensor, not in the first column
+        ours, ref = art.run({"x": x}), ort_run(path, {"x": x})
+        for k in ("y", "s", "z"):
+            np.testing.assert_array_equal(ours[k], ref[k], err_msg=k)
+
+
 def test_nms_takes_thresholds_fed_at_run_time(tmp_path):
     boxes = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, -0.1, 1, 0.9], [0, 10, 1, 11], [0, 10.1, 1, 11.1],
                        [0, 100, 1, 101]]], np.float32)
