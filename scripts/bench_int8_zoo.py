@@ -446,7 +446,7 @@ def main() -> None:
 def _row(r: dict) -> str:
     if "error" in r:
         return f"| {r['model']} | - | - | - | - | - | - | - | - | failed: {r['error']} |"
-    top = f"{100 * r['top1']:.0f}%" if r["top1"] is not None else "-"
+    top = f"{100 * r['top1']:.1f}%" if r["top1"] is not None else "-"
     if r.get("task_acc"):
         top += f" (task: float32 {100 * r['task_acc']['float32']:.0f}%, int8 {100 * r['task_acc']['int8']:.0f}%)"
     ort = (f"{r['ort_ms']:.2f} / {r['ort_int8_ms']:.2f} (cosine {r['cosine_ort_int8']:.5f})" if "ort_ms" in r else "-")
@@ -472,8 +472,9 @@ def _table(rows: list[dict]) -> str:
              "| precision chosen | cosine (min) | top-1 agreement (task accuracy) | compile + bench |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(r) for r in rows]
     failed = sum("error" in r for r in rows)
-    lines += ["", f"CNNs: geometric mean speed-up over {len(ok)} models: {geo:.2f}x; slowest {min(sp, default=float('nan')):.2f}x"
-              + (f"; {failed} model(s) failed" if failed else "")]
+    if ok or failed:
+        lines += ["", f"CNNs: geometric mean speed-up over {len(ok)} models: {geo:.2f}x; slowest {min(sp, default=float('nan')):.2f}x"
+                  + (f"; {failed} model(s) failed" if failed else "")]
     for r in rows:
         if "ort_ms" in r:
             lines.append(f"{r['model']}: int8 {r['speedup']:.2f}x its float32 build; "
