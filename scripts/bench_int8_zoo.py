@@ -197,21 +197,28 @@ def task_samples(templates: torch.Tensor, shape, n: int, seed: int) -> tuple[tor
     return torch.stack(out) + 0.5 * torch.randn(n, *shape[1:], generator=g), y
 
 
-def _train(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
-    """TRAIN_STEPS Adam steps on the task (at up to 96x96: conv nets pool globally), then batch-norm
-    statistics gathered again at the export size."""
+def _adam(m: nn.Module, batches, **options) -> float:
+    """One Adam step of ``m``'s cross entropy per (inputs, classes) batch, in training mode; the
+    last loss."""
     import torch.nn.functional as F
 
-    small = tuple(shape[:2]) + tuple(min(d, TRAIN_SIZE) for d in shape[2:]) if len(shape) == 4 else tuple(shape)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(m.parameters(), **options)
     m.train()
-    for step in range(TRAIN_STEPS):
-        x, y = task_samples(templates, (TRAIN_BATCH, *small[1:]), TRAIN_BATCH, seed=10_000 + step)
+    for x, y in batches:
         loss = F.cross_entropy(m(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    print(f"  trained on the {CLASSES}-class task: last loss {loss.item():.3f}", flush=True)
+    return loss.item()
+
+
+def _train(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
+    """TRAIN_STEPS Adam steps on the task (at up to 96x96: conv nets pool globally), then batch-norm
+    statistics gathered again at the export size."""
+    small = tuple(shape[:2]) + tuple(min(d, TRAIN_SIZE) for d in shape[2:]) if len(shape) == 4 else tuple(shape)
+    loss = _adam(m, (task_samples(templates, (TRAIN_BATCH, *small[1:]), TRAIN_BATCH, seed=10_000 + step)
+                     for step in range(TRAIN_STEPS)), lr=1e-3)
+    print(f"  trained on the {CLASSES}-class task: last loss {loss:.3f}", flush=True)
     m = _batch_norm_stats(m, (task_samples(templates, (8, *shape[1:]), 8, seed=20_000 + i)[0] for i in range(4)))
     return _fit_head(m, shape, templates)
 
@@ -221,13 +228,10 @@ HEAD_SAMPLES, HEAD_STEPS, HEAD_BATCH = 512, 500, 32
 
 def _fit_head(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
     """The classifier head (``m.head``, else ``m.fc``) fitted again at the export size, the body
-    frozen: a body trained at 96x96 need not carry its decision to 224x224, but its features
-    still tell the classes apart. HEAD_SAMPLES
-    samples' head inputs are gathered once, then HEAD_STEPS Adam steps on batches of HEAD_BATCH
-    (SqueezeNet's head is a 1x1 conv over 13x13 maps: full batches took minutes a step); the accuracy
-    printed is on samples the fit did not see."""
-    import torch.nn.functional as F
-
+    frozen: a body trained at 96x96 need not carry its decision to 224x224, but its features still
+    tell the classes apart. HEAD_SAMPLES samples' head inputs are gathered once, then HEAD_STEPS
+    Adam steps on batches of HEAD_BATCH (SqueezeNet's head is a 1x1 conv over 13x13 maps: full
+    batches took minutes a step); the accuracy printed is on samples the fit did not see."""
     head = getattr(m, "head", None) or m.fc
     feats: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _mod, args: feats.append(args[0].detach()))
@@ -239,20 +243,14 @@ def _fit_head(m: nn.Module, shape, templates: torch.Tensor) -> nn.Module:
             ys.append(y)
     hook.remove()
     x, y = torch.cat(feats), torch.cat(ys)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
-    head.train()
     g = torch.Generator().manual_seed(0)
-    for _ in range(HEAD_STEPS):
-        batch = torch.randint(0, len(x), (HEAD_BATCH,), generator=g)
-        loss = F.cross_entropy(head(x[batch]), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    picks = (torch.randint(0, len(x), (HEAD_BATCH,), generator=g) for _ in range(HEAD_STEPS))
+    loss = _adam(head, ((x[b], y[b]) for b in picks), lr=1e-2, weight_decay=1e-4)
     m.eval()
     with torch.no_grad():
         xt, yt = task_samples(templates, (64, *shape[1:]), 64, seed=40_000)
         acc = (m(xt).argmax(1) == yt).float().mean().item()
-    print(f"  head fitted at {tuple(shape[2:])}: loss {loss.item():.3f}, held-out accuracy {100 * acc:.0f}%", flush=True)
+    print(f"  head fitted at {tuple(shape[2:])}: loss {loss:.3f}, held-out accuracy {100 * acc:.0f}%", flush=True)
     return m
 
 

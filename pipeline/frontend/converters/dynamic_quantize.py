@@ -34,7 +34,7 @@ def _impl(cls, bb, inputs, attr, params):
     from tvm import relax
 
     x = inputs[0]
-    dtype = x.ty.dtype.dtype if hasattr(x.ty.dtype, "dtype") else str(x.ty.dtype)
+    dtype = str(x.ty.dtype)
     qmin, qmax = relax.const(0, dtype), relax.const(255, dtype)
     x_max = relax.op.maximum(qmin, _reduce(bb, x, True))
     x_min = relax.op.minimum(qmin, _reduce(bb, x, False))
