@@ -12,7 +12,7 @@ from .backends.cpu.features import required_features
 from .build import elf_machine
 from .errors import DeployError
 from .files import sha256_file
-from .frontend import narrow
+from .frontend import narrow, training
 from .frontend.specs import graph_inputs, value_spec
 from .version import __version__
 
@@ -45,7 +45,8 @@ def make_manifest(args, preset, loaded, model, lib: Path, passes: dict) -> dict:
             "file": loaded.path.name,
             "sha256": loaded.sha256,
             "opset": next((o.version for o in loaded.model.opset_import if o.domain in ("", "ai.onnx")), None),
-            "inputs": narrow.io_specs(loaded.model, [s.to_dict() for s in graph_inputs(model)]),
+            "inputs": training.with_only_values(model, narrow.io_specs(loaded.model,
+                                                                        [s.to_dict() for s in graph_inputs(model)])),
             "outputs": narrow.io_specs(loaded.model, [value_spec(v).to_dict() for v in model.graph.output],
                                        outputs=True),
             **unused_inputs(loaded.model, model),

@@ -107,13 +107,13 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     backend, target = for_preset(preset), preset.tvm_target()
     kernels = backend.frontend_kernels(target)
     with step("import"):
-        mod = import_model(cleaned, dims, kernels)
+        mod = import_model(cleaned, dims, kernels, backend.half_in_float32)
     specialized = []
     for binding in specializations(dims):
         name = function_name(binding)
         with step(f"import: {name} ({point_text(binding)})"):
             mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook,
-                                      kernels)
+                                      kernels, backend.half_in_float32)
         specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
@@ -149,7 +149,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
 
 
 def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook,
-                        kernels=None):
+                        kernels=None, half_in_float32: bool = False):
     """``mod`` with one more function: the model imported with the dims in ``binding`` bound
     (clean-up folds what those sizes make constant, as for a static model)."""
     shapes = {s.name: bind_shape(input_shapes.get(s.name, s.shape), binding) for s in graph_inputs(model)}
@@ -159,7 +159,7 @@ def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, b
         cleaned = qoperator.to_qdq(cleaned)
     if onnx_hook is not None:
         cleaned = onnx_hook(cleaned)
-    spec = import_model(cleaned, rest, kernels)
+    spec = import_model(cleaned, rest, kernels, half_in_float32)
     out = mod.clone()
     out[name] = spec["main"].with_attr("global_symbol", name)
     return out

@@ -51,7 +51,9 @@ def random_inputs(specs: list[dict], seed: int = 0, dims: dict[str, int] | None 
             raise DeployError(f"input '{s['name']}' has the dynamic shape {s['shape']}: random inputs need a size "
                               "for each dim", hint="give the sizes (--shapes DIM=N), or pass inputs")
         dtype = np_dtype(s["dtype"])
-        if dtype.kind == "f" or dtype.name.startswith(("float", "bfloat")):  # ml_dtypes' floats too
+        if "only" in s:  # the one value the artifact accepts (frontend/training.py)
+            out[s["name"]] = np.full(shape, s["only"], dtype=dtype)
+        elif dtype.kind == "f" or dtype.name.startswith(("float", "bfloat")):  # ml_dtypes' floats too
             out[s["name"]] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             out[s["name"]] = rng.integers(0, 2, shape).astype(bool)
@@ -235,6 +237,9 @@ class Artifact:
             flat = from_storage(self.outputs, flatten_outputs(self._vm[fn](*args)))
         except DeployError:
             raise
+        except AssertionError as e:  # the model's own run-time check (frontend/training.py): its message says it all
+            raise DeployError(f"running {self.path} stopped: {last_line(e)[:400]}",
+                              hint="feed the value the message names") from e
         except Exception as e:  # noqa: BLE001 - TVM's runtime: one message, not its trace
             raise DeployError(f"running {self.path} failed in TVM's runtime: {last_line(e)[:300]}",
                               hint="check the inputs against the manifest; run with -v, and report the model "

@@ -36,6 +36,68 @@ def test_float16_matmul_accumulates_in_float32(tmp_path):
     assert np.all(np.abs(y.astype(np.float64) - exact) <= np.abs(exact) * 2.0 ** -11 + 1e-3)
 
 
+
+def test_float16_graph_computes_in_float32_and_rounds_once(tmp_path):
+    """On a CPU target a float16 graph computes in float32: a scaled matmul then a softmax, rounded
+    once at the output, lands within half an ulp of the exact value (each op rounded to float16,
+    as TVM computes it, is off by an ulp or more: the conformance suite's float16 attention). An
+    explicit Cast from float32 to float16 still rounds, as written; the model's types stay float16."""
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((4, 64)).astype(np.float16)
+    k = rng.standard_normal((64, 16)).astype(np.float16)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    s = np.array(0.125, np.float16)
+    model, path = _save(tmp_path, [helper.make_node("Mul", ["q", "s"], ["qs"]),
+                                   helper.make_node("MatMul", ["qs", "k"], ["qk"]),
+                                   helper.make_node("Softmax", ["qk"], ["p"], axis=-1),
+                                   helper.make_node("Cast", ["x"], ["xh"], to=T.FLOAT16),
+                                   helper.make_node("Cast", ["xh"], ["xr"], to=T.FLOAT)],
+                        [helper.make_tensor_value_info("q", T.FLOAT16, [4, 64]),
+                         helper.make_tensor_value_info("x", T.FLOAT, [4, 16])],
+                        [helper.make_tensor_value_info("p", T.FLOAT16, [4, 16]),
+                         helper.make_tensor_value_info("xr", T.FLOAT, [4, 16])],
+                        [onnx.numpy_helper.from_array(k, "k"), onnx.numpy_helper.from_array(s, "s")])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    assert [i["dtype"] for i in art.inputs] == ["float16", "float32"]
+    out = art.run({"q": q, "x": x})
+    qk = (q.astype(np.float64) * 0.125) @ k.astype(np.float64)
+    e = np.exp(qk - qk.max(-1, keepdims=True))
+    exact = e / e.sum(-1, keepdims=True)
+    assert out["p"].dtype == np.float16
+    np.testing.assert_array_equal(out["p"], exact.astype(np.float16))  # the exact value, rounded once
+    np.testing.assert_array_equal(out["xr"], x.astype(np.float16).astype(np.float32))  # the explicit Cast rounds
+
+
+@pytest.mark.parametrize("ratio_const", [False, True])
+def test_training_dropout_compiles_where_it_drops_nothing(tmp_path, ratio_const):
+    """Dropout in training mode with its ratio fed at run time is the identity at ratio 0 (as ONNX
+    Runtime computes it) and stops the run, naming the node, at any other ratio; the manifest gives
+    the ratio its one accepted value, which random inputs feed. With a non-zero constant ratio it
+    would drop at random: refused before import."""
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    inits = [onnx.numpy_helper.from_array(np.array(True), "t")]
+    inputs = [helper.make_tensor_value_info("x", T.FLOAT, [3, 4])]
+    if ratio_const:
+        inits.append(onnx.numpy_helper.from_array(np.array(0.5, np.float32), "r"))
+    else:
+        inputs.append(helper.make_tensor_value_info("r", T.FLOAT, []))
+    model, path = _save(tmp_path, [helper.make_node("Dropout", ["x", "r", "t"], ["y", "mask"], name="drop")], inputs,
+                        [helper.make_tensor_value_info("y", T.FLOAT, [3, 4]),
+                         helper.make_tensor_value_info("mask", T.BOOL, [3, 4])], inits)
+    if ratio_const:
+        with pytest.raises(DeployError, match="Dropout in training mode.*drop"):
+            pipeline.compile(path, "x86-64", output=tmp_path / "a")
+        return
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")  # the built-in check ran at ratio 0
+    assert [i.get("only") for i in art.inputs] == [None, 0.0]
+    assert art.random_inputs()["r"] == 0
+    feed = {"x": x, "r": np.array(0.0, np.float32)}
+    out, want = art.run(feed), ort_run(model, feed)
+    np.testing.assert_array_equal(out["y"], want["y"])
+    np.testing.assert_array_equal(out["mask"], want["mask"])
+    with pytest.raises(DeployError, match=r"Dropout 'drop' runs in training mode here \(r = 0.5\).*feed r = 0"):
+        art.run({"x": x, "r": np.array(0.5, np.float32)})
+
 def test_reduce_max_of_all_minus_inf_is_minus_inf(tmp_path):
     x = np.array([[-np.inf, -np.inf, -np.inf], [1.0, -np.inf, 2.0]], np.float32)
     model, path = _save(tmp_path, [helper.make_node("ReduceMax", ["x", "axes"], ["mx"], keepdims=0),

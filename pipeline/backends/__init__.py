@@ -32,6 +32,7 @@ class Backend:
     has_default_schedules = False     # schedules kernels without tuning records itself
     unscheduled = "TVM plain loops"   # what a kernel with neither a record nor a default schedule runs
     host_timed = False                # a kernel's time is the host clock around its call (deploy profile)
+    half_in_float32 = False           # float16/bfloat16 models compute in float32 (frontend/half.py)
 
     # -- import
     def frontend_kernels(self, target):

@@ -1,14 +1,24 @@
-"""float16 and bfloat16 models: accumulate in float32, round once.
+"""float16 and bfloat16 models: how much of them computes in float32.
 
 TVM computes a float16 matmul, convolution, softmax or sum in float16 throughout, summing in
 float16, and expands sigmoid, tanh, erf, ... into several float16 steps, each rounded; ONNX
-Runtime accumulates and evaluates them in float32 and rounds the result once, and the float16
-answers drift apart by several units in the last place (the conformance suite's float16
-attention and causal convolution). Right after import, every such op on float16/bfloat16 tensors
-computes in float32 and casts its result back: the model's types stay as exported.
+Runtime's CPU provider computes float16 graphs in float32 (its half kernels are few, and it
+casts around the rest), and the float16 answers drift apart by several units in the last place
+(the conformance suite's float16 attention and causal convolution). Two levels, by target family:
+
+- ``compute_in_float`` (CPU families, ``Backend.half_in_float32``): the ONNX graph computes in
+  float32 from end to end before import. Half inputs are cast up where the graph starts, half
+  outputs rounded once where it ends, half initializers and constants widened (exactly). A Cast
+  or CastLike from another type to a half type stays a rounding, as written; one from a half
+  type to it is then nothing. x86 has no half arithmetic (LLVM converts around every op), so this
+  is also the faster form there. A graph with subgraphs (If, Loop bodies), local functions or
+  sparse initializers keeps its types and gets the second level only.
+- ``accumulate_in_float`` (every family, right after import): every matmul, convolution,
+  reduction and transcendental op on half tensors computes in float32 and casts its result back;
+  the model's types stay as exported. On a GPU the rest stays half: that is its speed.
 
 (``--precision fp16`` converts a float32 model and sets float32 accumulation itself; a float32
-model has nothing for this pass to do.)
+model has nothing for either to do.)
 """
 
 from __future__ import annotations
@@ -72,3 +82,117 @@ def accumulate_in_float(mod):
     if not changed:
         return mod
     return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)
+
+
+# attributes that name a node's output type (EyeLike, Random*, the windows, DequantizeLinear's
+# output_dtype, deploy's CastFromBits): a half one becomes float
+_TYPE_ATTRS = ("to", "dtype", "output_datatype", "output_dtype")
+
+
+def compute_in_float(model):
+    """``model`` computing in float32 where it computed in float16/bfloat16, its inputs' and
+    outputs' types unchanged (see the module doc); ``model`` itself when it has no half tensor
+    or has subgraphs, local functions or sparse initializers."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    half_types = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    g = model.graph
+    types: dict[str, int] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    types.update({t.name: t.data_type for t in g.initializer})
+
+    def half_attr(a) -> bool:
+        return (a.type == onnx.AttributeProto.INT and a.name in _TYPE_ATTRS and a.i in half_types
+                or a.type == onnx.AttributeProto.TENSOR and a.t.data_type in half_types)
+
+    if not (any(t in half_types for t in types.values())
+            or any(half_attr(a) for n in g.node for a in n.attribute)):
+        return model
+    if (model.functions or g.sparse_initializer
+            or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)):
+        return model
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    used = {n for node in g.node for n in [*node.input, *node.output]} | set(types)
+
+    def fresh(base: str) -> str:
+        name, k = f"{base}__f32", 0
+        while name in used:
+            k += 1
+            name = f"{base}__f32_{k}"
+        used.add(name)
+        return name
+
+    def widen_tensor(t):
+        w = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
+        t.CopyFrom(w)
+
+    def rename_uses(old: str, new: str) -> None:
+        for node in g.node:
+            for i, n in enumerate(node.input):
+                if n == old:
+                    node.input[i] = new
+
+    head, tail = [], []
+    inputs, outputs_done = {i.name for i in g.input}, set()
+    for vi in g.input:  # a half input: cast up where the graph starts
+        t = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+        if t in half_types and vi.name not in {i.name for i in g.initializer}:
+            wide = fresh(vi.name)
+            rename_uses(vi.name, wide)
+            types[wide] = t
+            head.append(helper.make_node("Cast", [vi.name], [wide], name=f"{vi.name}/to_float32", to=TensorProto.FLOAT))
+    for vo in g.output:  # a half output: rounded once where it ends
+        t = vo.type.tensor_type.elem_type if vo.type.HasField("tensor_type") else types.get(vo.name, 0)
+        if t not in half_types or vo.name in inputs or vo.name in outputs_done:
+            continue
+        outputs_done.add(vo.name)
+        wide = fresh(vo.name)
+        rename_uses(vo.name, wide)
+        for node in g.node:
+            for i, n in enumerate(node.output):
+                if n == vo.name:
+                    node.output[i] = wide
+        for init in g.initializer:
+            if init.name == vo.name:
+                init.name = wide
+        tail.append(helper.make_node("Cast", [wide], [vo.name], name=f"{vo.name}/to_{TensorProto.DataType.Name(t).lower()}",
+                                     to=t))
+    nodes = []
+    for node in g.node:
+        std = node.domain in ("", "ai.onnx")
+        if std and node.op_type in ("Cast", "CastLike"):
+            to = (next((a.i for a in node.attribute if a.name == "to"), 0) if node.op_type == "Cast"
+                  else types.get(node.input[1], 0))
+            if to in half_types:
+                if types.get(node.input[0]) in half_types:  # half to half: nothing, once both are float
+                    nodes.append(helper.make_node("Identity", [node.input[0]], list(node.output), name=node.name))
+                else:  # a rounding as written: to the half type and back up
+                    mid = fresh(node.output[0] + "/rounded")
+                    keep = [a for a in node.attribute if a.name not in ("to",)]
+                    first = helper.make_node("Cast", [node.input[0]], [mid], name=node.name, to=to)
+                    first.attribute.extend(keep)
+                    nodes += [first, helper.make_node("Cast", [mid], list(node.output), name=f"{node.name}/to_float32",
+                                                      to=TensorProto.FLOAT)]
+                continue
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.INT and a.name in _TYPE_ATTRS and a.i in half_types:
+                a.i = TensorProto.FLOAT
+            elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type in half_types:
+                widen_tensor(a.t)
+        nodes.append(node)
+    for init in g.initializer:
+        if init.data_type in half_types:
+            widen_tensor(init)
+    for vi in g.value_info:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type in half_types:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    del g.node[:]
+    g.node.extend(head + nodes + tail)
+    return out

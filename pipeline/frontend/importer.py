@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .. import log
-from . import converters, functions, half, narrow, provenance, qoperator, unroll
+from . import converters, functions, half, narrow, provenance, qoperator, training, unroll
 from ..errors import DeployError
 from .specs import graph_constants, graph_inputs, opset_of
 
@@ -67,13 +67,14 @@ def unsupported_ops(model: onnx.ModelProto, cleaned: bool = False) -> dict[str, 
     opset = opset_of(model)
     found: dict[str, list[str]] = {}
     consts = graph_constants(model.graph)
+    runtime = {i.name for i in graph_inputs(model)}
 
-    def walk(graph):
+    def walk(graph, top: bool):
         for i, node in enumerate(graph.node):
             label = provenance.node_name(node, i)
             op = node.op_type
             key = op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"
-            if _training_mode(node, consts):
+            if training.refused(node, consts, runtime if top else set()):
                 found.setdefault(f"{op} in training mode (deploy compiles inference only)", []).append(label)
                 continue
             wrong = _known_wrong(node)
@@ -90,9 +91,9 @@ def unsupported_ops(model: onnx.ModelProto, cleaned: bool = False) -> dict[str, 
                 found.setdefault(key, []).append(label)
             for a in node.attribute:
                 if a.g.node:
-                    walk(a.g)
+                    walk(a.g, False)
 
-    walk(model.graph)
+    walk(model.graph, True)
     return found
 
 
@@ -107,22 +108,6 @@ def _known_wrong(node) -> str | None:
     return None
 
 
-def _training_mode(node, consts: dict) -> bool:
-    """Dropout with a training_mode input that is true or not a constant; BatchNormalization with
-    training_mode=1: ops whose training behaviour deploy does not compile."""
-    if node.domain not in ("", "ai.onnx"):
-        return False
-    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
-        value = consts.get(node.input[2])
-        ratio = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else np.array(0.5)
-        if ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0:
-            return False  # a ratio of 0 drops nothing, in training mode too
-        return value is None or bool(value.reshape(-1)[0])
-    if node.op_type == "BatchNormalization":
-        return any(a.name == "training_mode" and a.i for a in node.attribute)
-    return False
-
-
 def check_supported(model: onnx.ModelProto, cleaned: bool = False) -> None:
     missing = unsupported_ops(model, cleaned)
     if missing:
@@ -135,14 +120,17 @@ def check_supported(model: onnx.ModelProto, cleaned: bool = False) -> None:
         )
 
 
-def import_model(model: onnx.ModelProto, dims: dict | None = None, kernels=None):
+def import_model(model: onnx.ModelProto, dims: dict | None = None, kernels=None, half_in_float32: bool = False):
     """Convert a cleaned-up ONNX model to a Relax IRModule. Input shapes are static except the
     dims named in ``dims`` (frontend.dims), which become symbolic sizes with their range.
-    ``kernels``: the target family's fused kernels (``Backend.frontend_kernels``), or None."""
+    ``kernels``: the target family's fused kernels (``Backend.frontend_kernels``), or None.
+    ``half_in_float32``: a float16/bfloat16 graph computes in float32 (``half.compute_in_float``;
+    ``Backend.half_in_float32``)."""
     from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
     dims = dims or {}
     check_supported(model, cleaned=True)
+    imported = half.compute_in_float(model) if half_in_float32 else model
     shape_dict = {}
     for spec in graph_inputs(model):
         if any(not isinstance(d, int) and d not in dims for d in spec.shape):
@@ -154,7 +142,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None, kernels=None)
     try:
         with log.tvm_quiet(), contextlib.redirect_stdout(printed if not log.verbose() else sys.stdout), \
                 converters.installed(kernels), provenance.tagging(onnx_frontend.ONNXGraphImporter) as order:
-            mod = from_onnx(model, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
+            mod = from_onnx(imported, shape_dict=shape_dict, opset=opset_of(model), keep_params_in_input=False)
     except DeployError as e:
         raise _quietly_dropped(e)
     except Exception as e:
@@ -166,6 +154,7 @@ def import_model(model: onnx.ModelProto, dims: dict | None = None, kernels=None)
             hint="run with -v for the full trace; try simplifying the model (onnxslim) or another opset",
         ) from (e if log.verbose() else _quietly_dropped(e))
     mod = provenance.restore(mod, {}, order)
+    mod = training.add_checks(mod, model)
     mod = half.accumulate_in_float(mod)
     if dims:
         mod = _with_bounds(mod, dims)

@@ -114,6 +114,7 @@ class CpuBackend(Backend):
     supports_runner = True
     has_default_schedules = True
     host_timed = True
+    half_in_float32 = True  # no half arithmetic on x86 (LLVM converts around each op); ORT's CPU provider computes half graphs in float32 too
 
     def frontend_kernels(self, target):
         from . import recurrence
