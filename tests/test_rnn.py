@@ -58,7 +58,7 @@ def test_lstm_with_initial_states(tmp_path):
     np.testing.assert_allclose(art(feed)["y"], ort_run(path, feed)["y"], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 def test_recurrent_on_rpi4_under_qemu(tmp_path, cell):
     path, _, args = export(tmp_path, cell, True, True, 2)
     art = pipeline.compile(path, "rpi4", output=tmp_path / "rpi4", check=True)  # the check runs it under qemu
