@@ -1,0 +1,72 @@
+"""deploy's converters for ops TVM 0.27 lacks, on forms the ONNX node tests do not cover, against
+ONNX Runtime: DeformConv with groups, offset groups, strides, dilations, pads, a mask and a bias,
+its taps moved partly outside the image; TensorScatter's decode step with write indices fed at
+run time, circular; Col2Im with strides, pads and dilations together."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T, helper, numpy_helper
+
+import pipeline
+from conftest import ort_run
+
+
+def _save(tmp_path, node, inputs, outputs, inits=(), opset=24):
+    g = helper.make_graph([node], "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    onnx.checker.check_model(model)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_deform_conv_grouped_strided_with_mask_matches_ort(tmp_path):
+    rng = np.random.default_rng(0)
+    n, ic, oc, h, w, k, group, og = 2, 8, 6, 11, 13, 3, 2, 4
+    pads, strides, dil = [1, 2, 1, 0], [2, 1], [1, 2]
+    oh = (h + pads[0] + pads[2] - dil[0] * (k - 1) - 1) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - dil[1] * (k - 1) - 1) // strides[1] + 1
+    weights = rng.standard_normal((oc, ic // group, k, k)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    node = helper.make_node("DeformConv", ["x", "w", "offset", "b", "mask"], ["y"], group=group, offset_group=og,
+                            kernel_shape=[k, k], pads=pads, strides=strides, dilations=dil)
+    path = _save(tmp_path, node,
+                 [helper.make_tensor_value_info("x", T.FLOAT, [n, ic, h, w]),
+                  helper.make_tensor_value_info("offset", T.FLOAT, [n, og * k * k * 2, oh, ow]),
+                  helper.make_tensor_value_info("mask", T.FLOAT, [n, og * k * k, oh, ow])],
+                 [helper.make_tensor_value_info("y", T.FLOAT, [n, oc, oh, ow])], [("w", weights), ("b", bias)])
+    feed = {"x": rng.standard_normal((n, ic, h, w)).astype(np.float32),
+            "offset": (3 * rng.standard_normal((n, og * k * k * 2, oh, ow))).astype(np.float32),  # some taps leave the image
+            "mask": rng.uniform(0, 1, (n, og * k * k, oh, ow)).astype(np.float32)}
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    np.testing.assert_allclose(art.run(feed)["y"], ort_run(path, feed)["y"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter_with_run_time_write_indices_matches_ort(tmp_path, mode):
+    rng = np.random.default_rng(1)
+    past = rng.standard_normal((3, 2, 8, 4)).astype(np.float32)
+    update = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
+    node = helper.make_node("TensorScatter", ["past", "update", "idx"], ["present"], axis=2, mode=mode)
+    path = _save(tmp_path, node, [helper.make_tensor_value_info("past", T.FLOAT, [3, 2, 8, 4]),
+                                  helper.make_tensor_value_info("update", T.FLOAT, [3, 2, 3, 4]),
+                                  helper.make_tensor_value_info("idx", T.INT64, [3])],
+                 [helper.make_tensor_value_info("present", T.FLOAT, [3, 2, 8, 4])])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    for idx in ([0, 2, 5], [6, 7, 1] if mode == "circular" else [5, 1, 0]):  # circular: writes wrap around
+        feed = {"past": past, "update": update, "idx": np.array(idx, np.int64)}
+        np.testing.assert_array_equal(art.run(feed)["present"], ort_run(path, feed)["present"])
+
+
+def test_col2im_strided_padded_dilated_matches_ort(tmp_path):
+    rng = np.random.default_rng(2)
+    image, block, strides, pads, dil = [9, 10], [2, 3], [2, 1], [1, 0, 2, 1], [2, 1]
+    nb = [(image[d] + pads[d] + pads[d + 2] - dil[d] * (block[d] - 1) - 1) // strides[d] + 1 for d in range(2)]
+    x = rng.standard_normal((2, 3 * 6, nb[0] * nb[1])).astype(np.float32)
+    node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"], strides=strides, pads=pads, dilations=dil)
+    path = _save(tmp_path, node, [helper.make_tensor_value_info("x", T.FLOAT, list(x.shape))],
+                 [helper.make_tensor_value_info("y", T.FLOAT, [2, 3, *image])],
+                 [("image", np.array(image, np.int64)), ("block", np.array(block, np.int64))])
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    np.testing.assert_allclose(art.run({"x": x})["y"], ort_run(path, {"x": x})["y"], atol=1e-5, rtol=1e-5)
