@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 KERNELS: list = [None]
 """The target family's fused kernels for this import (``Backend.frontend_kernels``), or None."""
@@ -25,6 +27,21 @@ def plain(fn):
         return fn(bb, inputs, attr, params)
 
     return impl
+
+
+def constant(x, params, what: str) -> np.ndarray:
+    """The value of a converter input that must be a constant (an initializer), or a DeployError
+    naming ``what``."""
+    from tvm.relax.frontend.onnx.onnx_frontend import get_constant
+
+    from ...errors import DeployError
+
+    c = get_constant(x, params)
+    value = getattr(c, "value", None)
+    if value is None or not hasattr(value, "numpy"):
+        raise DeployError(f"{what} must be a constant (an initializer)",
+                          hint="export it as a constant, or fold it with onnxslim first")
+    return value.numpy()
 
 
 def runtime_input(x, params) -> bool:

@@ -7,7 +7,7 @@ from the strides, pads and dilations, so no two threads write one pixel."""
 
 from __future__ import annotations
 
-from .base import add_ops, plain
+from .base import add_ops, constant, plain
 
 
 def col2im(bb, inputs, attr, params):
@@ -15,11 +15,10 @@ def col2im(bb, inputs, attr, params):
     from tvm import tirx as tir
 
     from ...errors import DeployError
-    from .small_ops import _const
 
     x = inputs[0]
-    image = [int(v) for v in _const(inputs[1], params, "Col2Im's image_shape").reshape(-1)]
-    block = [int(v) for v in _const(inputs[2], params, "Col2Im's block_shape").reshape(-1)]
+    image = [int(v) for v in constant(inputs[1], params, "Col2Im's image_shape").reshape(-1)]
+    block = [int(v) for v in constant(inputs[2], params, "Col2Im's block_shape").reshape(-1)]
     nd = len(image)
     strides = list(attr.get("strides", [1] * nd))
     dil = list(attr.get("dilations", [1] * nd))

@@ -18,20 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, plain
-
-
-def _const(x, params, what: str) -> np.ndarray:
-    from tvm.relax.frontend.onnx.onnx_frontend import get_constant
-
-    from ...errors import DeployError
-
-    c = get_constant(x, params)
-    value = getattr(c, "value", None)
-    if value is None or not hasattr(value, "numpy"):
-        raise DeployError(f"{what} must be a constant (an initializer)",
-                          hint="export it as a constant, or fold it with onnxslim first")
-    return value.numpy()
+from .base import add_ops, constant, plain
 
 
 def _static(shape) -> list[int]:
@@ -44,7 +31,7 @@ def cumprod(bb, inputs, attr, params):
     op = relax.op
     x = inputs[0]
     rank = len(x.ty.shape)
-    axis = int(_const(inputs[1], params, "CumProd's axis").reshape(-1)[0])
+    axis = int(constant(inputs[1], params, "CumProd's axis").reshape(-1)[0])
     axis = axis + rank if axis < 0 else axis
     if attr.get("reverse", 0):
         x = bb.normalize(op.flip(x, axis))
@@ -89,7 +76,7 @@ def center_crop_pad(bb, inputs, attr, params):
     x = inputs[0]
     shape = _static(x.ty.shape)
     rank = len(shape)
-    target = [int(v) for v in _const(inputs[1], params, "CenterCropPad's shape").reshape(-1)]
+    target = [int(v) for v in constant(inputs[1], params, "CenterCropPad's shape").reshape(-1)]
     axes = [int(a) for a in attr.get("axes", range(rank))]
     axes = [a + rank if a < 0 else a for a in axes]
     dtype = str(x.ty.dtype)
@@ -119,7 +106,7 @@ def window(kind: str):
         from onnx.reference import ReferenceEvaluator
         from tvm import relax
 
-        size = _const(inputs[0], params, f"{kind}'s size").reshape(-1)[0]
+        size = constant(inputs[0], params, f"{kind}'s size").reshape(-1)[0]
         node = helper.make_node(kind, ["size"], ["y"], **{k: int(attr[k]) for k in ("output_datatype", "periodic") if k in attr})
         graph = helper.make_graph([node], "w", [], [helper.make_tensor_value_info("y", onnx.TensorProto.UNDEFINED, None)],
                                   [numpy_helper.from_array(np.asarray(size, np.int64), "size")])
