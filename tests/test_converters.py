@@ -70,3 +70,25 @@ def test_col2im_strided_padded_dilated_matches_ort(tmp_path):
                  [("image", np.array(image, np.int64)), ("block", np.array(block, np.int64))])
     art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
     np.testing.assert_allclose(art.run({"x": x})["y"], ort_run(path, {"x": x})["y"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_max_pool_indices_into_max_unpool_match_ort(tmp_path, storage_order):
+    """SegNet's encoder-decoder step: MaxPool's Indices (ties among equal maxima included: the input
+    is rounded to a few values; ceil mode, dilation, pads) fed to MaxUnpool."""
+    rng = np.random.default_rng(3)
+    x = np.round(rng.standard_normal((2, 3, 12, 12))).astype(np.float32)
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 0, 1],
+                              dilations=[1, 2], ceil_mode=1, storage_order=storage_order)]
+    if storage_order == 0:  # MaxUnpool reads row-major indices
+        nodes.append(helper.make_node("MaxUnpool", ["y", "i"], ["z"], kernel_shape=[2, 2], strides=[2, 2]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [2, 3, 12, 12])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, [2, 3, 6, 6]),
+                           helper.make_tensor_value_info("i", T.INT64, [2, 3, 6, 6])]
+                          + ([helper.make_tensor_value_info("z", T.FLOAT, [2, 3, 12, 12])] if storage_order == 0 else []))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)], ir_version=8)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    out, want = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x}), ort_run(path, {"x": x})
+    for name in want:
+        np.testing.assert_array_equal(out[name], want[name], err_msg=name)

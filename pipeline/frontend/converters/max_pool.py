@@ -1,0 +1,75 @@
+"""MaxPool's second output, Indices (SegNet-style encoders feed it to MaxUnpool), which TVM 0.27's
+converter does not produce ("Missing outputs"). 2-D.
+
+The values stay TVM's ``max_pool2d``; where the node asks for Indices, one more kernel finds, in
+each window, the first position (in row-major scan order, ONNX's choice among equal maxima)
+holding the maximum, and writes its index into the flattened input: ``(n * C + c) * H * W +
+h * W + w``, or ``h + w * H`` within the plane for ``storage_order=1``. Padding is never a position."""
+
+from __future__ import annotations
+
+from .base import add_ops
+
+
+def install():
+    from tvm import te
+    from tvm import tirx as tir
+    from tvm.relax.frontend.onnx import onnx_frontend as of
+
+    from ...errors import DeployError
+
+    def impl(cls, bb, inputs, attr, params):
+        values = bb.normalize(of.MaxPool._impl_v1(bb, inputs, attr, params))
+        if attr.get("tvm_custom", {}).get("num_outputs", 1) < 2:
+            return values
+        x = inputs[0]
+        shape = [int(d) for d in x.ty.shape]
+        if len(shape) != 4:
+            raise DeployError(f"MaxPool's Indices output on a {len(shape) - 2}-D input: deploy computes it for 2-D "
+                              "pooling only", hint="drop the Indices output, or pool in 2-D")
+        n, c, h, w = shape
+        oh, ow = (int(d) for d in list(values.ty.shape)[2:])
+        kh, kw = attr["kernel_shape"]
+        sh, sw = attr.get("strides", [1, 1])
+        dh, dw = attr.get("dilations", [1, 1])
+        auto = attr.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            begin = []
+            for size, out, k, s, d in ((h, oh, kh, sh, dh), (w, ow, kw, sw, dw)):
+                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+                begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+            ph, pw = begin
+        elif auto == "VALID":
+            ph = pw = 0
+        else:
+            pads = list(attr.get("pads", [0, 0, 0, 0]))
+            ph, pw = pads[0], pads[1]
+        column = int(attr.get("storage_order", 0)) == 1
+        big = tir.const(h * w, "int64")
+
+        def f(data, best):
+            rh, rw = te.reduce_axis((0, kh), name="rh"), te.reduce_axis((0, kw), name="rw")
+
+            def first(b, ch, i, j):
+                y, z = i * sh - ph + rh * dh, j * sw - pw + rw * dw
+                inside = tir.all(y >= 0, y < h, z >= 0, z < w)
+                hit = tir.if_then_else(inside, data[b, ch, tir.max(tir.min(y, h - 1), 0), tir.max(tir.min(z, w - 1), 0)]
+                                       == best[b, ch, i, j], False)
+                return te.min(tir.Select(hit, y.astype("int64") * w + z.astype("int64"), big), axis=[rh, rw])
+
+            pos = te.compute([n, c, oh, ow], first, name="max_pool_first")
+
+            def index(b, ch, i, j):
+                p = pos[b, ch, i, j]
+                within = (tir.floormod(p, w) * h + tir.floordiv(p, w)) if column else p
+                return (b.astype("int64") * c + ch.astype("int64")) * (h * w) + within
+
+            return te.compute([n, c, oh, ow], index, name="max_pool_indices")
+
+        indices = bb.emit_te(f, x, values, primfunc_name_hint="max_pool_indices")
+        from tvm import relax
+
+        return relax.Tuple([values, indices])
+
+    return add_ops({"MaxPool": {"_impl_v1": impl}}, override=True)
