@@ -92,3 +92,24 @@ def test_max_pool_indices_into_max_unpool_match_ort(tmp_path, storage_order):
     out, want = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x}), ort_run(path, {"x": x})
     for name in want:
         np.testing.assert_array_equal(out[name], want[name], err_msg=name)
+
+
+def test_max_unpool_output_shape_inferred_compiles_other_refused(tmp_path):
+    """MaxUnpool's output_shape as a constant (TVM's converter failed on it): the inferred shape
+    compiles and matches ORT; another shape, where ONNX's reference and ORT disagree, is refused."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 2, 8, 6)).astype(np.float32)
+    for shape, ok in (([1, 2, 8, 6], True), ([1, 2, 9, 7], False)):
+        nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], strides=[2, 2]),
+                 helper.make_node("MaxUnpool", ["y", "i", "shape"], ["z"], kernel_shape=[2, 2], strides=[2, 2])]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 2, 8, 6])],
+                              [helper.make_tensor_value_info("z", T.FLOAT, shape)],
+                              [numpy_helper.from_array(np.array(shape, np.int64), "shape")])
+        path = tmp_path / f"m{ok}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)], ir_version=8), path)
+        if ok:
+            art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+            np.testing.assert_array_equal(art.run({"x": x})["z"], ort_run(path, {"x": x})["z"])
+        else:
+            with pytest.raises(pipeline.DeployError, match="MaxUnpool with output_shape .* ONNX's reference and ONNX Runtime"):
+                pipeline.compile(path, "x86-64", output=tmp_path / "b")

@@ -1,5 +1,9 @@
 """MaxPool's second output, Indices (SegNet-style encoders feed it to MaxUnpool), which TVM 0.27's
-converter does not produce ("Missing outputs"). 2-D.
+converter does not produce ("Missing outputs"). 2-D. And MaxUnpool's ``output_shape``, which
+TVM's converter fails on as a constant: where it is the shape MaxUnpool infers, it is handed over
+as the numbers it holds; another one is refused, because there ONNX's reference (the values at
+their indices in the inferred shape, zero-padded to ``output_shape``) and ONNX Runtime (the
+indices taken as positions in ``output_shape``) disagree.
 
 The values stay TVM's ``max_pool2d``; where the node asks for Indices, one more kernel finds, in
 each window, the first position (in row-major scan order, ONNX's choice among equal maxima)
@@ -8,7 +12,7 @@ h * W + w``, or ``h + w * H`` within the plane for ``storage_order=1``. Padding 
 
 from __future__ import annotations
 
-from .base import add_ops
+from .base import add_ops, constant, replace
 
 
 def install():
@@ -72,4 +76,24 @@ def install():
 
         return relax.Tuple([values, indices])
 
-    return add_ops({"MaxPool": {"_impl_v1": impl}}, override=True)
+    def unpool(cls, bb, inputs, attr, params):
+        if len(inputs) > 2 and inputs[2] is not None:
+            shape = constant(inputs[2], params, "MaxUnpool's output_shape").astype("int64")
+            x, k = [int(d) for d in inputs[0].ty.shape], list(attr["kernel_shape"])
+            s, p = list(attr.get("strides", [1] * len(k))), list(attr.get("pads", [0] * 2 * len(k)))
+            inferred = x[:2] + [(x[d + 2] - 1) * s[d] - p[d] - p[d + len(k)] + k[d] for d in range(len(k))]
+            if shape.tolist() != inferred:
+                raise DeployError(f"MaxUnpool with output_shape {shape.tolist()}, not the {inferred} it infers: ONNX's "
+                                  "reference and ONNX Runtime place the values differently there",
+                                  hint="unpool to the inferred shape and pad or crop after it")
+            inputs = [inputs[0], inputs[1], None]
+        return tvm_unpool(cls, bb, inputs, attr, params)
+
+    tvm_unpool, undo_unpool = replace(of.MaxUnpool, "_impl_v9", unpool)
+    undo_pool = add_ops({"MaxPool": {"_impl_v1": impl}}, override=True)
+
+    def undo():
+        undo_pool()
+        undo_unpool()
+
+    return undo
