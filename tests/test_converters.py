@@ -113,3 +113,15 @@ def test_max_unpool_output_shape_inferred_compiles_other_refused(tmp_path):
         else:
             with pytest.raises(pipeline.DeployError, match="MaxUnpool with output_shape .* ONNX's reference and ONNX Runtime"):
                 pipeline.compile(path, "x86-64", output=tmp_path / "b")
+
+
+def test_split_with_a_zero_size_part_matches_ort(tmp_path):
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    node = helper.make_node("Split", ["x", "s"], ["a", "b", "c"], axis=1)
+    path = _save(tmp_path, node, [helper.make_tensor_value_info("x", T.FLOAT, [4, 5])],
+                 [helper.make_tensor_value_info(n, T.FLOAT, [4, k]) for n, k in zip("abc", (2, 0, 3))],
+                 [("s", np.array([2, 0, 3], np.int64))], opset=18)
+    out, want = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x}), ort_run(path, {"x": x})
+    for n in "abc":
+        np.testing.assert_array_equal(out[n], want[n])
+        assert out[n].shape == want[n].shape

@@ -11,14 +11,15 @@
   ``True`` (TVM's is float);
 - Elu in the input's type (TVM's mixes float32 constants into float16 inputs and fails);
 - Swish (``x * sigmoid(alpha * x)``), BitCast (the bits reinterpreted, same width), and
-  ReverseSequence (the first ``sequence_lens[b]`` steps of each batch entry reversed).
+  ReverseSequence (the first ``sequence_lens[b]`` steps of each batch entry reversed);
+- Split with a part of size 0 (TVM's split wants strictly increasing indices): one slice per part.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, constant, plain
+from .base import add_ops, constant, plain, replace, runtime_input
 
 
 def _static(shape) -> list[int]:
@@ -193,7 +194,30 @@ def reverse_sequence(bb, inputs, attr, params):
     return bb.emit_te(f, x, lens, primfunc_name_hint="reverse_sequence")
 
 
+def split_parts(tvm_split):
+    """Split with constant sizes, one of them 0: a strided_slice per part; TVM's otherwise."""
+    def impl(cls, bb, inputs, attr, params):
+        from tvm import relax
+
+        sizes = inputs[1] if len(inputs) > 1 else None
+        if sizes is None or runtime_input(sizes, params):
+            return tvm_split(cls, bb, inputs, attr, params)
+        sizes = [int(v) for v in constant(sizes, params, "Split's split").reshape(-1)]
+        if 0 not in sizes:
+            return tvm_split(cls, bb, inputs, attr, params)
+        axis, start, parts = int(attr.get("axis", 0)), 0, []
+        for n in sizes:
+            parts.append(bb.normalize(relax.op.strided_slice(inputs[0], [axis], [start], [start + n])))
+            start += n
+        return relax.Tuple(parts)
+
+    return impl
+
+
 def install():
+    from tvm.relax.frontend.onnx import onnx_frontend as of
+
+    _, undo_split = replace(of.Split, "_impl_v13", split_parts(of.Split.__dict__["_impl_v13"].__func__))
     undo_dropout = add_ops({"Dropout": {f"_impl_v{v}": plain(dropout) for v in (1, 12)},
                             "Elu": {"_impl_v1": plain(elu)}}, override=True)
     undo = add_ops({
@@ -210,5 +234,6 @@ def install():
     def undo_all():
         undo()
         undo_dropout()
+        undo_split()
 
     return undo_all
