@@ -125,3 +125,19 @@ def test_split_with_a_zero_size_part_matches_ort(tmp_path):
     for n in "abc":
         np.testing.assert_array_equal(out[n], want[n])
         assert out[n].shape == want[n].shape
+
+
+@pytest.mark.parametrize("mode,lo", [("TFIDF", 1), ("IDF", 2), ("TF", 3)])
+def test_tfidf_vectorizer_modes_and_trigrams_match_ort(tmp_path, mode, lo):
+    """Weights, 1- to 3-grams, skips, a minimum n-gram length, int32 tokens in batches."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, (3, 14)).astype(np.int32)
+    pool = [0, 1, 3, 0, 1, 1, 2, 3, 3, 0, 1, 2, 3, 3, 0]  # 3 unigrams, 3 bigrams, 2 trigrams
+    node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], mode=mode, min_gram_length=lo, max_gram_length=3,
+                            max_skip_count=2, ngram_counts=[0, 3, 9], ngram_indexes=[7, 0, 2, 5, 1, 3, 6, 4],
+                            pool_int64s=pool, weights=[0.5, 1.5, 2.0, 0.25, 3.0, 1.0, 0.75, 2.5])
+    path = _save(tmp_path, node, [helper.make_tensor_value_info("x", T.INT32, [3, 14])],
+                 [helper.make_tensor_value_info("y", T.FLOAT, [3, 8])], opset=12)
+    out, want = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x}), ort_run(path, {"x": x})
+    assert want["y"].any()
+    np.testing.assert_allclose(out["y"], want["y"], rtol=1e-6)
