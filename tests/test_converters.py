@@ -141,3 +141,21 @@ def test_tfidf_vectorizer_modes_and_trigrams_match_ort(tmp_path, mode, lo):
     out, want = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x}), ort_run(path, {"x": x})
     assert want["y"].any()
     np.testing.assert_allclose(out["y"], want["y"], rtol=1e-6)
+
+
+def test_batch_norm_in_training_mode_uses_batch_statistics_like_ort(tmp_path):
+    """BatchNormalization with training_mode=1 normalizes by the batch's own mean and variance
+    (and updates the running ones), as ORT computes it; BiT exports its weight standardization so."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32) * 3 + 1
+    stats = [("s", rng.uniform(0.5, 2, 3)), ("b", rng.standard_normal(3)), ("m", rng.standard_normal(3)),
+             ("v", rng.uniform(0.5, 2, 3))]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1,
+                            momentum=0.8, epsilon=1e-3)
+    path = _save(tmp_path, node, [helper.make_tensor_value_info("x", T.FLOAT, [2, 3, 5, 4])],
+                 [helper.make_tensor_value_info("y", T.FLOAT, [2, 3, 5, 4]),
+                  helper.make_tensor_value_info("rm", T.FLOAT, [3]), helper.make_tensor_value_info("rv", T.FLOAT, [3])],
+                 [(k, v.astype(np.float32)) for k, v in stats], opset=15)
+    out, want = pipeline.compile(path, "x86-64", output=tmp_path / "a").run({"x": x}), ort_run(path, {"x": x})
+    for name in ("y", "rm", "rv"):
+        np.testing.assert_allclose(out[name], want[name], atol=1e-5, rtol=1e-5, err_msg=name)

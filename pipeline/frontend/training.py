@@ -1,8 +1,9 @@
 """Training-mode ops: which deploy refuses, and the Dropout it compiles with a run-time check.
 
-deploy compiles inference. BatchNormalization with ``training_mode=1`` is refused before import,
-and so is a Dropout that certainly drops at random (``training_mode`` true and a ratio that is a
-non-zero constant): such a model was exported in training mode by mistake.
+deploy compiles inference. A Dropout that certainly drops at random (``training_mode`` true and a
+ratio that is a non-zero constant) is refused before import: such a model was exported in
+training mode by mistake. (BatchNormalization in training mode is deterministic, normalizing by
+the batch's own statistics, and compiles: ``converters/batch_norm.py``.)
 
 A Dropout whose ``ratio`` or ``training_mode`` is a graph input drops nothing when the caller
 feeds ratio 0 or training_mode false, and is then the identity (its mask all true), as in ONNX.
@@ -44,8 +45,6 @@ def refused(node, consts: dict, runtime: set[str]) -> bool:
     the names of the graph's inputs, fed at run time)."""
     if node.domain not in _STD:
         return False
-    if node.op_type == "BatchNormalization":
-        return any(a.name == "training_mode" and a.i for a in node.attribute)
     if node.op_type != "Dropout" or _inert_by_constants(node, consts):
         return False
     return not _inert_inputs(node, consts, runtime)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("attention", "clip", "col2im", "deform_conv", "dynamic_quantize", "isinf", "layer_norm", "losses", "max_pool", "mixed_inputs", "mod", "narrow_cast", "nms", "range", "reduce_minmax", "rms_norm", "rnn", "small_ops", "tensor_scatter", "tfidf")
+MODULES = ("attention", "batch_norm", "clip", "col2im", "deform_conv", "dynamic_quantize", "isinf", "layer_norm", "losses", "max_pool", "mixed_inputs", "mod", "narrow_cast", "nms", "range", "reduce_minmax", "rms_norm", "rnn", "small_ops", "tensor_scatter", "tfidf")
 
 
 @contextlib.contextmanager
