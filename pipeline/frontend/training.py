@@ -111,13 +111,15 @@ def add_checks(mod, model: onnx.ModelProto):
         conds, shown = [], []
         for name, value in inputs.items():
             p = params.get(name)
-            if p is None:
-                continue
+            if p is None:  # never a silent identity: without its check the node is refused
+                from ..errors import DeployError
+
+                raise DeployError(f"Dropout '{node}' in training mode: its input '{name}' is not a parameter of the "
+                                  "imported model, so deploy cannot check at run time that it drops nothing",
+                                  hint="export the model in eval mode (model.eval()), or make the ratio a constant 0")
             dtype = str(p.ty.dtype)
             conds.append(bind(relax.op.equal(p, relax.const(value, dtype)), "dropout_inert"))
             shown.append(p)
-        if not conds:
-            continue
         ok = conds[0]
         for c in conds[1:]:
             ok = bind(relax.op.logical_or(ok, c), "dropout_inert")
