@@ -48,11 +48,13 @@ def load_model(path: str | Path, check: bool = True) -> LoadedModel:
 
 
 def check_model(model: onnx.ModelProto, path: Path | str = "model") -> None:
+    from google.protobuf.message import EncodeError
+
     try:
-        onnx.checker.check_model(model)
-    except ValueError:
-        # models over 2 GB must be checked from their path
-        onnx.checker.check_model(str(path))
+        try:
+            onnx.checker.check_model(model)
+        except (ValueError, EncodeError):  # over protobuf's 2 GB: checked from the file (its external data)
+            onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise DeployError(
