@@ -55,17 +55,6 @@ def _model(model_type: str):
     return T.AutoModel.from_config(cfg).eval(), cfg
 
 
-class _Out:
-    def __init__(self, m):
-        self.m = m
-
-    def __call__(self, *a):
-        out = self.m(*a)
-        if hasattr(out, "last_hidden_state") and out.last_hidden_state is not None:
-            return out.last_hidden_state
-        return out[0]
-
-
 def export(model_type: str, path: Path) -> dict:
     import torch
 
@@ -89,7 +78,10 @@ def export(model_type: str, path: Path) -> dict:
             self.m = m
 
         def forward(self, x):
-            return _Out(self.m)(x)
+            out = self.m(x)
+            if getattr(out, "last_hidden_state", None) is not None:
+                return out.last_hidden_state
+            return out[0]
 
     for opset in (17, 18):  # 18 where an op needs it
         try:
@@ -130,7 +122,8 @@ def run_one(model_type: str, work: str, q) -> None:
         worst = max((o.get("max_abs", 0.0) for o in chk.get("outputs", {}).values()), default=None)
         res.update(status="passed" if chk.get("status") == "passed" else f"check {chk.get('status')}",
                    max_abs=worst, why=chk.get("reason", ""))
-        fell = [f["stage"] for f in art.manifest.get("fallbacks", [])]
+        fell = [f["stage"] + (f" of {', '.join(f['functions'])} only" if f.get("functions") else "")
+                for f in art.manifest.get("fallbacks", [])]
         if fell:
             res["why"] = (res["why"] + " " if res["why"] else "") + "fell back: " + ", ".join(fell)
     except CheckFailed as e:

@@ -97,13 +97,11 @@ def compute_in_float(model):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from .specs import elem_types
+
     half_types = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
     g = model.graph
-    types: dict[str, int] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    types.update({t.name: t.data_type for t in g.initializer})
+    types = elem_types(g)
 
     def half_attr(a) -> bool:
         return (a.type == onnx.AttributeProto.INT and a.name in _TYPE_ATTRS and a.i in half_types
@@ -140,10 +138,10 @@ def compute_in_float(model):
                     node.input[i] = new
 
     head, tail = [], []
-    inputs, outputs_done = {i.name for i in g.input}, set()
+    inputs, inits, outputs_done = {i.name for i in g.input}, {i.name for i in g.initializer}, set()
     for vi in g.input:  # a half input: cast up where the graph starts
         t = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
-        if t in half_types and vi.name not in {i.name for i in g.initializer}:
+        if t in half_types and vi.name not in inits:
             wide = fresh(vi.name)
             rename_uses(vi.name, wide)
             types[wide] = t

@@ -11,7 +11,6 @@ import contextlib
 import io
 import sys
 
-import numpy as np
 import onnx
 
 from .. import log

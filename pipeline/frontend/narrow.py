@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import DeployError
-from .specs import dtype_name
+from .specs import dtype_name, elem_types
 
 DOMAIN = "deploy"
 FLOATS = {TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2,
@@ -34,19 +34,9 @@ NARROW = FLOATS | set(INTS)
 UNSUPPORTED = {TensorProto.FLOAT8E8M0}
 
 
-def _elem_types(graph) -> dict[str, int]:
-    types = {}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for t in graph.initializer:
-        types[t.name] = t.data_type
-    return types
-
-
 def present(model: onnx.ModelProto) -> bool:
     g = model.graph
-    if any(t in NARROW | UNSUPPORTED for t in _elem_types(g).values()):
+    if any(t in NARROW | UNSUPPORTED for t in elem_types(g).values()):
         return True
     return any(n.op_type == "Cast" and any(a.name == "to" and a.i in NARROW | UNSUPPORTED for a in n.attribute)
                for n in g.node)
@@ -67,10 +57,10 @@ def lower(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
-    types = _elem_types(g)
+    types = elem_types(g)
     for i, node in enumerate(g.node):
         for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH and any(t in NARROW for t in _elem_types(a.g).values()):
+            if a.type == onnx.AttributeProto.GRAPH and any(t in NARROW for t in elem_types(a.g).values()):
                 raise _refuse(node, i, "has a subgraph with float8/float4/int4/int2 tensors")
     nodes = []
     for i, node in enumerate(g.node):

@@ -70,3 +70,14 @@ def graph_constants(graph) -> dict[str, np.ndarray]:
                 if a.name == "value":
                     out[n.output[0]] = numpy_helper.to_array(a.t)
     return out
+
+
+def elem_types(graph) -> dict[str, int]:
+    """Value name -> ONNX element type, from the graph's typed values and its initializers."""
+    types = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for t in graph.initializer:
+        types[t.name] = t.data_type
+    return types

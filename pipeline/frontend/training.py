@@ -47,50 +47,39 @@ def refused(node, consts: dict, runtime: set[str]) -> bool:
         return False
     if node.op_type != "Dropout" or _inert_by_constants(node, consts):
         return False
-    return not _inert_inputs(node, consts, runtime)
+    return not _inert_inputs(node, runtime)
 
 
-def _inert_inputs(node, consts: dict, runtime: set[str]) -> dict[str, object]:
+def _inert_inputs(node, runtime: set[str]) -> dict[str, object]:
     """The graph inputs that make a training-mode Dropout drop nothing, each with that value."""
     ratio, training = _dropout_inputs(node)
     out: dict[str, object] = {}
-    if ratio in runtime and ratio not in consts:
+    if ratio in runtime:
         out[ratio] = 0.0
-    if training in runtime and training not in consts:
+    if training in runtime:
         out[training] = False
     return out
-
-
-def _runtime_inputs(model: onnx.ModelProto) -> set[str]:
-    inits = {t.name for t in model.graph.initializer}
-    return {i.name for i in model.graph.input if i.name not in inits}
 
 
 def checked_dropouts(model: onnx.ModelProto) -> list[tuple[str, dict[str, object]]]:
     """The top-level Dropouts deploy compiles as the identity with a run-time check: (node name,
     {graph input: the value that makes it drop nothing})."""
     from .provenance import node_name
-    from .specs import graph_constants
+    from .specs import graph_constants, graph_inputs
 
-    consts, runtime = graph_constants(model.graph), _runtime_inputs(model)
+    consts, runtime = graph_constants(model.graph), {s.name for s in graph_inputs(model)}
     out = []
     for i, node in enumerate(model.graph.node):
         if node.domain in _STD and node.op_type == "Dropout" and not _inert_by_constants(node, consts):
-            inputs = _inert_inputs(node, consts, runtime)
+            inputs = _inert_inputs(node, runtime)
             if inputs:
                 out.append((node_name(node, i), inputs))
     return out
 
 
-def only_values(model: onnx.ModelProto) -> dict[str, object]:
-    """Graph input -> the one value the compiled model accepts for it (the manifest's ``only``)."""
-    return {name: v for _, inputs in checked_dropouts(model) for name, v in inputs.items()}
-
-
 def add_checks(mod, model: onnx.ModelProto):
     """``mod`` whose ``main`` first asserts that each checked Dropout drops nothing (ratio 0 or
     training_mode false); ``mod`` itself when the model has none."""
-    import tvm
     from tvm import relax
 
     dropouts = checked_dropouts(model)
@@ -131,12 +120,13 @@ def add_checks(mod, model: onnx.ModelProto):
     body = main.body
     new_body = relax.SeqExpr([relax.BindingBlock(bindings), *body.blocks], body.body)
     new_main = relax.Function(main.params, new_body, main.ret_ty, is_pure=False, attrs=main.attrs)
-    out = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions_items()))
+    out = mod.clone()
     out["main"] = new_main
     return out
 
 
 def with_only_values(model: onnx.ModelProto, specs: list[dict]) -> list[dict]:
-    """Input specs (the manifest's), each input that accepts one value with it as ``only``."""
-    only = only_values(model)
+    """Input specs (the manifest's), each input that accepts one value (a checked Dropout's ratio
+    or training_mode) with it as ``only``."""
+    only = {name: v for _, inputs in checked_dropouts(model) for name, v in inputs.items()}
     return [{**s, "only": only[s["name"]]} if s["name"] in only else s for s in specs]

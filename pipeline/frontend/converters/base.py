@@ -44,6 +44,12 @@ def constant(x, params, what: str) -> np.ndarray:
     return value.numpy()
 
 
+def text(attr: dict, name: str, default: str) -> str:
+    """A string attribute of an ONNX node as TVM's importer hands it over (bytes), as str."""
+    v = attr.get(name, default)
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def runtime_input(x, params) -> bool:
     """Whether a converter's input is computed or fed at run time (not a constant, nor an
     initializer TVM's importer keeps as a parameter)."""

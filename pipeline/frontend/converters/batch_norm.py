@@ -11,6 +11,7 @@ computes in float32."""
 
 from __future__ import annotations
 
+from ..half import HALF
 from .base import replace
 
 
@@ -24,7 +25,7 @@ def install():
         op = relax.op
         x, scale, bias, mean, var = inputs[:5]
         dtype = str(x.ty.dtype)
-        wide = "float32" if dtype in ("float16", "bfloat16") else dtype
+        wide = "float32" if dtype in HALF else dtype
 
         def up(e):
             return e if str(e.ty.dtype) == wide else bb.normalize(op.astype(e, wide))

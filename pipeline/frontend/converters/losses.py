@@ -9,7 +9,7 @@ divides the weighted sum by the weights' sum. SoftmaxCrossEntropyLoss is that ov
 
 from __future__ import annotations
 
-from .base import add_ops
+from .base import add_ops, text
 
 
 def nll(bb, x, target, weight, attr):
@@ -19,8 +19,7 @@ def nll(bb, x, target, weight, attr):
     dtype = str(x.ty.dtype)
     classes = x.ty.shape[1]
     classes = int(classes) if isinstance(classes, tirx.IntImm) else classes
-    reduction = attr.get("reduction", b"mean")
-    reduction = reduction.decode() if isinstance(reduction, bytes) else str(reduction)
+    reduction = text(attr, "reduction", "mean")
     ignore = attr.get("ignore_index")
     target = bb.normalize(op.astype(target, "int64"))
     if ignore is not None:

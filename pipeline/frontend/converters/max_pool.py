@@ -12,11 +12,11 @@ h * W + w``, or ``h + w * H`` within the plane for ``storage_order=1``. Padding 
 
 from __future__ import annotations
 
-from .base import add_ops, constant, replace
+from .base import add_ops, constant, replace, text
 
 
 def install():
-    from tvm import te
+    from tvm import relax, te
     from tvm import tirx as tir
     from tvm.relax.frontend.onnx import onnx_frontend as of
 
@@ -36,8 +36,7 @@ def install():
         kh, kw = attr["kernel_shape"]
         sh, sw = attr.get("strides", [1, 1])
         dh, dw = attr.get("dilations", [1, 1])
-        auto = attr.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        auto = text(attr, "auto_pad", "NOTSET")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             begin = []
             for size, out, k, s, d in ((h, oh, kh, sh, dh), (w, ow, kw, sw, dw)):
@@ -72,8 +71,6 @@ def install():
             return te.compute([n, c, oh, ow], index, name="max_pool_indices")
 
         indices = bb.emit_te(f, x, values, primfunc_name_hint="max_pool_indices")
-        from tvm import relax
-
         return relax.Tuple([values, indices])
 
     def unpool(cls, bb, inputs, attr, params):

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import replace, runtime_input
+from .base import replace, runtime_input, text
 
 
 def _pad(original):
     def impl(cls, bb, inputs, attr, params):
         from tvm import relax
 
-        mode = attr.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = text(attr, "mode", "constant")
         if len(inputs) < 3 or not runtime_input(inputs[2], params) or mode != "constant":
             return original(cls, bb, inputs, attr, params)
         x, value = inputs[0], inputs[2]
@@ -117,8 +116,7 @@ def _conv_transpose(original):
         dil = list(attr.get("dilations", [1] * n))
         out_pad = list(attr.get("output_padding", [0] * n))
         kernel = list(attr.get("kernel_shape", kernel))
-        auto_pad = attr.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        auto_pad = text(attr, "auto_pad", "NOTSET")
         begin, end = [], []
         for i in range(n):
             total = strides[i] * (in_shape[i] - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1 - out_shape[i]
@@ -145,8 +143,7 @@ def _space_to_depth(original):
     def impl(cls, bb, inputs, attr, params):
         from tvm import relax
 
-        mode = attr.get("mode", b"DCR")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = text(attr, "mode", "DCR")
         if mode != "CRD":
             return original(cls, bb, inputs, attr, params)
         bs = int(attr["blocksize"])

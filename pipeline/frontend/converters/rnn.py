@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import base
-from .base import add_ops
+from .base import add_ops, text
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
@@ -105,8 +105,7 @@ def convert(kind: str, bb, inputs, attr):
     c0 = inputs[6] if len(inputs) > 6 and kind == "LSTM" else None
     peep = inputs[7] if len(inputs) > 7 and kind == "LSTM" else None
     layout = int(attr.get("layout", 0))
-    direction = attr.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    direction = text(attr, "direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise Unsupported(f"direction '{direction}'")
     num_dir = 2 if direction == "bidirectional" else 1

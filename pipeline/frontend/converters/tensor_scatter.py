@@ -6,7 +6,7 @@ One gather-style kernel: each cache position reads the update it receives, or th
 
 from __future__ import annotations
 
-from .base import add_ops, plain
+from .base import add_ops, plain, text
 
 
 def tensor_scatter(bb, inputs, attr, params):
@@ -18,8 +18,7 @@ def tensor_scatter(bb, inputs, attr, params):
     rank = len(past.ty.shape)
     axis = int(attr.get("axis", -2))
     axis = axis + rank if axis < 0 else axis
-    mode = attr.get("mode", b"linear")
-    circular = (mode.decode() if isinstance(mode, bytes) else str(mode)) == "circular"
+    circular = text(attr, "mode", "linear") == "circular"
 
     def f(p, u, *w):
         m, n = p.shape[axis], u.shape[axis]

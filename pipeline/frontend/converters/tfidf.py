@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, plain
+from .base import add_ops, plain, text
 
 
 def _pool(attr) -> tuple[list[tuple[int, ...]], list[int], list[int]]:
@@ -54,8 +54,7 @@ def tfidf(bb, inputs, attr, params):
     rows, c = (1, shape[0]) if len(shape) == 1 else shape
     out_size = max(int(v) for v in attr["ngram_indexes"]) + 1
     grams, cols, ids = _pool(attr)
-    mode = attr.get("mode", b"TF")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    mode = text(attr, "mode", "TF")
     weights = [float(v) for v in attr.get("weights", [])]
     skips = int(attr.get("max_skip_count", 0)) + 1
     if not grams:
