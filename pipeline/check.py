@@ -18,7 +18,7 @@ deploy's int8 is as good as ORT's, and the record says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,46 +121,113 @@ def load_check_inputs(path: Path, specs: list[dict], dims: dict | None = None,
     return inputs_for(specs, data, dims, unused)
 
 
-def check_artifact(artifact, reference_model, precision: str, inputs: dict | None = None,
-                   seed: int = 0, float_model=None) -> dict:
-    """Run ``artifact`` and ONNX Runtime (``reference_model``: a path or an onnx.ModelProto) on the
-    same inputs; the manifest's ``check`` record. Raises DeployError when an output differs.
+def tolerance(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+    """The precision's tolerance, with ``atol``/``rtol`` given by the user (``verify --atol``, a
+    build config's per-model values) in place of its own."""
+    base = TOLERANCES[precision]
+    return replace(base, atol=base.atol if atol is None else float(atol), rtol=base.rtol if rtol is None else float(rtol))
 
-    An artifact with dynamic dims is checked at several sizes (frontend.dims.sample_points:
-    each specialization, the smallest, the largest and an odd size between)."""
+
+@dataclass
+class Verdict:
+    """Whether an artifact matches ONNX Runtime: the one comparison behind the built-in check of
+    ``compile``, ``deploy verify`` and ``deploy build``. ``status`` is "passed", "failed" or
+    "skipped" (ONNX Runtime itself cannot run the model); ``record`` is the manifest's ``check``."""
+
+    status: str
+    record: dict
+    outputs: dict = field(default_factory=dict)    # output (@ size) -> figures, with "ok" and "why"
+    problems: list = field(default_factory=list)   # one line per failing output or failed run
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    @property
+    def max_abs(self) -> float:
+        return max((r.get("max_abs", 0.0) for r in self.outputs.values()), default=0.0)
+
+    def lines(self) -> list[str]:
+        """One line per output, as `deploy verify` prints them."""
+        out = []
+        for key, r in self.outputs.items():
+            figs = [f"{label} {r[k]:.3g}" for k, label in (("max_abs", "max abs error"), ("max_rel", "max rel error"))
+                    if k in r]
+            if "cosine" in r:
+                figs.append(f"cosine {r['cosine']:.6f}")
+            if "agreement" in r:
+                figs.append(f"{100 * r['agreement']:.2f}% of the elements equal")
+            text = ", ".join(figs) + (f" ({r['note']})" if r.get("note") else "")
+            if not r["ok"]:
+                text += ("; " if text else "") + r.get("why", "")
+            out.append(f"{'ok' if r['ok'] else 'FAIL':4} {key}: {text}")
+        # failures that belong to no output (a run of the artifact that failed)
+        return out + [f"FAIL {p}" for p in self.problems if p.startswith("the artifact failed")]
+
+
+def check_runs(artifact, inputs: dict | None = None, seed: int = 0, points: list | None = None,
+               label: str = "--check-inputs") -> list[tuple[str, dict]]:
+    """The (label, inputs) pairs an artifact is judged on: the given inputs, or seeded random ones,
+    at each of ``points`` (or of the dims' sample sizes, frontend.dims.sample_points) for an
+    artifact with dynamic dims."""
     from .frontend.dims import point_text, sample_points
+
+    if inputs is not None:
+        return [(f"{label} ({len(inputs)} input(s))", inputs)]
+    if artifact.dims:
+        return [(point_text(p), artifact.random_inputs(seed, p)) for p in (points or sample_points(artifact.dims))]
+    return [(f"random, seed {seed}", artifact.random_inputs(seed))]
+
+
+def judge(artifact, reference_model, precision: str, inputs: dict | None = None, seed: int = 0,
+          float_model=None, tol: Tolerance | None = None, points: list | None = None,
+          label: str = "--check-inputs") -> Verdict:
+    """Run ``artifact`` and ONNX Runtime (``reference_model``: a path or an onnx.ModelProto; for
+    int8, the QDQ model deploy compiled) on the same inputs and compare each output within the
+    precision's tolerance (``tol`` overrides it). A missing output, a wrong shape or dtype, NaN
+    where ONNX Runtime has none, or a run of the artifact that fails are all failures; only ONNX
+    Runtime being unable to run the model skips the comparison.
+
+    An artifact with dynamic dims is judged at several sizes (``points``, default
+    frontend.dims.sample_points: each specialization, the smallest, the largest and an odd size)."""
+    from .errors import last_line
     from .reference import ort_deviations, ort_session
     from .runtime import random_inputs
 
-    tol = TOLERANCES[precision]
+    tol = tol or TOLERANCES[precision]
     dims = artifact.dims
-    if inputs is not None:
-        runs = [(f"--check-inputs ({len(inputs)} input(s))", inputs)]
-    elif dims:
-        runs = [(point_text(p), artifact.random_inputs(seed, p))
-                for p in sample_points(dims)]
-    else:
-        runs = [(f"random, seed {seed}", artifact.random_inputs(seed))]
+    runs = check_runs(artifact, inputs, seed, points, label)
     try:
         sess = ort_session(reference_model)
         deviations = ort_deviations(reference_model)
         names = [o.name for o in sess.get_outputs() if o.name not in deviations]
     except Exception as e:  # noqa: BLE001 - ORT cannot run it: nothing to check against
         return _skipped(e)
-    outputs, bad, points = {}, [], []
+    outputs, bad, points_done = {}, [], []
     float_sess = None  # the float model's session, made the first time an int8 output needs it
     for source, feed_all in runs:
+        given = {**random_inputs(artifact.unused_inputs, seed), **feed_all}  # unused inputs: random
+        feed = {i.name: given[i.name] for i in sess.get_inputs() if i.name in given}
         try:
-            given = {**random_inputs(artifact.unused_inputs, seed), **feed_all}  # unused inputs: random
-            feed = {i.name: given[i.name] for i in sess.get_inputs() if i.name in given}
             ref = dict(zip(names, sess.run(names, feed)))
         except Exception as e:  # noqa: BLE001
             return _skipped(e)
-        ours = artifact.run(feed_all)
         where = f" at {source}" if dims else ""
+        try:
+            ours = artifact.run(feed_all)
+        except DeployError as e:
+            bad.append(f"the artifact failed to run{where}: {e.message}")
+            points_done.append(source)
+            continue
+        except Exception as e:  # noqa: BLE001 - a crash of ours or TVM's is a failure, never a skip
+            bad.append(f"the artifact failed to run{where}: {type(e).__name__}: {last_line(e)[:300]}")
+            points_done.append(source)
+            continue
         for name, r in ref.items():
+            key = f"{name} @ {source}" if dims else name
             if name not in ours:
-                bad.append(f"{name}: missing from the artifact's outputs")
+                outputs[key] = {"ok": False, "why": "missing from the artifact's outputs"}
+                bad.append(f"{name}{where}: missing from the artifact's outputs")
                 continue
             res = compare_output(ours[name], r, output_tolerance(tol, r), same_dtype=precision == "fp32")
             if not res["ok"] and float_model is not None:
@@ -170,26 +237,35 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
                     v = res["vs_float32"]
                     log.info(f"  {name}: {res['note']} (cosine {v['cosine']:.5f}, ONNX Runtime's int8 "
                              f"{v['onnxruntime_int8_cosine']:.5f})")
-            key = f"{name} @ {source}" if dims else name
             outputs[key] = res
             if not res["ok"]:
                 bad.append(f"{name}{where}: {res['why']}")
-        points.append(source)
-    source = (f"random, seed {seed}, at {len(points)} sizes ({'; '.join(points)})" if dims and inputs is None
-              else runs[0][0])
+        points_done.append(source)
+    source = (f"random, seed {seed}, at {len(points_done)} sizes ({'; '.join(points_done)})"
+              if dims and inputs is None else runs[0][0])
     for name, why in deviations.items():
         log.info(f"  {name} not checked: {why}")
     record = {"status": "failed" if bad else "passed", "inputs": source, "tolerance": tol.describe(),
               **({"not_checked": deviations} if deviations else {}),
               "outputs": {k: {f: v for f, v in r.items() if f not in ("ok", "why")} for k, r in outputs.items()}}
-    if bad:
+    return Verdict(record["status"], record, outputs, bad)
+
+
+def check_artifact(artifact, reference_model, precision: str, inputs: dict | None = None,
+                   seed: int = 0, float_model=None, tol: Tolerance | None = None) -> dict:
+    """The built-in check of ``compile``: ``judge``, raising CheckFailed when an output differs;
+    returns the manifest's ``check`` record."""
+    tol = tol or TOLERANCES[precision]
+    v = judge(artifact, reference_model, precision, inputs, seed, float_model, tol)
+    if v.status == "failed":
         raise CheckFailed("the compiled artifact's outputs differ from ONNX Runtime's "
-                          f"({tol.describe()}):\n    " + "\n    ".join(bad),
+                          f"({tol.describe()}):\n    " + "\n    ".join(v.problems),
                           hint="nothing was written; try --opt-level 2 (fewer optimizations), or report the "
                                "model; --no-check keeps the artifact anyway")
-    worst = max((r.get("max_abs", 0.0) for r in outputs.values()), default=0.0)
-    log.info(f"  matches ONNX Runtime on {source} inputs: {len(ref)} output(s), max abs error {worst:.3g}")
-    return record
+    if v.status == "passed":
+        log.info(f"  matches ONNX Runtime on {v.record['inputs']} inputs: {len(v.outputs)} output(s), "
+                 f"max abs error {v.max_abs:.3g}")
+    return v.record
 
 
 def close_enough(c_ours: float, c_ort: float, e_ours: float, e_ort: float) -> bool:
@@ -221,7 +297,7 @@ def _as_close_to_float(res: dict, ours, ort_int8, float_sess, name: str, feed: d
                                        f"max error {e_o:.3g} ({e_q:.3g})"}
 
 
-def _skipped(e: Exception) -> dict:
+def _skipped(e: Exception) -> Verdict:
     reason = f"ONNX Runtime cannot run this model: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
     log.warn(f"  not checked: {reason}")
-    return {"status": "skipped", "reason": reason}
+    return Verdict("skipped", {"status": "skipped", "reason": reason})

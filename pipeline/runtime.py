@@ -206,6 +206,26 @@ class Artifact:
                 hint="recompile with --target x86-64 (this host) or a preset this CPU supports, e.g. x86-64-v3",
             )
 
+    def cannot_run_here(self) -> str | None:
+        """Why this machine cannot run the artifact (another ISA with no emulator, a CPU lacking a
+        feature its code uses, a GPU it does not have), or None when it can."""
+        t = self.manifest["target"]
+        try:
+            if self.emulated:
+                board_runner.launcher(self.device)
+                return None
+            self.check_host()
+        except DeployError as e:
+            return e.message
+        family = for_family(t["family"])
+        if not family.runs_here(t):
+            try:
+                family.device(self.path)  # says what is missing (a GPU) where it can
+            except DeployError as e:
+                return e.message
+            return f"a {t['family']} artifact for {t['preset']} cannot run on this machine"
+        return None
+
     def load(self) -> "Artifact":
         if self._vm is not None:
             return self

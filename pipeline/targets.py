@@ -1,4 +1,7 @@
-"""Target presets: one TOML file per target in the repository's ``targets/`` folder.
+"""Target presets: one TOML file per target, shipped inside the package (``pipeline/presets/``,
+read with importlib.resources, so an installed wheel has them; ``targets/`` at the top of a
+checkout points there). A directory of the user's own presets, named by ``DEPLOY_TARGETS_DIR``,
+is searched first; a path to a ``.toml`` file works as a target name too.
 
 A preset names the TVM target JSON (and its host for GPU targets), the architecture its code
 runs on, and for cross targets the compiler, the Debian package that provides it, and how to
@@ -15,7 +18,20 @@ from pathlib import Path
 
 from .errors import DeployError
 
-TARGETS_DIR = Path(os.environ.get("DEPLOY_TARGETS_DIR", Path(__file__).resolve().parent.parent / "targets"))
+USER_DIR_ENV = "DEPLOY_TARGETS_DIR"
+
+
+def builtin_dir() -> Path:
+    """The presets shipped with deploy (a directory inside the installed package)."""
+    from importlib.resources import files
+
+    return Path(str(files("pipeline") / "presets"))
+
+
+def preset_dirs() -> list[Path]:
+    """Where presets are looked up, first match wins: the user's directory, then deploy's own."""
+    user = os.environ.get(USER_DIR_ENV)
+    return [*([Path(user)] if user else []), builtin_dir()]
 
 
 @dataclass(frozen=True)
@@ -92,16 +108,23 @@ def _parse(path: Path) -> Preset:
     return Preset(name=path.stem, path=path, **data)
 
 
+def _preset_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in preset_dirs():
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return dict(sorted(found.items()))
+
+
 def list_presets() -> list[Preset]:
-    return [_parse(p) for p in sorted(TARGETS_DIR.glob("*.toml"))]
+    return [_parse(p) for p in _preset_files().values()]
 
 
 def get_preset(name: str) -> Preset:
     """A preset by name, or a path to a preset file of the user's own."""
     if name.endswith(".toml") and Path(name).is_file():
         return _parse(Path(name))
-    path = TARGETS_DIR / f"{name}.toml"
-    if not path.is_file():
-        names = ", ".join(p.stem for p in sorted(TARGETS_DIR.glob("*.toml")))
-        raise DeployError(f"unknown target '{name}'", hint=f"use one of: {names} (see `deploy targets`)")
-    return _parse(path)
+    files = _preset_files()
+    if name not in files:
+        raise DeployError(f"unknown target '{name}'", hint=f"use one of: {', '.join(files)} (see `deploy targets`)")
+    return _parse(files[name])

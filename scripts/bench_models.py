@@ -52,7 +52,7 @@ def main() -> None:
         t0 = time.perf_counter()
         art = pipeline.compile(path, a.target, output=work / f"{name}-{a.target}", input_shapes=shapes, force=True)
         compile_s = time.perf_counter() - t0
-        err = max(e.max_abs for e in verify(art, path, atol=1e-3, rtol=1e-3))
+        err = verify(art, path, atol=1e-3, rtol=1e-3).max_abs
         r = bench(art, path, threads=a.threads, repeat=5, min_seconds=3.0)
         rows.append({"model": name, "compile_s": round(compile_s, 1), "max_abs_err": err,
                      "deploy_ms": round(r["deploy"]["median_ms"], 2), "ort_ms": round(r["onnxruntime"]["median_ms"], 2),

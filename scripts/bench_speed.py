@@ -73,7 +73,7 @@ def main() -> None:
                                     trials_per_task=a.trials_per_task, time_budget=budget, db=db), show=False)
         tune_s = time.perf_counter() - t0
         tuned = pipeline.compile(path, a.target, output=a.work / f"{name}-tuned", input_shapes=shapes, force=True, db=db)
-        err = max(e.max_abs for e in verify(tuned, path))
+        err = verify(tuned, path).max_abs
         r_untuned = bench(untuned, path, threads=a.threads, repeat=10, min_seconds=3.0)
         r_tuned = bench(tuned, path, threads=a.threads, repeat=20, min_seconds=5.0)
         ort_ms = r_tuned["onnxruntime"]["median_ms"]

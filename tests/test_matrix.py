@@ -280,3 +280,77 @@ def test_key_covers_tuning_db_calibration_and_options(tmp_path):
     assert len({k0, k1, k2, k3, k4}) == 5
     shutil.copytree(tmp_path / "db", tmp_path / "db2")
     assert matrix.entry_key(matrix.Entry(**{**e.__dict__, "db": tmp_path / "db2"}), preset)[0] == k2  # content, not path
+
+
+def _tamper(art: Path, library: Path | None = None, drop_output: bool = False) -> None:
+    """Change an artifact as a bad cache restore or a hand edit would, keeping its manifest
+    consistent with its library (so the cache takes it as current and only running it can tell)."""
+    m = json.loads((art / "manifest.json").read_text())
+    if library is not None:  # a new file: writing into the one this process has mapped would crash it
+        (art / "model.so").unlink()
+        shutil.copy(library, art / "model.so")
+        m["library"]["sha256"], m["library"]["bytes"] = sha256_file(art / "model.so"), (art / "model.so").stat().st_size
+    if drop_output:
+        m["model"]["outputs"] = m["model"]["outputs"][:-1]
+    (art / "manifest.json").write_text(json.dumps(m, indent=2))
+
+
+def test_build_fails_on_an_artifact_that_mismatches_crashes_or_drops_an_output(tmp_path, cli):
+    """`deploy build` re-verifies a cached artifact whose files changed and fails the entry, naming
+    it and why; `deploy verify` gives the same verdict and figures on the same artifact."""
+    import pipeline
+
+    d = tmp_path / "proj"
+    d.mkdir()
+    onnx.save(examples.tiny_mlp(), d / "mlp.onnx")
+    onnx.save(examples.tiny_mlp(seed=7), d / "other.onnx")  # same inputs and outputs, other weights
+    config = write_config(d, {"mlp": 'path = "mlp.onnx"'}, ["x86-64"])
+    out = d / "artifacts"
+    assert cli("build", config)[0] == 0
+    other = pipeline.compile(d / "other.onnx", "x86-64", output=tmp_path / "other").path / "model.so"
+    garbage = tmp_path / "garbage.so"
+    garbage.write_bytes(b"\x7fELF not really a library")
+
+    cases = [("mismatch", dict(library=other), "max abs error"),
+             ("crash", dict(library=garbage), "the artifact failed to run"),
+             ("dropped output", dict(drop_output=True), "missing from the artifact's outputs")]
+    for what, change, reason in cases:
+        if not (out / "mlp-x86-64").exists():
+            assert cli("build", config)[0] == 0, what  # the last case's failure removed it
+        _tamper(out / "mlp-x86-64", **change)
+        shutil.copytree(out / "mlp-x86-64", tmp_path / what)
+        rc, stdout, err = cli("build", config, "--json")
+        assert rc == 1, what
+        (r,) = json.loads(stdout)["entries"]
+        assert r["name"] == "mlp-x86-64" and r["status"] == "failed" and reason in r["error"], (what, r)
+        assert r["verification"]["status"] == "failed"
+        assert not (out / "mlp-x86-64").exists()  # a broken artifact is not left to ship
+        assert "mlp-x86-64" not in (out / "SHA256SUMS").read_text()
+        vrc, vout, verr = cli("verify", tmp_path / what, "--model", d / "mlp.onnx")
+        assert vrc == 1 and "FAIL" in vout and reason in vout + verr, (what, vout, verr)
+        if what == "mismatch":  # the same figure in both verdicts
+            figure = vout.split("max abs error ")[1].split(",")[0]
+            assert f"max abs error {figure}" in r["error"]
+
+
+def test_verify_build_and_compile_agree_on_a_good_artifact(tmp_path, cli):
+    """One rule: compile's built-in check record, `deploy verify` and `deploy build` report the same
+    tolerance and the same max error for the same artifact."""
+    d = tmp_path / "proj"
+    d.mkdir()
+    onnx.save(examples.tiny_cnn(), d / "cnn.onnx")
+    config = write_config(d, {"cnn": 'path = "cnn.onnx"'}, ["x86-64"])
+    rc, stdout, _ = cli("build", config, "--json")
+    assert rc == 0
+    (r,) = json.loads(stdout)["entries"]
+    art = d / "artifacts" / "cnn-x86-64"
+    rc, vout, _ = cli("verify", art, "--model", d / "cnn.onnx")
+    assert rc == 0 and vout.startswith("ok")
+    import pipeline
+
+    check = pipeline.compile(d / "cnn.onnx", "x86-64", output=tmp_path / "c").manifest["check"]
+    assert check["status"] == r["verification"]["status"] == "passed"
+    assert check["tolerance"] == r["verification"]["tolerance"]
+    assert check["outputs"] == r["verification"]["outputs"]
+    (name, figs), = check["outputs"].items()
+    assert f"{name}: max abs error {figs['max_abs']:.3g}" in vout

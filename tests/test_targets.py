@@ -40,3 +40,20 @@ def test_targets_cli(cli):
     assert rc == 0 and all(n in out for n in REQUIRED)
     rc, out, _ = cli("targets", "show", "rpi4")
     assert rc == 0 and '"mtriple": "aarch64-linux-gnu"' in out and "cortex-a72" in out
+
+
+def test_user_preset_directory_is_searched_first(tmp_path, monkeypatch, cli):
+    """DEPLOY_TARGETS_DIR adds a directory of the user's own presets; one with a built-in's name
+    replaces it, and the built-ins stay listed."""
+    from pipeline.targets import builtin_dir
+
+    (tmp_path / "myboard.toml").write_text(
+        (builtin_dir() / "rpi4.toml").read_text().replace('description = "', 'description = "my board: ', 1))
+    (tmp_path / "x86-64.toml").write_text((builtin_dir() / "x86-64-v3.toml").read_text())
+    monkeypatch.setenv("DEPLOY_TARGETS_DIR", str(tmp_path))
+    names = {p.name for p in list_presets()}
+    assert {"myboard", "rpi4", "cuda-sm90"} <= names
+    assert get_preset("myboard").arch == "aarch64" and get_preset("myboard").path == tmp_path / "myboard.toml"
+    assert get_preset("x86-64").path == tmp_path / "x86-64.toml"
+    rc, out, _ = cli("targets")
+    assert rc == 0 and "myboard" in out and "rpi4" in out

@@ -30,8 +30,8 @@ class Entry:
     opt_level: int = 3
     calibration: Path | None = None
     db: Path | None = None
-    atol: float = 1e-4
-    rtol: float = 1e-3
+    atol: float | None = None  # None: the precision's own tolerance (check.TOLERANCES), as compile and verify use
+    rtol: float | None = None
 
 
 @dataclass
@@ -77,6 +77,16 @@ def _dims(path: Path, model: str, value) -> dict[str, str]:
     except DeployError as e:
         raise _bad(path, f"models.{model}.dims: {e.message}", hint=e.hint)
     return {str(k): v for k, v in value.items()}
+
+
+def _number(path: Path, model: str, m: dict, key: str) -> float | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise _bad(path, f"models.{model}.{key} must be a non-negative number, not {value!r}",
+                   hint=f"e.g. {key} = 1e-3, or leave it out for the precision's own tolerance")
+    return float(value)
 
 
 def load_config(path: str | Path) -> Config:
@@ -139,7 +149,7 @@ def load_config(path: str | Path) -> Config:
                     dims=_dims(path, mname, m.get("dims", {})),
                     opt_level=int(m.get("opt_level", 3)),
                     calibration=(base / m["calibration"]).resolve() if m.get("calibration") else None,
-                    db=tinfo[tname][1], atol=float(m.get("atol", 1e-4)), rtol=float(m.get("rtol", 1e-3))))
+                    db=tinfo[tname][1], atol=_number(path, mname, m, "atol"), rtol=_number(path, mname, m, "rtol")))
     seen: dict[str, Entry] = {}
     for e in entries:
         if e.name in seen:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 def verification_text(r: dict) -> str:
     v = r.get("verification") or {}
+    if v.get("status") == "failed" and v.get("problems"):
+        return f"failed: {v['problems'][0]}"
     if v.get("status") in ("passed", "failed"):
-        return f"{v['status']} (max abs {v['max_abs']:.2g})"
+        return f"{v['status']} (max abs {v.get('max_abs') or 0:.2g})"
     if v.get("status") == "not verified":
         return f"not verified: {v.get('reason', '')}"
     return "-"

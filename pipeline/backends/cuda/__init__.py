@@ -20,6 +20,16 @@ class CudaBackend(Backend):
 
         return pipeline
 
+    def runs_here(self, target_manifest: dict) -> bool:
+        """A real driver with a GPU behind it (the stand-in driver builds, it runs nothing)."""
+        from .toolkit import prepare_driver
+
+        if prepare_driver() != "driver":
+            return False
+        import tvm
+
+        return bool(tvm.cuda(0).exist)
+
     def check_measurable(self, preset) -> None:
         import tvm
 

@@ -2,7 +2,7 @@
 
 An artifact for a cross target (an ARM board) holds, next to ``model.so`` and the manifest:
 
-- ``runner``: ``runner/deploy_runner.cc`` built for the board's architecture; it loads the
+- ``runner``: ``src/deploy_runner.cc`` built for the board's architecture; it loads the
   library, runs ``main`` on .npy inputs, writes .npy outputs and prints the median latency;
 - ``lib/``: TVM's runtime for that architecture (``libtvm_runtime.so``, ``libtvm_ffi.so``),
   taken from PyPI's manylinux wheels of apache-tvm and apache-tvm-ffi (same versions as the
@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +34,14 @@ from ....files import output_file, sha256_file
 from ..features import host_arch
 from .runtime import RUNTIME_LIBS, SOURCE_BUILDS, cache_root, check_compiler, include_dir, runtime_dir, versions
 
-RUNNER_SOURCE = Path(__file__).resolve().parents[4] / "runner" / "deploy_runner.cc"
+RUNNER_SOURCE = Path(str(files(__package__) / "src" / "deploy_runner.cc"))  # package data
 RUNNER_NAME = "runner"
 LIB_DIR = "lib"
 QEMU_PACKAGE = "qemu-user-static"
 
 
 def build_runner(compiler: str, libdir: Path, out: Path, package: str = "g++") -> None:
-    """Build runner/deploy_runner.cc with ``compiler`` against the runtime in ``libdir``; cached by content."""
+    """Build src/deploy_runner.cc with ``compiler`` against the runtime in ``libdir``; cached by content."""
     check_compiler(compiler, package)
     flags = ["-std=c++17", "-O2", "-Wno-psabi", f"-I{include_dir()}"]
     link = [f"-L{libdir}", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed",

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from importlib.resources import files
 from pathlib import Path
 
 from .... import log
@@ -22,7 +23,6 @@ from ....files import atomic_cache_dir
 from ....files import cache_root as _deploy_cache
 from ..features import host_arch
 
-_REPO = Path(__file__).resolve().parents[4]
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 
 # PyPI platform tags of the manylinux wheels per architecture (none exist for armv7).
@@ -31,12 +31,12 @@ WHEEL_PLATFORMS = {
 }
 # Architectures whose runtime is built here from the sources the installed wheels ship:
 # apache-tvm-ffi's src/ and apache-tvm's src/runtime, plus the few headers the wheels leave out,
-# written for deploy in runner/runtime/. Value: (compiler, Debian package, flags).
+# written for deploy in src/runtime/ (package data). Value: (compiler, Debian package, flags).
 SOURCE_BUILDS = {
     "armv7l": ("arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf",
                ["-march=armv7-a", "-mfpu=neon", "-mfloat-abi=hard"]),
 }
-RUNTIME_EXTRA = _REPO / "runner" / "runtime"
+RUNTIME_EXTRA = Path(str(files(__package__) / "src" / "runtime"))  # package data
 # The runtime's sources needed to load and run a Relax VM artifact on a CPU (LLM caches, RPC,
 # GPU backends and the fp16 fallbacks, which libgcc provides, are left out).
 RUNTIME_SOURCES = [
