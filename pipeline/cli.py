@@ -433,7 +433,7 @@ def build(
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report (one test case per entry).")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with ONNX Runtime.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every selected entry, cached or not.")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: build only shard K of N, a share of the entries balanced by estimated cost and the same on every machine;")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: build only shard K of N, a share of the entries balanced by estimated cost and the same on every machine; combine the N outputs with `deploy build-merge`.")] = None,
 ):
     """Build a matrix of models x targets x precisions from CONFIG; unchanged entries come from the cache."""
     from .ci import matrix
@@ -463,7 +463,7 @@ def build(
 
 
 def _build_reports(results: list[dict], out: Path, junit: Path | None, as_json: bool, extra: dict | None) -> None:
-    """The JUnit file, the JSON summary and the table of `build`; exit 1 if an entry failed."""
+    """The JUnit file, the JSON summary and the table of `build` and `build-merge`; exit 1 if an entry failed."""
     from .ci import report
     from .files import write_text
 
@@ -482,6 +482,23 @@ def _build_reports(results: list[dict], out: Path, junit: Path | None, as_json: 
     report.print_table(results, console)
     if any(r["status"] == "failed" for r in results):
         raise typer.Exit(1)
+
+
+@app.command("build-merge")
+def build_merge(
+    shards: Annotated[list[Path], typer.Argument(help="The output directories of `deploy build --shard K/N`, one per K.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The merged output directory (artifacts, index.json, SHA256SUMS).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report (one test case per entry).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+):
+    """Combine the outputs of `deploy build --shard K/N` (K = 1..N) into one: refuses shards of other
+    configs or tool versions, a missing shard or one given twice."""
+    from .ci.merge import merge_shards
+
+    results, record = merge_shards(shards, output, force=force)
+    log.info(f"merged {record['count']} shards: {len(results)} entries into {Path(output).resolve()}")
+    _build_reports(results, Path(output).resolve(), junit, as_json, {"merged": record})
 
 
 @app.command()

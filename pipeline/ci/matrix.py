@@ -28,9 +28,11 @@ Layout of the output directory::
       SHA256SUMS                                   every file of every artifact (`sha256sum -c SHA256SUMS`)
       .lock, .locks/ENTRY.lock                     flock: index updates; one builder per entry
 
-Sharding (``shard``): ``--shard K/N`` builds only shard K's entries, a split every runner
-computes alike from the config (greedy by estimated cost); ``index.json`` then records the
-shard (K, N, its entries, the config's sha256, the tool versions) once they are all done.
+Sharding (``shard``, ``merge``): ``--shard K/N`` builds only shard K's entries, a split every
+runner computes alike from the config (greedy by estimated cost); ``index.json`` then records
+the shard (K, N, its entries, the config's sha256, the tool versions) once they are all done.
+``deploy build-merge`` checks N such outputs belong together and combines them into one
+directory whose SHA256SUMS is byte for byte the unsharded build's.
 
 Reproducibility: an artifact's files (library and manifest) are a function of its cache key.
 The manifest written by ``deploy compile`` records the build time and per-stage seconds; a

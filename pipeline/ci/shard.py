@@ -11,7 +11,7 @@ names alone (never from the machine it runs on), so the shards need not talk to 
   far (ties to the lowest K): the greedy longest-processing-time split (:func:`assign`).
 
 A shard's output records its place (K, N), the entries it owns, the config's sha256 and the tool
-versions in ``index.json`` (key ``shard``).
+versions in ``index.json`` (key ``shard``); ``merge`` checks those before combining shards.
 """
 
 from __future__ import annotations
