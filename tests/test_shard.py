@@ -1,6 +1,7 @@
 """`deploy build --shard K/N` and `deploy build-merge`: a matrix split over CI runners, combined again."""
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pipeline.ci.config import Entry, load_config
 from pipeline.ci.shard import BASE_COST, assign, entry_cost, parse_shard, shard_info
 from test_matrix import sums, write_config
 
+ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"cnn": 'path = "cnn.onnx"\ninput_shapes = { image = [1, 3, 32, 32] }\nprecisions = ["fp32", "fp16"]',
           "mlp": 'path = "mlp.onnx"', "mlp2": 'path = "mlp2.onnx"'}
 NAMES = {"cnn-x86-64", "cnn-x86-64-fp16", "mlp-x86-64", "mlp2-x86-64"}
@@ -208,3 +210,14 @@ def test_merge_failing_midway_leaves_no_output(sharded, cli, tmp_path, monkeypat
     rc, _, err = cli("build-merge", d / "s1", d / "s2", d / "s3", "-o", tmp_path / "merged")
     assert rc == 2 and "No space left on device" in err and len(calls) == 3
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temp dir
+
+
+def test_ci_build_script_passes_the_shard_through(tmp_path):
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, DEPLOY_SKIP_SETUP="1", PYTHON=str(stub), DEPLOY_SHARD="2/3",
+               DEPLOY_REPORTS=str(tmp_path / "reports"))
+    subprocess.run([ROOT / "scripts/ci-build.sh", "deploy.toml"], env=env, check=True)
+    args = (tmp_path / "args").read_text().split()
+    assert args[:6] == ["-m", "pipeline.cli", "build", "deploy.toml", "--shard", "2/3"] and "--json" in args
