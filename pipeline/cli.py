@@ -454,14 +454,21 @@ def build(
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report (one test case per entry).")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with ONNX Runtime.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every selected entry, cached or not.")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: build only shard K of N, a share of the entries balanced by estimated cost and the same on every machine; combine the N outputs with `deploy build-merge`.")] = None,
 ):
     """Build a matrix of models x targets x precisions from CONFIG; unchanged entries come from the cache."""
-    from .ci import matrix, report
-    from .ci.config import load_config
+    from .ci import matrix
+    from .ci.config import load_config, select
+    from .ci.shard import parse_shard, shard_info
 
+    place = parse_shard(shard) if shard is not None else None
     cfg = load_config(config)
     if jobs is not None and jobs < 1:
         raise DeployError("--jobs must be at least 1")
+    info = shard_info(cfg, select(cfg.entries, only), *place, only) if place else None
+    if info:
+        log.info(f"shard {info['index']}/{info['count']}: {len(info['entries'])} of {info['total']} entries "
+                 f"(estimated cost {info['cost']} of {info['total_cost']})")
 
     def progress(r: dict, i: int, n: int) -> None:
         extra = f"  {escape(r['error'].splitlines()[0][:200])}" if r.get("error") else ""
@@ -471,22 +478,48 @@ def build(
         log.info(f"[{i}/{n}] {r['name']}: [{color}]{r['status']}[/{color}] in {r['seconds'] or 0:.1f} s{extra}")
 
     results = matrix.build_matrix(cfg, only=only, jobs=jobs, verify=not no_verify, force=force,
-                                  output=output, progress=progress)
+                                  output=output, progress=progress, shard=info)
     out = Path(output).resolve() if output else cfg.output
+    _build_reports(results, out, junit, as_json, {"shard": info} if info else None)
+
+
+def _build_reports(results: list[dict], out: Path, junit: Path | None, as_json: bool, extra: dict | None) -> None:
+    """The JUnit file, the JSON summary and the table of `build` and `build-merge`; exit 1 if an entry failed."""
+    from .ci import report
+    from .files import write_text
+
+    record = next(iter((extra or {}).values()), None)
     if junit:
         try:
             junit.parent.mkdir(parents=True, exist_ok=True)
-            junit.write_text(report.junit_xml(results))
+            write_text(junit, report.junit_xml(results, report.run_properties(record) if record else None))
         except OSError as e:
             raise DeployError(f"cannot write the JUnit report {junit}: {e.strerror}", hint="choose a writable --junit path")
     if as_json:
-        typer.echo(json.dumps(report.summary_json(results, out), indent=2, default=str))
+        typer.echo(json.dumps(report.summary_json(results, out, extra), indent=2, default=str))
     console = log.Console(highlight=False, stderr=as_json)  # with --json, stdout is only JSON
     if not console.is_terminal:
         console.width = 160  # CI logs: room for the error column
     report.print_table(results, console)
     if any(r["status"] == "failed" for r in results):
         raise typer.Exit(1)
+
+
+@app.command("build-merge")
+def build_merge(
+    shards: Annotated[list[Path], typer.Argument(help="The output directories of `deploy build --shard K/N`, one per K.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The merged output directory (artifacts, index.json, SHA256SUMS).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report (one test case per entry).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+):
+    """Combine the outputs of `deploy build --shard K/N` (K = 1..N) into one: refuses shards of other
+    configs or tool versions, a missing shard or one given twice."""
+    from .ci.merge import merge_shards
+
+    results, record = merge_shards(shards, output, force=force)
+    log.info(f"merged {record['count']} shards: {len(results)} entries into {Path(output).resolve()}")
+    _build_reports(results, Path(output).resolve(), junit, as_json, {"merged": record})
 
 
 @app.command()

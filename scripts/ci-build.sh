@@ -10,6 +10,8 @@
 #   DEPLOY_SKIP_SETUP=1   use an existing .venv (or PYTHON=...) instead of running setup.sh
 #   DEPLOY_REPORTS=DIR    where build-report.json and junit.xml go [reports]
 #   DEPLOY_JOBS=N         parallel builds [config's build.jobs]
+#   DEPLOY_SHARD=K/N      build only shard K of N (`deploy build --shard`); combine the N
+#                         artifacts/ directories with `deploy build-merge DIR... -o OUT`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +25,12 @@ fi
 py=${PYTHON:-.venv/bin/python}
 mkdir -p "$reports"
 
-jobs=()
-[ -n "${DEPLOY_JOBS:-}" ] && jobs=(--jobs "$DEPLOY_JOBS")
+opts=()
+[ -n "${DEPLOY_JOBS:-}" ] && opts=(--jobs "$DEPLOY_JOBS")
+[ -n "${DEPLOY_SHARD:-}" ] && opts+=(--shard "$DEPLOY_SHARD")
 
 set +e
-"$py" -m pipeline.cli build "$config" "${jobs[@]}" --json --junit "$reports/junit.xml" "$@" > "$reports/build-report.json"
+"$py" -m pipeline.cli build "$config" "${opts[@]}" --json --junit "$reports/junit.xml" "$@" > "$reports/build-report.json"
 rc=$?
 set -e
 if [ -f artifacts/SHA256SUMS ]; then

@@ -28,6 +28,12 @@ Layout of the output directory::
       SHA256SUMS                                   every file of every artifact (`sha256sum -c SHA256SUMS`)
       .lock, .locks/ENTRY.lock                     flock: index updates; one builder per entry
 
+Sharding (``shard``, ``merge``): ``--shard K/N`` builds only shard K's entries, a split every
+runner computes alike from the config (greedy by estimated cost); ``index.json`` then records
+the shard (K, N, its entries, the config's sha256, the tool versions) once they are all done.
+``deploy build-merge`` checks N such outputs belong together and combines them into one
+directory whose SHA256SUMS is byte for byte the unsharded build's.
+
 Reproducibility: an artifact's files (library and manifest) are a function of its cache key.
 The manifest written by ``deploy compile`` records the build time and per-stage seconds; a
 matrix build moves those into ``index.json`` (which is per-run and not in SHA256SUMS) and adds
@@ -74,13 +80,36 @@ def update_index(out: Path, results: list[dict]) -> dict:
             index["entries"][r["name"]] = {k: v for k, v in r.items() if k != "cleaned"}
         index["entries"] = dict(sorted(index["entries"].items()))
         index["updated_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        write_text(out / INDEX, json.dumps(index, indent=2, sort_keys=True, default=str) + "\n")
-        lines = []
-        for name, e in index["entries"].items():
-            if (out / name).is_dir():
-                lines += [f"{h}  {p}" for p, h in e.get("files", {}).items()]
-        write_text(out / SUMS, "".join(line + "\n" for line in sorted(lines, key=lambda s: s[66:])))
+        write_index(out, index)
     return index
+
+
+def sums_text(out: Path, entries: dict) -> str:
+    """SHA256SUMS for the entries whose artifact is in ``out``: one line per file, sorted by path."""
+    lines = []
+    for name, e in entries.items():
+        if (out / name).is_dir():
+            lines += [f"{h}  {p}" for p, h in e.get("files", {}).items()]
+    return "".join(line + "\n" for line in sorted(lines, key=lambda s: s[66:]))
+
+
+def write_index(out: Path, index: dict) -> None:
+    """index.json, then SHA256SUMS, each replaced in one rename."""
+    write_text(out / INDEX, json.dumps(index, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(out / SUMS, sums_text(out, index["entries"]))
+
+
+def record_shard(out: Path, info: dict | None) -> None:
+    """Set (a finished shard) or clear (a run starting, or not sharded) index.json's shard record."""
+    with flock(out / ".lock"):
+        index = read_index(out)
+        if info is None and "shard" not in index:
+            return
+        index.pop("shard", None)
+        if info is not None:
+            index["shard"] = {**info, "finished_utc": datetime.datetime.now(datetime.timezone.utc)
+                              .isoformat(timespec="seconds")}
+        write_index(out, index)
 
 
 def check_writable(out: Path) -> None:
@@ -97,13 +126,19 @@ def check_writable(out: Path) -> None:
 
 
 def build_matrix(config: Config, only: list[str] | None = None, jobs: int | None = None, verify: bool | None = None,
-                 force: bool = False, output: Path | None = None, progress=None) -> list[dict]:
-    """Build every selected entry; a failing entry does not stop the others. Returns one dict per entry."""
+                 force: bool = False, output: Path | None = None, progress=None, shard: dict | None = None) -> list[dict]:
+    """Build every selected entry; a failing entry does not stop the others. Returns one dict per entry.
+
+    ``shard`` (``shard.shard_info``) limits the run to that shard's entries; index.json records it
+    once every one of them is done (and loses any earlier record when the run starts)."""
     entries = select(config.entries, only)
+    if shard is not None:
+        entries = [e for e in entries if e.name in set(shard["entries"])]
     out = Path(output).resolve() if output else config.output
     jobs = jobs or config.jobs
     verify = config.verify if verify is None else verify
     check_writable(out)
+    record_shard(out, None)  # a shard killed midway must not look finished
     previous = read_index(out)["entries"]
     if entries and (jobs <= 1 or len(entries) <= 1):
         versions()  # imports TVM and asks the toolchain once, so the first entry's time is its own
@@ -136,5 +171,7 @@ def build_matrix(config: Config, only: list[str] | None = None, jobs: int | None
                          "hint": "run again with --jobs 1 to see the error", "seconds": None, "bytes": None,
                          "verification": None, "key": None, "files": {}}
                 done(r)
+    if shard is not None:
+        record_shard(out, shard)
     order = {e.name: i for i, e in enumerate(entries)}
     return sorted(results, key=lambda r: order[r["name"]])

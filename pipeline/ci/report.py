@@ -16,12 +16,21 @@ def verification_text(r: dict) -> str:
     return "-"
 
 
-def summary_json(results: list[dict], out: Path) -> dict:
+def summary_json(results: list[dict], out: Path, extra: dict | None = None) -> dict:
+    """``extra``: what else the run records (``shard``: K, N, config sha256, versions; ``merged``)."""
     keep = ("name", "model", "target", "precision", "status", "key", "seconds", "bytes", "verification", "error", "hint")
     counts = {s: sum(r["status"] == s for r in results) for s in ("built", "cached", "failed")}
     verified = sum((r.get("verification") or {}).get("status") == "passed" for r in results)
     return {"output": str(out), "counts": {**counts, "verified": verified, "total": len(results)},
-            "ok": counts["failed"] == 0, "entries": [{k: r.get(k) for k in keep} for r in results]}
+            "ok": counts["failed"] == 0, "entries": [{k: r.get(k) for k in keep} for r in results], **(extra or {})}
+
+
+def run_properties(info: dict) -> dict[str, str]:
+    """A shard or merge record as JUnit properties: which shard(s), the config's hash, the versions."""
+    props = {"shard": f"{info['index']}/{info['count']}"} if "index" in info else {"shards": str(info["count"])}
+    props["config_sha256"] = info["config_sha256"]
+    props.update({f"version.{k}": str(v) for k, v in sorted(info["versions"].items())})
+    return props
 
 
 def print_table(results: list[dict], console) -> None:
@@ -42,7 +51,7 @@ def print_table(results: list[dict], console) -> None:
                   f"{c['verified']} verified against ONNX Runtime")
 
 
-def junit_xml(results: list[dict]) -> str:
+def junit_xml(results: list[dict], properties: dict[str, str] | None = None) -> str:
     import xml.etree.ElementTree as ET
 
     failures = sum(r["status"] == "failed" for r in results)
@@ -50,6 +59,10 @@ def junit_xml(results: list[dict]) -> str:
     suites = ET.Element("testsuites", name="deploy build", tests=str(len(results)), failures=str(failures))
     suite = ET.SubElement(suites, "testsuite", name="deploy build", tests=str(len(results)), failures=str(failures),
                           errors="0", skipped="0", time=f"{total:.3f}")
+    if properties:
+        props = ET.SubElement(suite, "properties")
+        for k, v in properties.items():
+            ET.SubElement(props, "property", name=k, value=v)
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"deploy.{r['model']}", name=r["name"],
                              time=f"{r.get('seconds') or 0:.3f}")
