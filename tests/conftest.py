@@ -13,6 +13,55 @@ from pipeline.cli import _main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A skip whose reason starts so is a set-up step scripts/setup.sh should have done (a program, a
+# package): .ci/run sets DEPLOY_REQUIRE_SETUP=1 and such a skip fails the run. Skips for what this
+# machine cannot have (a CPU feature, a GPU) stay skips; the summary counts both.
+NOT_SET_UP = "not set up:"
+
+
+def needs_program(name: str, package: str | None = None):
+    """Skip a test when a program scripts/setup.sh installs is missing (a failure under .ci/run)."""
+    import shutil
+
+    return pytest.mark.skipif(shutil.which(name) is None,
+                              reason=f"{NOT_SET_UP} {name} (scripts/setup.sh installs {package or name} as root)")
+
+
+def needs_module(name: str):
+    """The module, or a skip when scripts/setup.sh's test extras are not installed (a failure under .ci/run)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        pytest.skip(f"{NOT_SET_UP} python module {name} (scripts/setup.sh installs the test extras)",
+                    allow_module_level=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for rep in skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.write_line(f"{len(skipped)} skipped: " + "; ".join(f"{r} (x{n})" for r, n in sorted(reasons.items())))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    if os.environ.get("DEPLOY_REQUIRE_SETUP") != "1":
+        return
+    rep = session.config.pluginmanager.get_plugin("terminalreporter")
+    missing = [r for r in (rep.stats.get("skipped", []) if rep else [])
+               if NOT_SET_UP in (r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr))]
+    if missing:
+        if rep:
+            rep.write_line(f"DEPLOY_REQUIRE_SETUP: {len(missing)} test(s) skipped for a set-up step that "
+                           "scripts/setup.sh should have done", red=True)
+        session.exitstatus = 1
+
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> Path:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import pipeline
-from conftest import ort_run
+from conftest import ort_run, needs_module
 from pipeline.errors import DeployError
 from pipeline.frontend.dims import parse_dim, parse_shapes, sample_points
 
-torch = pytest.importorskip("torch")
+torch = needs_module("torch")
 
 from torch_models import EncoderBlock, PositionalEmbedding, export  # noqa: E402
 

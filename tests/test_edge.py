@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pipeline
-from conftest import ort_run
+from conftest import ort_run, needs_module
 from pipeline.backends.cpu.board import runner as device
 from pipeline.build import elf_machine
 from pipeline.runtime import random_inputs
@@ -49,7 +49,7 @@ def test_rpi4_cnn_verifies_under_qemu(rpi4_cnn, models, cli):
 
 
 def test_rpi4_encoder_block_matches_ort_under_qemu(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = needs_module("torch")
     from torch_models import EncoderBlock, export
 
     path = export(EncoderBlock(), torch.randn(1, 16, 64), tmp_path / "enc.onnx")
@@ -215,7 +215,7 @@ def test_armv7_runs_with_runtime_built_from_wheel_sources(models, tmp_path, cli)
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["rpi4", "rpi5"])
 def test_resnet18_under_emulation(tmp_path, target):
-    torch = pytest.importorskip("torch")
+    torch = needs_module("torch")
     from torch_models import export, resnet18
 
     path = export(resnet18(), torch.randn(1, 3, 224, 224), tmp_path / "resnet18.onnx")

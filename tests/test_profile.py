@@ -3,12 +3,12 @@ times named by ONNX nodes, next to ONNX Runtime's), its HTML report rendered in 
 and bench's throughput and memory figures."""
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_program
 import torch
 
 import pipeline
@@ -105,7 +105,7 @@ def test_profile_png_has_both_engines_bars(built, tmp_path):
     assert _bar_pixels(files[1], DEPLOY_COLOR) > 1000 and _bar_pixels(files[1], ORT_COLOR) > 1000
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (scripts/setup.sh installs it as root)")
+@needs_program("chromium")
 def test_html_report_renders_in_headless_chromium(built, tmp_path):
     html = built.get("profile_html")
     if html is None:

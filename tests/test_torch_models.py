@@ -1,11 +1,11 @@
 """Models exported from PyTorch (CPU build): compiled for the host and compared with ONNX Runtime."""
 
 import pytest
+from conftest import assert_matches_ort, needs_module
 
-torch = pytest.importorskip("torch")
+torch = needs_module("torch")
 
 import pipeline  # noqa: E402
-from conftest import assert_matches_ort  # noqa: E402
 from torch_models import EncoderBlock, PadToMultiple, PositionalEmbedding, export, resnet18, small_resnet  # noqa: E402
 
 
