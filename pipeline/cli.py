@@ -26,7 +26,7 @@ def _global(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show 
 
 
 def _load_inputs(items: list[str]) -> dict | None:
-    import numpy as np
+    from .runtime import read_npy
 
     if not items:
         return None
@@ -35,10 +35,7 @@ def _load_inputs(items: list[str]) -> dict | None:
         name, sep, path = item.partition("=")
         if not sep:
             raise DeployError(f"bad --input '{item}'", hint="write it as NAME=path.npy")
-        try:
-            out[name] = np.load(path)
-        except (OSError, ValueError) as e:
-            raise DeployError(f"cannot read {path} for input '{name}': {e}", hint="pass a .npy file made by numpy.save")
+        out[name] = read_npy(path, f"input '{name}'")
     return out
 
 

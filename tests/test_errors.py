@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import pipeline
-from pipeline import DeployError
+from pipeline import DeployError, examples
 from pipeline.backends.cpu import features as cpu
 
 
@@ -176,4 +176,55 @@ def test_a_tvm_failure_in_a_step_names_the_step(cli, models, tmp_path, monkeypat
     err = _err(cli, "compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a")
     assert "step 'optimize: simplify' failed" in err and "Check failed" in err and "--opt-level" in err
     assert "Traceback" not in err and "internal error" not in err
+    assert not (tmp_path / "a").exists()
+
+
+# Clean edges: a user error is exit 2 with one message, an internal error 3, Ctrl-C 130.
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """tiny_mlp (input x float32[1, 64]) and its x86-64 artifact (art/)."""
+    d = tmp_path_factory.mktemp("mlp")
+    onnx.save(examples.tiny_mlp(), d / "mlp.onnx")
+    pipeline.compile(d / "mlp.onnx", "x86-64", output=d / "art", check=False)
+    return d
+
+
+@pytest.fixture
+def bad_arrays(tmp_path):
+    """Array files deploy must refuse with a message: empty, pickled objects, .npy vs .npz."""
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}, None], dtype=object))
+    np.save(tmp_path / "x.npy", np.zeros((1, 64), np.float32))
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 64), np.float32))
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["run", "verify", "bench", "profile"])
+def test_bad_npy_inputs(cli, mlp, bad_arrays, command):
+    extra = ["--model", mlp / "mlp.onnx"] if command == "verify" else []
+
+    def err(name):
+        return _err(cli, command, mlp / "art", *extra, "--input", f"x={bad_arrays / name}")
+
+    e = err("empty.npy")
+    assert f"cannot use {bad_arrays / 'empty.npy'} as input 'x': the file is empty" in e and "numpy.save" in e
+    e = err("objects.npy")
+    assert "as input 'x': it holds Python objects" in e and "fix: convert it to a numeric array" in e
+    e = err("x.npz")
+    assert "as input 'x': it is an .npz archive (1 array(s): x), not one .npy array" in e
+
+
+def test_bad_npz_inputs(cli, mlp, bad_arrays, tmp_path):
+    def err(*args):
+        return _err(cli, "compile", mlp / "mlp.onnx", "--target", "x86-64", "-o", tmp_path / "a", *args)
+
+    e = err("--check-inputs", bad_arrays / "x.npy")  # refused before the build, not after it
+    assert "as --check-inputs: it is an .npy file (one array, without a name), not an .npz archive" in e
+    assert "fix: save the arrays with numpy.savez" in e
+    assert "--check-inputs: the file is empty" in err("--check-inputs", bad_arrays / "empty.npy")
+    assert "--check-inputs: it holds Python objects" in err("--check-inputs", bad_arrays / "objects.npz")
+    e = err("--precision", "int8", "--calibration", bad_arrays / "objects.npy")
+    assert "as calibration data: it holds Python objects" in e
     assert not (tmp_path / "a").exists()
