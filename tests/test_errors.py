@@ -228,3 +228,22 @@ def test_bad_npz_inputs(cli, mlp, bad_arrays, tmp_path):
     e = err("--precision", "int8", "--calibration", bad_arrays / "objects.npy")
     assert "as calibration data: it holds Python objects" in e
     assert not (tmp_path / "a").exists()
+
+
+PRESET = 'description = "my board"\nfamily = "cpu"\narch = "x86_64"\n[target]\nkind = "llvm"\n'
+
+
+@pytest.mark.parametrize("edit, why, fix", [
+    (('arch = "x86_64"\n', ""), "is malformed: no 'arch'", 'add arch = "aarch64"'),
+    (('family = "cpu"\n', ""), "is malformed: no 'family'", 'add family = "cpu"'),
+    (('arch = "x86_64"', "arch = 3"), "'arch' must be a string, not an integer (3)", 'e.g. arch = "aarch64"'),
+    (('[target]\nkind = "llvm"\n', 'target = "llvm"\n'), "'target' must be a table, not a string ('llvm')",
+     'e.g. [target] with kind = "llvm"'),
+    (('[target]', 'detect_host = "yes"\n[target]'), "'detect_host' must be true or false, not a string ('yes')",
+     "e.g. detect_host = false"),
+    (('kind = "llvm"', 'mcpu = "znver3"'), "[target] has no kind", 'add kind = "llvm" (CPU) or "cuda"'),
+])
+def test_malformed_target_preset(cli, models, tmp_path, edit, why, fix):
+    (tmp_path / "my.toml").write_text(PRESET.replace(*edit))
+    err = _err(cli, "compile", models / "cnn.onnx", "--target", tmp_path / "my.toml", "-o", tmp_path / "a")
+    assert f"target preset {tmp_path / 'my.toml'}" in err and why in err and f"fix: {fix}" in err
