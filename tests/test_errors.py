@@ -247,3 +247,27 @@ def test_malformed_target_preset(cli, models, tmp_path, edit, why, fix):
     (tmp_path / "my.toml").write_text(PRESET.replace(*edit))
     err = _err(cli, "compile", models / "cnn.onnx", "--target", tmp_path / "my.toml", "-o", tmp_path / "a")
     assert f"target preset {tmp_path / 'my.toml'}" in err and why in err and f"fix: {fix}" in err
+
+
+@pytest.mark.parametrize("table, line, why", [
+    ("build", 'verify = "yes"', "build.verify must be true or false, not a string ('yes')"),
+    ("build", "output = 5", "build.output must be a string, not an integer (5)"),
+    ("build", "jobs = true", "build.jobs must be an integer, not a boolean (true)"),
+    ("target", "preset = 3", "targets.x86-64.preset must be a string, not an integer (3)"),
+    ("target", "db = false", "targets.x86-64.db must be a string, not a boolean (false)"),
+    ("model", 'targets = "x86-64"', "models.mlp.targets must be an array of strings, not a string ('x86-64')"),
+    ("model", 'precisions = "fp32"', "models.mlp.precisions must be an array of strings, not a string ('fp32')"),
+    ("model", 'atol = "big"', "models.mlp.atol must be a number, not a string ('big')"),
+    ("model", 'opt_level = "3"', "models.mlp.opt_level must be an integer, not a string ('3')"),
+    ("model", "opt_level = 7", "models.mlp.opt_level 7 is out of range"),
+    ("model", "path = 3", "models.mlp.path must be a string, not an integer (3)"),
+    ("model", "calibration = [1]", "models.mlp.calibration must be a string, not an array ([1])"),
+])
+def test_build_config_value_types(cli, tmp_path, table, line, why):
+    lines = {"build": "", "target": "", "model": "" if line.startswith("path") else 'path = "mlp.onnx"'}
+    lines[table] += "\n" + line
+    cfg = tmp_path / "deploy.toml"
+    cfg.write_text(f"[build]{lines['build']}\n[targets.x86-64]{lines['target']}\n[models.mlp]\n{lines['model']}\n")
+    err = _err(cli, "build", cfg)
+    assert f"{cfg}: {why}" in err and "fix: " in err
+    assert not (tmp_path / "artifacts").exists()
