@@ -271,3 +271,51 @@ def test_build_config_value_types(cli, tmp_path, table, line, why):
     err = _err(cli, "build", cfg)
     assert f"{cfg}: {why}" in err and "fix: " in err
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_unwritable_output_paths(cli, mlp, tmp_path):
+    art, blocker, folder = mlp / "art", tmp_path / "file", tmp_path / "dir.tar.gz"
+    blocker.write_text("x")
+    folder.mkdir()
+    db = tmp_path / "db" / "x86-64-0123456789ab"
+    db.mkdir(parents=True)
+    (db / "target.json").write_text("{}")
+    under_file = f"{blocker} is a file, not a directory"
+    for args, why in [
+        (("run", art, "-o", blocker), "it is a file, not a directory"),
+        (("run", art, "-o", blocker / "out"), under_file),
+        (("profile", art, "-o", blocker), "it is a file, not a directory"),
+        (("profile", art, "-o", blocker / "out"), under_file),
+        (("package", art, "-o", folder), "it is a directory"),
+        (("package", art, "-o", blocker / "b.tar.gz"), under_file),
+        (("db", "export", "--db", tmp_path / "db", "-o", folder), "it is a directory"),
+        (("db", "export", "--db", tmp_path / "db", "-o", blocker / "db.tar.gz"), under_file),
+    ]:
+        err = _err(cli, *args)
+        assert f"cannot write {args[-1]}: {why}" in err and "fix: choose another -o" in err, (args, err)
+    assert blocker.read_text() == "x" and not list(folder.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
+    rc, out, err = cli("run", art, "-o", tmp_path / "new" / "out")
+    assert rc == 0 and (tmp_path / "new" / "out" / "y.npy").is_file(), err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_directory(cli, mlp, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        err = _err(cli, "run", mlp / "art", "-o", ro / "out")
+        assert f"permission denied ({ro} is not writable)" in err
+        assert "permission denied" in _err(cli, "package", mlp / "art", "-o", ro / "b.tar.gz")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_bench_and_profile_counts(cli, mlp):
+    for args, why, fix in [(("bench", "--repeat", "0"), "--repeat 0 must be at least 1", "e.g. --repeat 20"),
+                           (("bench", "--repeat", "-2"), "--repeat -2 must be at least 1", "e.g. --repeat 20"),
+                           (("bench", "--iterations", "0"), "--iterations 0 must be at least 1", "--iterations 200"),
+                           (("profile", "--runs", "0"), "--runs 0 must be at least 1", "e.g. --runs 20")]:
+        err = _err(cli, args[0], mlp / "art", *args[1:])
+        assert why in err and fix in err

@@ -26,7 +26,7 @@ from pathlib import Path
 from .. import log
 from ..backends import for_tvm_kind
 from ..errors import DeployError
-from ..files import cache_root, write_lines, write_text
+from ..files import cache_root, check_output_path, write_lines, write_text
 from ..targets import Preset
 
 WORKLOADS = "database_workload.json"
@@ -222,13 +222,18 @@ def export_archive(root: Path, out: Path) -> Path:
     root = Path(root)
     if not list_dbs(root):
         raise DeployError(f"no tuning database under {root}", hint="tune first, or pass --db DIR")
+    check_output_path(out, "-o")
     tmp = Path(str(out) + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for db in list_dbs(root):
-            for f in (META, WORKLOADS, RECORDS):
-                if (db.path / f).exists():
-                    tar.add(db.path / f, arcname=f"{db.path.name}/{f}")
-    os.replace(tmp, out)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for db in list_dbs(root):
+                for f in (META, WORKLOADS, RECORDS):
+                    if (db.path / f).exists():
+                        tar.add(db.path / f, arcname=f"{db.path.name}/{f}")
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DeployError(f"cannot write {out}: {e.strerror or e}", hint="choose another -o") from e
     return out
 
 
