@@ -319,3 +319,48 @@ def test_bench_and_profile_counts(cli, mlp):
                            (("profile", "--runs", "0"), "--runs 0 must be at least 1", "e.g. --runs 20")]:
         err = _err(cli, args[0], mlp / "art", *args[1:])
         assert why in err and fix in err
+
+
+def test_a_failed_inference_under_concurrency_is_an_error(cli, mlp, monkeypatch):
+    """Not a smaller count of inferences per second: the engine runs here in a thread (the same
+    protocol as its process), and one of the two requests in flight fails after a few runs."""
+    import multiprocessing
+    import threading
+
+    from pipeline import bench
+
+    class ThreadEngine(bench._Engine):
+        def __init__(self, kind, path, threads, inputs_file):
+            self.kind = kind
+            self.conn, child = multiprocessing.Pipe()
+            self.proc = threading.Thread(target=bench._serve, args=(kind, str(path), threads, str(inputs_file), child),
+                                         daemon=True)
+            self.proc.start()
+            self._reply("ready")
+
+        def kill(self):
+            pass
+
+    binds = []
+
+    class Flaky(pipeline.Artifact):
+        def bind(self, inputs):
+            run = super().bind(inputs)
+            binds.append(run)
+            if len(binds) < 3:  # the timing runner and the first request's
+                return run
+            n = [0]
+
+            def flaky():
+                n[0] += 1
+                if n[0] > 5:
+                    raise RuntimeError("simulated failure of one request")
+                return run()
+            return flaky
+
+    monkeypatch.setattr(bench, "_Engine", ThreadEngine)
+    monkeypatch.setattr(bench, "Artifact", Flaky)
+    monkeypatch.setenv("TVM_NUM_THREADS", os.environ.get("TVM_NUM_THREADS", "1"))  # restored after set_threads
+    err = _err(cli, "bench", mlp / "art", "--concurrency", "2", "--seconds", "0.2", "--repeat", "1", "--warmup", "1")
+    assert ("the deploy benchmark process failed: an inference failed with 2 requests in flight: "
+            "RuntimeError: simulated failure of one request") in err
