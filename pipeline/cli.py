@@ -14,7 +14,24 @@ from . import log
 from .errors import DeployError, VerificationError
 from .quantize.calibrate import CALIBRATORS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _Escaped(Exception):
+    """Ctrl-C or an EOFError in a command, carried past typer to ``_main``: typer would end the first
+    with a silent exit 130 and the second with 'Aborted.' and exit 1."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Group(typer.core.TyperGroup):
+    def invoke(self, ctx):  # the callbacks and the command run in here
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, EOFError) as e:
+            raise _Escaped(e) from e
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="Compile ONNX models into verified, deployable libraries (Apache TVM).")
 targets_app = typer.Typer(no_args_is_help=False, help="List target presets, or show one.")
 app.add_typer(targets_app, name="targets")
@@ -518,8 +535,11 @@ def targets_show(name: str):
 def _main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one message and a non-zero exit, never a traceback."""
     try:
-        app(args=argv)  # exits through SystemExit with typer's own code on success or usage errors
-        return 0
+        try:
+            app(args=argv)  # exits through SystemExit with typer's own code on success or usage errors
+            return 0
+        except _Escaped as e:
+            raise e.error from None
     except VerificationError as e:
         log.console.print(f"[red]error:[/red] {escape(str(e))}")
         return 1

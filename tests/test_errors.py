@@ -364,3 +364,23 @@ def test_a_failed_inference_under_concurrency_is_an_error(cli, mlp, monkeypatch)
     err = _err(cli, "bench", mlp / "art", "--concurrency", "2", "--seconds", "0.2", "--repeat", "1", "--warmup", "1")
     assert ("the deploy benchmark process failed: an inference failed with 2 requests in flight: "
             "RuntimeError: simulated failure of one request") in err
+
+
+def test_interrupt_internal_error_and_eof_in_commands_and_callbacks(cli, monkeypatch, tmp_path):
+    from pipeline import log, targets
+
+    (tmp_path / "bad.toml").write_text('family = "cpu"\n')
+    monkeypatch.setattr(targets, "TARGETS_DIR", tmp_path)
+    err = _err(cli, "targets")  # the `targets` group's callback lists the presets
+    assert f"target preset {tmp_path / 'bad.toml'} is malformed: no 'description', 'arch', [target] table" in err
+    for exc, rc, text in [(KeyboardInterrupt(), 130, "interrupted"),  # typer: exit 130 and not a word
+                          (EOFError("simulated"), 3, "internal error: EOFError: simulated"),  # typer: 'Aborted.', 1
+                          (RuntimeError("simulated"), 3, "internal error: RuntimeError: simulated")]:
+        def raises(*a, exc=exc, **k):
+            raise exc
+        monkeypatch.setattr(targets, "list_presets", raises)
+        got, out, err = cli("targets")
+        assert got == rc and err.splitlines()[0] == text and "Traceback" not in err and "Aborted" not in err, err
+    monkeypatch.setattr(log, "set_verbose", lambda flag: 1 / 0)  # the app's own callback (-v)
+    got, out, err = cli("targets", "show", "x86-64")
+    assert got == 3 and "internal error: ZeroDivisionError: division by zero" in err and "Traceback" not in err
