@@ -21,6 +21,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploy"
 
 
+CACHE_HINT = "make it writable, or set XDG_CACHE_HOME to a writable directory"
+
+
+def make_cache_dir(path: Path) -> Path:
+    """``path`` (under cache_root()) made with its parents, or a DeployError saying the cache is unwritable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeployError(f"cannot write deploy's cache {path}: {e.strerror or e}", hint=CACHE_HINT) from e
+    return path
+
+
 def check_output_path(path: Path, flag: str, is_dir: bool = False) -> None:
     """Raise a DeployError (naming ``flag``, the option that gave the path) unless ``path`` can be
     written as a file (``is_dir``: a directory, made with its parents where missing): before the
@@ -90,7 +102,7 @@ class atomic_cache_dir:
         self.out = out
 
     def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        make_cache_dir(self.out.parent)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
         return self.tmp
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -384,3 +385,35 @@ def test_interrupt_internal_error_and_eof_in_commands_and_callbacks(cli, monkeyp
     monkeypatch.setattr(log, "set_verbose", lambda flag: 1 / 0)  # the app's own callback (-v)
     got, out, err = cli("targets", "show", "x86-64")
     assert got == 3 and "internal error: ZeroDivisionError: division by zero" in err and "Traceback" not in err
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    env.pop("DEPLOY_TUNING_DB", None)
+    return env
+
+
+def test_unwritable_cache(tmp_path):
+    """deploy's cache under a regular file: importing deploy (which keeps a stand-in libcuda there)
+    still works, and a command that writes the cache says what is wrong."""
+    (tmp_path / "file").write_text("x")
+    db = tmp_path / "db" / "x86-64-0123456789ab"
+    db.mkdir(parents=True)
+    (db / "target.json").write_text("{}")
+    import tarfile
+
+    with tarfile.open(tmp_path / "db.tar.gz", "w:gz") as tar:
+        tar.add(db / "target.json", arcname=f"{db.name}/target.json")
+    env = _env(XDG_CACHE_HOME=str(tmp_path / "file" / "cache"))
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], env=env, cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "compile" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "db", "import", "db.tar.gz"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    cache = tmp_path / "file" / "cache" / "deploy" / "tuning" / db.name
+    assert f"error: cannot write tuning database {cache}: Not a directory" in r.stderr
+    assert "fix: pass a writable --db DIR" in r.stderr and "Traceback" not in r.stderr

@@ -212,8 +212,12 @@ def merge_roots(dest_root: Path, src_root: Path) -> dict[str, int]:
     for src in list_dbs(src_root):
         dest_path = Path(dest_root) / src.path.name
         if not (dest_path / META).exists():
-            dest_path.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src.path / META, dest_path / META)
+            try:
+                dest_path.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src.path / META, dest_path / META)
+            except OSError as e:
+                raise DeployError(f"cannot write tuning database {dest_path}: {e.strerror or e}",
+                                  hint="pass a writable --db DIR (the default is under $XDG_CACHE_HOME)") from e
         out[src.path.name] = merge_into(TargetDB(dest_path), src)
     return out
 
