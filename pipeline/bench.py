@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeployError, last_line
+from .procs import sigint_ignored_by_children
 from .remote import connect, parse_tracker
 from .runtime import Artifact, check_inputs, inputs_for, read_npz, to_storage
 
@@ -142,7 +143,8 @@ class _Engine:
         self.kind = kind
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(kind, str(path), threads, str(inputs_file), child), daemon=True)
-        self.proc.start()
+        with sigint_ignored_by_children():  # Ctrl-C: the parent kills the engines (bench's finally)
+            self.proc.start()
         self._reply("ready")
 
     def _reply(self, want: str):

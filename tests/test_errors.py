@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -417,3 +419,77 @@ def test_unwritable_cache(tmp_path):
     cache = tmp_path / "file" / "cache" / "deploy" / "tuning" / db.name
     assert f"error: cannot write tuning database {cache}: Not a directory" in r.stderr
     assert "fix: pass a writable --db DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of a process group."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(p.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return pids
+
+
+def _ctrl_c(cmd, cwd, ready, timeout=240):
+    """Run ``cmd`` in a process group of its own; once ``ready(pgid)``, send SIGINT to the whole group
+    as a terminal's Ctrl-C does. Returns the exit code and stderr, once no process of the group is left."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=_env(), start_new_session=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + timeout
+        while not ready(p.pid):
+            assert p.poll() is None, p.communicate()
+            assert time.time() < deadline, "never got ready"
+            time.sleep(0.1)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        deadline = time.time() + 15
+        while _group(p.pid) and time.time() < deadline:  # workers end with the build, not after it
+            time.sleep(0.2)
+        assert not _group(p.pid), "processes left running"
+    finally:
+        if p.poll() is None or _group(p.pid):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return p.returncode, err
+
+
+def _interrupted_once(rc, err):
+    assert rc == 130, err
+    assert err.count("interrupted") == 1 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_ctrl_c_during_a_parallel_build(tmp_path):
+    onnx.save(examples.tiny_cnn(), tmp_path / "cnn.onnx")
+    onnx.save(examples.tiny_mlp(), tmp_path / "mlp.onnx")
+    (tmp_path / "deploy.toml").write_text('[targets.x86-64]\n[models.cnn]\npath = "cnn.onnx"\n'
+                                          '[models.mlp]\npath = "mlp.onnx"\n')
+    out = tmp_path / "artifacts"
+
+    def building(pgid):  # both workers started, one of them (at least) in the middle of its compile
+        return len(_group(pgid)) >= 3 and any(out.glob(".*.partial-*"))
+
+    rc, err = _ctrl_c([sys.executable, "-m", "pipeline.cli", "build", "deploy.toml", "--jobs", "2"], tmp_path,
+                      building)
+    _interrupted_once(rc, err)
+
+
+def test_ctrl_c_during_profile(mlp, tmp_path):
+    lib = str((mlp / "art" / "model.so").resolve())
+
+    def profiling(pgid):  # the deploy engine's process has loaded the library: it is timing it
+        for pid in set(_group(pgid)) - {pgid}:
+            try:
+                if lib in Path(f"/proc/{pid}/maps").read_text():
+                    return True
+            except OSError:
+                pass
+        return False
+
+    rc, err = _ctrl_c([sys.executable, "-m", "pipeline.cli", "profile", str(mlp / "art"), "--warmup", "1000000000",
+                       "-o", str(tmp_path / "report")], tmp_path, profiling)
+    _interrupted_once(rc, err)
+    assert not (tmp_path / "report").exists()
