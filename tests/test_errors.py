@@ -315,6 +315,16 @@ def test_read_only_output_directory(cli, mlp, tmp_path):
         ro.chmod(0o700)
 
 
+def test_truncated_db_archive(cli, tmp_path):
+    db = tmp_path / "db" / "x86-64-0123456789ab"
+    db.mkdir(parents=True)
+    (db / "target.json").write_text("{}")
+    assert cli("db", "export", "--db", tmp_path / "db", "-o", tmp_path / "db.tar.gz")[0] == 0
+    (tmp_path / "cut.tar.gz").write_bytes((tmp_path / "db.tar.gz").read_bytes()[:60])
+    err = _err(cli, "db", "import", tmp_path / "cut.tar.gz", "--db", tmp_path / "into")
+    assert "cut.tar.gz is not a tuning database archive: Compressed file ended" in err
+
+
 def test_bench_and_profile_counts(cli, mlp):
     for args, why, fix in [(("bench", "--repeat", "0"), "--repeat 0 must be at least 1", "e.g. --repeat 20"),
                            (("bench", "--repeat", "-2"), "--repeat -2 must be at least 1", "e.g. --repeat 20"),

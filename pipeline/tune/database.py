@@ -248,6 +248,6 @@ def import_archive(archive: Path, root: Path) -> dict[str, int]:
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(d, filter="data")
-        except tarfile.TarError as e:
+        except (tarfile.TarError, EOFError) as e:  # (EOFError: a gzip stream cut short)
             raise DeployError(f"{archive} is not a tuning database archive: {e}", hint="use `deploy db export` to make one")
         return merge_roots(Path(root), Path(d))
