@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DeployError
+from .errors import DeployError, last_line
+from .procs import sigint_ignored_by_children
 from .remote import connect, parse_tracker
 from .runtime import Artifact, check_inputs, inputs_for, read_npz, to_storage
 
@@ -62,14 +63,18 @@ def _throughput(make_run, concurrency: int, seconds: float) -> dict:
     for r in runs:
         r()
     counts = [0] * concurrency
+    errors: list[BaseException] = []
     go = threading.Event()
     deadline = [0.0]
 
     def loop(i):
         go.wait()
-        while time.perf_counter() < deadline[0]:
-            runs[i]()
-            counts[i] += 1
+        try:
+            while time.perf_counter() < deadline[0] and not errors:
+                runs[i]()
+                counts[i] += 1
+        except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+            errors.append(e)
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
@@ -80,6 +85,10 @@ def _throughput(make_run, concurrency: int, seconds: float) -> dict:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    if errors:  # a count without the failed requests' share would read as a slower engine
+        e = errors[0]
+        raise DeployError(f"an inference failed with {concurrency} requests in flight: "
+                          + (e.message if isinstance(e, DeployError) else f"{type(e).__name__}: {last_line(e)[:300]}"))
     return {"concurrency": concurrency, "inferences": sum(counts), "seconds": round(elapsed, 3),
             "per_second": sum(counts) / elapsed}
 
@@ -134,7 +143,8 @@ class _Engine:
         self.kind = kind
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(kind, str(path), threads, str(inputs_file), child), daemon=True)
-        self.proc.start()
+        with sigint_ignored_by_children():  # Ctrl-C: the parent kills the engines (bench's finally)
+            self.proc.start()
         self._reply("ready")
 
     def _reply(self, want: str):

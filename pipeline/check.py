@@ -114,11 +114,7 @@ def load_check_inputs(path: Path, specs: list[dict], dims: dict | None = None,
     """``--check-inputs``: an .npz keyed by input name, one sample with the artifact's shapes."""
     from .runtime import inputs_for, read_npz
 
-    try:
-        data = read_npz(path)
-    except (OSError, ValueError) as e:
-        raise DeployError(f"cannot read --check-inputs {path}: {e}", hint="pass an .npz made by numpy.savez")
-    return inputs_for(specs, data, dims, unused)
+    return inputs_for(specs, read_npz(path, "--check-inputs"), dims, unused)
 
 
 def tolerance(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:

@@ -14,7 +14,24 @@ from . import log
 from .errors import DeployError, VerificationError
 from .quantize.calibrate import CALIBRATORS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _Escaped(Exception):
+    """Ctrl-C or an EOFError in a command, carried past typer to ``_main``: typer would end the first
+    with a silent exit 130 and the second with 'Aborted.' and exit 1."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Group(typer.core.TyperGroup):
+    def invoke(self, ctx):  # the callbacks and the command run in here
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, EOFError) as e:
+            raise _Escaped(e) from e
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="Compile ONNX models into verified, deployable libraries (Apache TVM).")
 targets_app = typer.Typer(no_args_is_help=False, help="List target presets, or show one.")
 app.add_typer(targets_app, name="targets")
@@ -46,7 +63,7 @@ def _global(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show 
 
 
 def _load_inputs(items: list[str]) -> dict | None:
-    import numpy as np
+    from .runtime import read_npy
 
     if not items:
         return None
@@ -55,10 +72,7 @@ def _load_inputs(items: list[str]) -> dict | None:
         name, sep, path = item.partition("=")
         if not sep:
             raise DeployError(f"bad --input '{item}'", hint="write it as NAME=path.npy")
-        try:
-            out[name] = np.load(path)
-        except (OSError, ValueError) as e:
-            raise DeployError(f"cannot read {path} for input '{name}': {e}", hint="pass a .npy file made by numpy.save")
+        out[name] = read_npy(path, f"input '{name}'")
     return out
 
 
@@ -183,13 +197,20 @@ def profile(
     """Where the time goes: each kernel's time, share and GFLOP/s with the ONNX nodes it computes, next to
     ONNX Runtime's time for those nodes; writes report.html (charts) and profile.png."""
     from . import profile as prof
+    from .files import check_output_path
     from .report import write_report
     from .runtime import Artifact
 
+    if runs < 1:
+        raise DeployError(f"--runs {runs} must be at least 1", hint="e.g. --runs 20")
     art = Artifact(artifact)
-    result = prof.profile(art, model, threads=threads, runs=runs, warmup=warmup, inputs=_load_inputs(input or []))
     out = output or artifact.parent / f"{artifact.name}-profile"
-    files = write_report(result, out, top=top)
+    check_output_path(out, "-o", is_dir=True)
+    result = prof.profile(art, model, threads=threads, runs=runs, warmup=warmup, inputs=_load_inputs(input or []))
+    try:
+        files = write_report(result, out, top=top)
+    except OSError as e:
+        raise DeployError(f"cannot write the report to {out}: {e.strerror or e}", hint="choose another -o")
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -295,7 +316,7 @@ def run(
     """Run an artifact on this machine and save its outputs (ARM artifacts: their runner under qemu-user)."""
     import numpy as np
 
-    from .files import output_file
+    from .files import check_output_path, output_file
     from .frontend.dims import parse_shapes
     from .runtime import Artifact
 
@@ -304,12 +325,17 @@ def run(
     if len(points) > 1 or (points and input):
         raise DeployError("deploy run takes one size per dim, for random inputs only",
                           hint="e.g. --shapes S=64 --shapes B=2 (and no --input)")
-    outs = art.run(art.random_inputs(0, points[0]) if points else _load_inputs(input or []))
     if output:
-        output.mkdir(parents=True, exist_ok=True)
+        check_output_path(output, "-o", is_dir=True)
+    outs = art.run(art.random_inputs(0, points[0]) if points else _load_inputs(input or []))
     for name, arr in outs.items():
         if output:
-            np.save(output / output_file(name), arr)
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+                np.save(output / output_file(name), arr)
+            except OSError as e:
+                raise DeployError(f"cannot write {output / output_file(name)}: {e.strerror or e}",
+                                  hint="choose another -o")
         typer.echo(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(np.mean(arr)):.6g}"
                    + (f"  -> {output / output_file(name)}" if output else ""))
 
@@ -369,6 +395,10 @@ def bench(
     from .frontend.dims import parse_shapes, point_text
     from .runtime import Artifact
 
+    for flag, value, example in (("--repeat", repeat, 20), ("--iterations", iterations, 200),
+                                 ("--concurrency", concurrency, 2)):
+        if value is not None and value < 1:
+            raise DeployError(f"{flag} {value} must be at least 1", hint=f"e.g. {flag} {example}")
     art = Artifact(artifact)
     points = parse_shapes(shapes, art.dims)
     if points:
@@ -401,10 +431,6 @@ def bench(
     elif art.emulated:
         r = b.bench_emulated(art, threads=threads, repeat=min(repeat, 5))
     else:
-        if concurrency is not None and concurrency < 1:
-            raise DeployError(f"--concurrency {concurrency} must be at least 1", hint="e.g. --concurrency 2")
-        if iterations is not None and iterations < 1:
-            raise DeployError(f"--iterations {iterations} must be at least 1", hint="e.g. --iterations 200")
         r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds, warmup=warmup,
                     inputs=_load_inputs(input or []), iterations=iterations, concurrency=concurrency)
     if as_json:
@@ -563,8 +589,11 @@ def targets_show(name: str):
 def _main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one message and a non-zero exit, never a traceback."""
     try:
-        app(args=argv)  # exits through SystemExit with typer's own code on success or usage errors
-        return 0
+        try:
+            app(args=argv)  # exits through SystemExit with typer's own code on success or usage errors
+            return 0
+        except _Escaped as e:
+            raise e.error from None
     except VerificationError as e:
         log.console.print(f"[red]error:[/red] {escape(str(e))}")
         return 1

@@ -23,7 +23,7 @@ from .package import atomic_dir, check_output
 from .prepare import Steps, prepare_module
 from .quantize import options as quant_options
 from .quantize.options import QuantOptions
-from .runtime import Artifact
+from .runtime import Artifact, read_npz
 from .schedule import apply_database
 from .targets import Preset, get_preset
 from .tune.database import path_for
@@ -94,6 +94,8 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
             board_runtime.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
             board_runtime.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
     quant_options.check(args.precision, args.quant)
+    if args.check_inputs is not None:
+        read_npz(args.check_inputs, "--check-inputs")  # a wrong file fails now, not after the build
     args.dims = parse_dims(args.dims)
     if args.dims and args.int8:
         raise DeployError("--quantize int8 takes static shapes only: calibration runs one shape",

@@ -44,3 +44,13 @@ def last_line(e: BaseException) -> str:
             op = re.search(r"R\.([\w.]+)\(", " ".join(lines[i:i + 2]))
             return lines[i - 1] + (f" (op: {op.group(1)})" if op else "")
     return lines[-1]
+
+
+def toml_kind(value) -> str:
+    """What a TOML value is, in words: for a message that says a key holds the wrong kind of value."""
+    if isinstance(value, dict):
+        return "a table"
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "an array"))
+    name = next((n for t, n in kinds if isinstance(value, t)), f"a {type(value).__name__}")
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{name} ({text if len(text) <= 40 else text[:37] + '...'})"

@@ -13,10 +13,45 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import DeployError
+
 
 def cache_root() -> Path:
     """deploy's per-user cache (``$XDG_CACHE_HOME/deploy``): tuning records, board runtimes, runners."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deploy"
+
+
+CACHE_HINT = "make it writable, or set XDG_CACHE_HOME to a writable directory"
+
+
+def make_cache_dir(path: Path) -> Path:
+    """``path`` (under cache_root()) made with its parents, or a DeployError saying the cache is unwritable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeployError(f"cannot write deploy's cache {path}: {e.strerror or e}", hint=CACHE_HINT) from e
+    return path
+
+
+def check_output_path(path: Path, flag: str, is_dir: bool = False) -> None:
+    """Raise a DeployError (naming ``flag``, the option that gave the path) unless ``path`` can be
+    written as a file (``is_dir``: a directory, made with its parents where missing): before the
+    work, so that a long run does not end in an error about where its result goes."""
+    path = Path(path)
+    why = None
+    if path.exists() and path.is_dir() != is_dir:
+        why = "it is a directory" if path.is_dir() else "it is a file, not a directory"
+    elif path.exists():
+        place = path if is_dir else path.absolute().parent  # (a file is replaced by a rename in its folder)
+        why = None if os.access(place, os.W_OK) else f"permission denied ({place} is not writable)"
+    else:
+        place = next(p for p in path.absolute().parents if p.exists())
+        if not place.is_dir():
+            why = f"{place} is a file, not a directory"
+        elif not os.access(place, os.W_OK):
+            why = f"permission denied ({place} is not writable)"
+    if why:
+        raise DeployError(f"cannot write {path}: {why}", hint=f"choose another {flag}")
 
 
 def sha256_file(path: Path) -> str:
@@ -67,7 +102,7 @@ class atomic_cache_dir:
         self.out = out
 
     def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        make_cache_dir(self.out.parent)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
         return self.tmp
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DeployError
-from .files import sha256_file
+from .files import check_output_path, sha256_file
 from .manifest import LIB_NAME, MANIFEST
 
 
@@ -70,6 +70,7 @@ def make_bundle(artifact, out: Path, force: bool = False) -> Path:
     out = Path(out)
     if not out.name.endswith((".tar.gz", ".tgz")):
         raise DeployError(f"bundle name {out} must end in .tar.gz", hint="e.g. -o bundle.tar.gz")
+    check_output_path(out, "-o")
     if out.exists() and not force:
         raise DeployError(f"{out} already exists", hint="pass --force to replace it, or choose another -o")
     artifact.check_integrity()
@@ -79,9 +80,10 @@ def make_bundle(artifact, out: Path, force: bool = False) -> Path:
         files += sorted(artifact.device["files"])
     readme = board_readme(artifact.manifest, out.name, folder).encode()
     sums = "".join(f"{sha256_file(artifact.path / f)}  {f}\n" for f in files).encode()
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.resolve().parent)
+    tmp = None
     try:
+        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.resolve().parent)
         with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
             for rel in files:
                 tar.add(artifact.path / rel, arcname=f"{folder}/{rel}", recursive=False)
@@ -91,7 +93,10 @@ def make_bundle(artifact, out: Path, force: bool = False) -> Path:
                 tar.addfile(info, io.BytesIO(data))
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DeployError(f"cannot write {out}: {e.strerror or e}", hint="choose another -o") from e
         raise
     return out

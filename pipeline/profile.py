@@ -24,6 +24,7 @@ from .backends import for_family
 from .frontend import provenance
 from .bench import set_threads
 from .errors import DeployError
+from .procs import sigint_ignored_by_children
 from .runtime import Artifact, inputs_for, read_npz
 
 # the op a fused kernel is counted under in the per-op-type summary: the first of these it covers
@@ -107,7 +108,9 @@ def _in_process(fn, *args):
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    with sigint_ignored_by_children():  # Ctrl-C: this process ends the pool (procs.py)
+        pool = ctx.Pool(1)
+    with pool:
         try:
             return pool.apply(fn, args)
         except DeployError:

@@ -105,10 +105,62 @@ def inputs_for(specs: list[dict], inputs: dict[str, np.ndarray] | None = None,
     return dict(zip([s["name"] for s in specs], check_inputs(specs, inputs, dims, unused)))
 
 
-def read_npz(path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, by name."""
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+NPY_HINT = "save one numeric array with numpy.save(path, array)"
+NPZ_HINT = "save the arrays with numpy.savez(path, **{input_name: array})"
+
+
+def _unreadable(path, what: str, e: Exception, hint: str) -> DeployError:
+    """What is wrong with an array file numpy could not load, as one message."""
+    p = Path(path)
+    text = str(e)
+    if isinstance(e, FileNotFoundError):
+        why = "the file does not exist"
+    elif isinstance(e, IsADirectoryError):
+        why = "it is a directory"
+    elif p.is_file() and p.stat().st_size == 0:
+        why = "the file is empty"
+    elif "Object arrays" in text:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        why = "it holds Python objects (an object array, stored pickled); deploy reads numeric arrays only"
+        hint = "convert it to a numeric array first, e.g. numpy.asarray(x, dtype=numpy.float32), and save that"
+    elif "pickled" in text:  # numpy tries pickle on what is neither .npy nor .npz
+        why = "it is not an .npy or .npz file made by numpy"
+    elif type(e).__name__ == "BadZipFile":
+        why = "it is not a complete .npz archive"
+    else:
+        why = last_line(e)
+    return DeployError(f"cannot use {path} as {what}: {why}", hint=hint)
+
+
+def read_npy(path, what: str = "an input") -> np.ndarray:
+    """The one array of an .npy file; a DeployError that says what is wrong with the file otherwise
+    (``what`` names what it was given as)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any failure to load is a problem with the user's file
+        raise _unreadable(path, what, e, NPY_HINT) from None
+    if not isinstance(data, np.ndarray):  # an .npz archive
+        names = list(data.files)
+        data.close()
+        raise DeployError(f"cannot use {path} as {what}: it is an .npz archive ({len(names)} array(s): "
+                          f"{', '.join(names[:8])}), not one .npy array",
+                          hint=NPY_HINT + " (or take one array out: numpy.load(path)[name])")
+    return data
+
+
+def read_npz(path, what: str = "inputs") -> dict[str, np.ndarray]:
+    """Every array of an .npz file, by name; a DeployError that says what is wrong with the file
+    otherwise (``what`` names what it was given as)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            raise DeployError(f"cannot use {path} as {what}: it is an .npy file (one array, without a name), "
+                              "not an .npz archive keyed by input name", hint=NPZ_HINT)
+        with data as z:
+            return {k: z[k] for k in z.files}
+    except DeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to load is a problem with the user's file
+        raise _unreadable(path, what, e, NPZ_HINT) from None
 
 
 class Artifact:

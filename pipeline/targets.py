@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
-from .errors import DeployError
+from .errors import DeployError, toml_kind
 
 USER_DIR_ENV = "DEPLOY_TARGETS_DIR"
 
@@ -90,20 +90,33 @@ class Preset:
 def _parse(path: Path) -> Preset:
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise DeployError(f"cannot read target preset {path}: {e}")
-    known = set(Preset.__dataclass_fields__) - {"name", "path"}
-    unknown = set(data) - known
-    if unknown or "target" not in data:
-        raise DeployError(
-            f"target preset {path} is malformed: "
-            + (f"unknown keys {sorted(unknown)}" if unknown else "no [target] table"),
-            hint=f"valid keys: {sorted(known)}",
-        )
+    fields = {k: f for k, f in Preset.__dataclass_fields__.items() if k not in ("name", "path")}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise DeployError(f"target preset {path} is malformed: unknown keys {sorted(unknown)}",
+                          hint=f"valid keys: {sorted(fields)}")
+    examples = {"description": 'description = "My board"', "family": 'family = "cpu"', "arch": 'arch = "aarch64"',
+                "target": '[target] with kind = "llvm" and mtriple = "aarch64-linux-gnu"',
+                "host": '[host] with kind = "llvm"', "detect_host": "detect_host = false"}
+    missing = [k for k, f in fields.items() if k not in data and f.default is MISSING]
+    if missing:
+        raise DeployError(f"target preset {path} is malformed: no "
+                          + ", ".join("[target] table" if k == "target" else f"'{k}'" for k in missing),
+                          hint="add " + "; ".join(examples[k] for k in missing))
+    types = {"target": (dict, "a table"), "host": (dict, "a table"), "detect_host": (bool, "true or false")}
+    for key, value in data.items():
+        want, name = types.get(key, (str, "a string"))
+        if not isinstance(value, want):
+            raise DeployError(f"target preset {path}: '{key}' must be {name}, not {toml_kind(value)}",
+                              hint="e.g. " + examples.get(key, f'{key} = "..."'))
+    if not isinstance(data["target"].get("kind"), str):
+        raise DeployError(f"target preset {path}: [target] has no kind", hint='add kind = "llvm" (CPU) or "cuda"')
     from .backends import families
 
-    if data.get("family") not in families():
-        raise DeployError(f"target preset {path} has family {data.get('family')!r}",
+    if data["family"] not in families():
+        raise DeployError(f"target preset {path} has family {data['family']!r}",
                           hint=f"use one of: {', '.join(families())}")
     return Preset(name=path.stem, path=path, **data)
 

@@ -177,12 +177,33 @@ def test_failing_entries_do_not_stop_the_others(tmp_path, cli):
     assert not (tmp_path / "artifacts/mlp-x86-64").exists() and not sums(tmp_path / "artifacts")
 
 
+# `deploy build`, made to hang once the entry named in argv[1] has its manifest written and before
+# its rename (a marker file says it got there), so that a test can kill it midway
+STALLING_BUILD = """
+import sys, time
+from pipeline.ci import entry
+from pipeline.cli import main
+
+stall, write = sys.argv.pop(1), entry.write_json
+
+def write_json(path, data):
+    write(path, data)
+    if path.parent.name.startswith(f".{stall}.partial-"):
+        (path.parent / ".stalled").touch()
+        time.sleep(3600)
+
+entry.write_json = write_json
+sys.argv[0] = "deploy"
+main()
+"""
+
+
 def test_killed_build_leaves_no_half_artifact_and_next_run_recovers(tmp_path, cli):
     cfg = make_project(tmp_path, targets=["x86-64"])
     out = tmp_path / "artifacts"
-    p = subprocess.Popen([PY, "-m", "pipeline.cli", "build", str(cfg)], cwd=tmp_path,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT), **{matrix.STALL_ENV: "mlp-x86-64"}),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([PY, "-c", STALLING_BUILD, "mlp-x86-64", "build", str(cfg)], cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while not list(out.glob(".mlp-x86-64.partial-*/.stalled")):

@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DeployError
+from ..errors import DeployError, toml_kind
 from ..quantize.options import PRECISIONS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -55,6 +55,29 @@ def _check_keys(path: Path, table: str, data, known: set[str]) -> None:
         raise _bad(path, f"unknown key(s) {unknown} in table '{table}'", hint=f"valid keys: {sorted(known)}")
 
 
+_KINDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "an array of strings"}
+_EXAMPLES = {"output": '"artifacts"', "jobs": "2", "verify": "true", "preset": '"x86-64" (or a file: "boards/my.toml")',
+             "db": '"tuning"', "path": '"net.onnx"', "targets": '["x86-64", "rpi4"]', "precisions": '["fp32", "int8"]',
+             "calibration": '"calib/"', "atol": "1e-4", "rtol": "1e-3", "opt_level": "3"}
+
+
+def _get(path: Path, table: str, data: dict, key: str, kind: type, default=None):
+    """``data[key]`` if it holds a value of ``kind`` (a DeployError with an example if not), else ``default``."""
+    if key not in data:
+        return default
+    value = data[key]
+    if kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif kind in (int, float):  # (true and false are ints to Python, not to TOML)
+        ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise _bad(path, f"{table}.{key} must be {_KINDS[kind]}, not {toml_kind(value)}",
+                   hint=f"e.g. {key} = {_EXAMPLES[key]}")
+    return value
+
+
 def _shapes(path: Path, model: str, value) -> dict[str, list]:
     if not isinstance(value, dict) or not all(
             isinstance(v, list) and all((isinstance(d, int) and d > 0) or isinstance(d, str) for d in v)
@@ -79,16 +102,6 @@ def _dims(path: Path, model: str, value) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
-def _number(path: Path, model: str, m: dict, key: str) -> float | None:
-    value = m.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise _bad(path, f"models.{model}.{key} must be a non-negative number, not {value!r}",
-                   hint=f"e.g. {key} = 1e-3, or leave it out for the precision's own tolerance")
-    return float(value)
-
-
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
@@ -105,11 +118,17 @@ def load_config(path: str | Path) -> Config:
         raise _bad(path, f"unknown table(s) {unknown}", hint="a build config has the tables build, targets.NAME and models.NAME")
     build = data.get("build", {})
     _check_keys(path, "build", build, _BUILD_KEYS)
-    jobs = build.get("jobs", 1)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise _bad(path, "build.jobs must be a positive integer")
+    jobs = _get(path, "build", build, "jobs", int, 1)
+    if jobs < 1:
+        raise _bad(path, "build.jobs must be a positive integer", hint="e.g. jobs = 2")
+    output = _get(path, "build", build, "output", str, "artifacts")
+    verify = _get(path, "build", build, "verify", bool, True)
     targets = data.get("targets", {})
     models = data.get("models", {})
+    for table, value, example in (("targets", targets, "[targets.x86-64]"),
+                                  ("models", models, '[models.net] with path = "net.onnx"')):
+        if not isinstance(value, dict):
+            raise _bad(path, f"'{table}' must be tables [{table}.NAME], not {toml_kind(value)}", hint=f"e.g. {example}")
     if not models:
         raise _bad(path, "no models.NAME tables", hint='add a table models.net with path = "net.onnx"')
     if not targets:
@@ -119,10 +138,11 @@ def load_config(path: str | Path) -> Config:
         _check_keys(path, f"targets.{tname}", t, _TARGET_KEYS)
         if not _NAME.match(tname):
             raise _bad(path, f"target name '{tname}' may only use letters, digits, '.', '_', '+', '-'")
-        preset = t.get("preset", tname)
+        preset = _get(path, f"targets.{tname}", t, "preset", str, tname)
         if preset.endswith(".toml"):
             preset = str((base / preset).resolve())
-        tinfo[tname] = (preset, (base / t["db"]).resolve() if t.get("db") else None)
+        db = _get(path, f"targets.{tname}", t, "db", str)
+        tinfo[tname] = (preset, (base / db).resolve() if db else None)
     entries: list[Entry] = []
     for mname, m in models.items():
         _check_keys(path, f"models.{mname}", m, _MODEL_KEYS)
@@ -130,33 +150,40 @@ def load_config(path: str | Path) -> Config:
             raise _bad(path, f"model name '{mname}' may only use letters, digits, '.', '_', '+', '-'")
         if "path" not in m:
             raise _bad(path, f"models.{mname} has no path", hint=f'add path = "{mname}.onnx"')
-        mtargets = m.get("targets", list(targets))
+        where = f"models.{mname}"
+        model_path = _get(path, where, m, "path", str)
+        mtargets = _get(path, where, m, "targets", list, list(targets))
         missing = [t for t in mtargets if t not in tinfo]
         if missing:
             raise _bad(path, f"models.{mname} names target(s) {missing} with no targets.NAME table",
                        hint=f"define them or use one of {list(tinfo)}")
-        precisions = m.get("precisions", ["fp32"])
+        precisions = _get(path, where, m, "precisions", list, ["fp32"])
         bad = [p for p in precisions if p not in PRECISIONS]
         if bad:
             raise _bad(path, f"models.{mname}.precisions: unknown {bad}", hint=f"use {list(PRECISIONS)}")
+        calibration = _get(path, where, m, "calibration", str)
+        atol, rtol = _get(path, where, m, "atol", float, None), _get(path, where, m, "rtol", float, None)
+        opt_level = _get(path, where, m, "opt_level", int, 3)
+        if not 0 <= opt_level <= 3:
+            raise _bad(path, f"{where}.opt_level {opt_level} is out of range", hint="use 0, 1, 2 or 3")
+        if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
+            raise _bad(path, f"{where}: atol and rtol must not be negative", hint="e.g. atol = 1e-4")
         for tname in mtargets:
             for prec in precisions:
                 entries.append(Entry(
                     name=f"{mname}-{tname}" + ("" if prec == "fp32" else f"-{prec}"),
-                    model_name=mname, model=(base / m["path"]).resolve(), target=tname,
+                    model_name=mname, model=(base / model_path).resolve(), target=tname,
                     preset=tinfo[tname][0], precision=prec,
                     input_shapes=_shapes(path, mname, m.get("input_shapes", {})),
                     dims=_dims(path, mname, m.get("dims", {})),
-                    opt_level=int(m.get("opt_level", 3)),
-                    calibration=(base / m["calibration"]).resolve() if m.get("calibration") else None,
-                    db=tinfo[tname][1], atol=_number(path, mname, m, "atol"), rtol=_number(path, mname, m, "rtol")))
+                    opt_level=opt_level, calibration=(base / calibration).resolve() if calibration else None,
+                    db=tinfo[tname][1], atol=None if atol is None else float(atol), rtol=None if rtol is None else float(rtol)))
     seen: dict[str, Entry] = {}
     for e in entries:
         if e.name in seen:
             raise _bad(path, f"two entries are both named '{e.name}'", hint="rename a model or a target")
         seen[e.name] = e
-    output = (base / build.get("output", "artifacts")).resolve()
-    return Config(path=path, output=output, jobs=jobs, verify=bool(build.get("verify", True)), entries=entries)
+    return Config(path=path, output=(base / output).resolve(), jobs=jobs, verify=verify, entries=entries)
 
 
 def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:

@@ -25,9 +25,6 @@ from ..verify import verify
 from .cachekey import cache_key, key_inputs
 from .config import Entry
 
-STALL_ENV = "DEPLOY_BUILD_TEST_STALL"  # tests only: an entry name to hang on just before its rename
-
-
 def compile_kwargs(entry: Entry) -> dict:
     """CompileArgs keywords for an entry."""
     kw: dict = {"model": entry.model, "target": entry.preset, "input_shapes": entry.input_shapes, "dims": entry.dims,
@@ -114,9 +111,6 @@ def _compile_into(entry: Entry, kwargs: dict, final: Path, key: str, inputs: dic
         stage.rmdir()
         manifest, record = reproducible_manifest(json.loads((tmp / MANIFEST).read_text()), key, inputs)
         write_json(tmp / MANIFEST, manifest)
-        if os.environ.get(STALL_ENV) == entry.name:  # tests: be killed with the artifact half-made
-            (tmp / ".stalled").touch()
-            time.sleep(3600)
     return record
 
 

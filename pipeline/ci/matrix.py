@@ -50,6 +50,7 @@ from pathlib import Path
 from .. import log
 from ..errors import DeployError
 from ..files import write_text
+from ..procs import sigint_ignored_by_children, stop_pool
 from .cachekey import versions
 from .config import Config, select
 from .entry import build_entry, flock, os_error, run_in_worker
@@ -158,9 +159,11 @@ def build_matrix(config: Config, only: list[str] | None = None, jobs: int | None
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")  # TVM in a forked process is not safe
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_in_worker, e, out, verify, force, previous.get(e.name), log.verbose()): e
-                       for e in entries}
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        try:
+            with sigint_ignored_by_children():  # Ctrl-C: this process ends the workers (procs.py)
+                futures = {pool.submit(run_in_worker, e, out, verify, force, previous.get(e.name), log.verbose()): e
+                           for e in entries}
             for f in as_completed(futures):
                 e = futures[f]
                 try:
@@ -171,6 +174,10 @@ def build_matrix(config: Config, only: list[str] | None = None, jobs: int | None
                          "hint": "run again with --jobs 1 to see the error", "seconds": None, "bytes": None,
                          "verification": None, "key": None, "files": {}}
                 done(r)
+        except BaseException:  # Ctrl-C, or a failure here: the builds in flight stop, not run on unseen
+            stop_pool(pool)
+            raise
+        pool.shutdown()
     if shard is not None:
         record_shard(out, shard)
     order = {e.name: i for i, e in enumerate(entries)}

@@ -45,6 +45,8 @@ def _split_samples(name: str, arr: np.ndarray, spec: dict, where: str) -> list[n
 
 def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.ndarray]], str]:
     """Samples (one dict of arrays per sample) and the sha256 of the data, or a DeployError."""
+    from ..runtime import read_npy, read_npz
+
     path = Path(path)
     if not path.exists():
         raise DeployError(f"calibration data {path} does not exist",
@@ -59,16 +61,11 @@ def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.n
     by_name = {s["name"]: s for s in specs}
     columns: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for f in files:
-        try:
-            if f.suffix == ".npz":
-                with np.load(f, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-            else:
-                key = f.stem if f.stem in by_name or len(names) != 1 else names[0]
-                arrays = {key: np.load(f, allow_pickle=False)}
-        except Exception as e:
-            raise DeployError(f"cannot read calibration file {f}: {str(e)[:200]}",
-                              hint="save it with numpy.save/numpy.savez (no pickled objects)")
+        if f.suffix == ".npz":
+            arrays = read_npz(f, "calibration data")
+        else:
+            key = f.stem if f.stem in by_name or len(names) != 1 else names[0]
+            arrays = {key: read_npy(f, "calibration data")}
         unknown = sorted(set(arrays) - set(names))
         if unknown:
             raise DeployError(f"calibration data {f.name}: unknown input name(s) {unknown}",

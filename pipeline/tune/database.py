@@ -26,7 +26,7 @@ from pathlib import Path
 from .. import log
 from ..backends import for_tvm_kind
 from ..errors import DeployError
-from ..files import cache_root, write_lines, write_text
+from ..files import cache_root, check_output_path, write_lines, write_text
 from ..targets import Preset
 
 WORKLOADS = "database_workload.json"
@@ -212,8 +212,12 @@ def merge_roots(dest_root: Path, src_root: Path) -> dict[str, int]:
     for src in list_dbs(src_root):
         dest_path = Path(dest_root) / src.path.name
         if not (dest_path / META).exists():
-            dest_path.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src.path / META, dest_path / META)
+            try:
+                dest_path.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src.path / META, dest_path / META)
+            except OSError as e:
+                raise DeployError(f"cannot write tuning database {dest_path}: {e.strerror or e}",
+                                  hint="pass a writable --db DIR (the default is under $XDG_CACHE_HOME)") from e
         out[src.path.name] = merge_into(TargetDB(dest_path), src)
     return out
 
@@ -222,13 +226,18 @@ def export_archive(root: Path, out: Path) -> Path:
     root = Path(root)
     if not list_dbs(root):
         raise DeployError(f"no tuning database under {root}", hint="tune first, or pass --db DIR")
+    check_output_path(out, "-o")
     tmp = Path(str(out) + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for db in list_dbs(root):
-            for f in (META, WORKLOADS, RECORDS):
-                if (db.path / f).exists():
-                    tar.add(db.path / f, arcname=f"{db.path.name}/{f}")
-    os.replace(tmp, out)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for db in list_dbs(root):
+                for f in (META, WORKLOADS, RECORDS):
+                    if (db.path / f).exists():
+                        tar.add(db.path / f, arcname=f"{db.path.name}/{f}")
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DeployError(f"cannot write {out}: {e.strerror or e}", hint="choose another -o") from e
     return out
 
 
@@ -239,6 +248,6 @@ def import_archive(archive: Path, root: Path) -> dict[str, int]:
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(d, filter="data")
-        except tarfile.TarError as e:
+        except (tarfile.TarError, EOFError) as e:  # (EOFError: a gzip stream cut short)
             raise DeployError(f"{archive} is not a tuning database archive: {e}", hint="use `deploy db export` to make one")
         return merge_roots(Path(root), Path(d))

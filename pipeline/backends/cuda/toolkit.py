@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from ...errors import DeployError
-from ...files import cache_root
+from ...files import CACHE_HINT, cache_root
 
 _FALLBACK_SYMBOLS = [
     "cuDeviceGetName", "cuFuncSetAttribute", "cuGetErrorName", "cuGetErrorString", "cuLaunchKernelEx",
@@ -69,10 +69,14 @@ def prepare_driver() -> str:
     if not stub.exists():
         # 100 = CUDA_ERROR_NO_DEVICE
         src = "".join(f"int {s}(void) {{ return 100; }}\n" for s in _driver_symbols(cuda_rt))
-        stub_dir.mkdir(parents=True, exist_ok=True)
-        c_file = stub_dir / f"stub.{os.getpid()}.c"
-        tmp = stub_dir / f"libcuda.so.1.{os.getpid()}.tmp"
-        c_file.write_text(src)
+        try:  # (this runs when deploy is imported: an unwritable cache must not stop `deploy --help`)
+            stub_dir.mkdir(parents=True, exist_ok=True)
+            c_file = stub_dir / f"stub.{os.getpid()}.c"
+            tmp = stub_dir / f"libcuda.so.1.{os.getpid()}.tmp"
+            c_file.write_text(src)
+        except OSError as e:
+            _state.update(driver="none", why=f"cannot write deploy's cache {stub_dir}: {e.strerror or e}")
+            return "none"
         r = subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(tmp), str(c_file)],
                            capture_output=True, text=True)
         c_file.unlink(missing_ok=True)
@@ -106,6 +110,8 @@ def find_nvcc() -> str:
 def setup_cuda_compile() -> None:
     """Point TVM's CUDA code generator at nvcc, producing a fatbin for the target's sm."""
     if prepare_driver() == "none":
+        if "why" in _state:  # deploy keeps its stand-in libcuda in its cache
+            raise DeployError(f"TVM's CUDA code generator could not be loaded: {_state['why']}", hint=CACHE_HINT)
         raise DeployError("TVM's CUDA code generator could not be loaded",
                           hint="install a C compiler (gcc) so deploy can provide a stand-in libcuda, "
                                "or build on a machine with the NVIDIA driver")

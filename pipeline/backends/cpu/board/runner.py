@@ -30,7 +30,7 @@ import numpy as np
 
 from .... import log
 from ....errors import DeployError
-from ....files import output_file, sha256_file
+from ....files import make_cache_dir, output_file, sha256_file
 from ..features import host_arch
 from .runtime import RUNTIME_LIBS, SOURCE_BUILDS, cache_root, check_compiler, include_dir, runtime_dir, versions
 
@@ -50,7 +50,7 @@ def build_runner(compiler: str, libdir: Path, out: Path, package: str = "g++") -
                                     sha256_file(libdir / RUNTIME_LIBS[0])]).encode()).hexdigest()[:16]
     cached = cache_root() / "runners" / f"{compiler}-{key}"
     if not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        make_cache_dir(cached.parent)
         tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
         cmd = [compiler, *flags, str(RUNNER_SOURCE), "-o", str(tmp), *link]
         r = subprocess.run(cmd, capture_output=True, text=True)
