@@ -303,6 +303,23 @@ def test_key_covers_tuning_db_calibration_and_options(tmp_path):
     assert matrix.entry_key(matrix.Entry(**{**e.__dict__, "db": tmp_path / "db2"}), preset)[0] == k2  # content, not path
 
 
+def test_key_covers_the_per_user_database_an_entry_without_db_applies(tmp_path, monkeypatch):
+    """An entry with no db compiles with the per-user database's records: they change its key."""
+    from pipeline.targets import get_preset
+    from pipeline.tune.database import path_for
+
+    onnx.save(examples.tiny_mlp(), tmp_path / "m.onnx")
+    monkeypatch.setenv("DEPLOY_TUNING_DB", str(tmp_path / "user-db"))
+    e = matrix.Entry(name="m-x86-64", model_name="m", model=tmp_path / "m.onnx", target="x86-64", preset="x86-64")
+    preset = get_preset("x86-64")
+    k0, inputs = matrix.entry_key(e, preset)
+    assert inputs["tuning_db_sha256"] is None
+    path_for(preset, None).mkdir(parents=True)
+    (path_for(preset, None) / "database_tuning_record.json").write_text("[1]\n")
+    k1, inputs = matrix.entry_key(e, preset)
+    assert inputs["tuning_db_sha256"] and k1 != k0
+
+
 def _tamper(art: Path, library: Path | None = None, drop_output: bool = False) -> None:
     """Change an artifact as a bad cache restore or a hand edit would, keeping its manifest
     consistent with its library (so the cache takes it as current and only running it can tell)."""

@@ -21,6 +21,7 @@ from ..package import atomic_dir
 from ..quantize.options import QuantOptions
 from ..runtime import Artifact
 from ..targets import get_preset
+from ..tune.database import path_for
 from ..verify import verify
 from .cachekey import cache_key, key_inputs
 from .config import Entry
@@ -43,8 +44,12 @@ def entry_key(entry: Entry, preset) -> tuple[str, dict]:
     options = {"input_shapes": entry.input_shapes, "opt_level": entry.opt_level, "precision": entry.precision}
     if entry.dims:  # (absent for static entries: their cache keys stay as they were)
         options["dims"] = entry.dims
+    db = entry.db
+    if db is None:  # the compile applies the per-user database's records: they are part of the key
+        user = path_for(preset, None)
+        db = user if user.is_dir() and any(user.iterdir()) else None
     inputs = key_inputs(model=entry.model, preset=preset, options=options,
-                        calibration=entry.calibration if entry.precision == "int8" else None, db=entry.db)
+                        calibration=entry.calibration if entry.precision == "int8" else None, db=db)
     return cache_key(inputs), inputs
 
 
