@@ -137,3 +137,42 @@ def test_lstm_is_one_fused_kernel_on_cpus(tmp_path, direction, clip, peepholes):
     fused = [k for k in kernels if k["kernel"].startswith("lstm_recurrence")]
     assert len(fused) == 1 and fused[0]["schedule"] == "deploy kernel", kernels
     assert len(kernels) < 8, kernels  # the unrolled form had several kernels per step
+
+
+def _recurrent_branch(name, cell, hidden, direction):
+    """A branch ``cell(X) -> Squeeze(axis 1)``: only the op's Y output is named."""
+    rng = np.random.default_rng(len(name) + hidden)
+    g = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell]
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, f"{name}_{k}")
+             for k, s in (("W", (1, g * hidden, 3)), ("R", (1, g * hidden, hidden)), ("B", (1, 2 * g * hidden)))]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), f"{name}_axes"))
+    nodes = [helper.make_node(cell, ["X", f"{name}_W", f"{name}_R", f"{name}_B"], [f"{name}_Y"], hidden_size=hidden,
+                              direction=direction),
+             helper.make_node("Squeeze", [f"{name}_Y", f"{name}_axes"], [f"{name}_out"])]
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT,
+                                                                            [4, 2, hidden])], inits)
+
+
+@pytest.mark.parametrize("else_cell,else_hidden", [("LSTM", 8), ("GRU", 6), ("RNN", 8)])
+def test_recurrent_ops_inside_if_branches_match_ort(tmp_path, else_cell, else_hidden):
+    """An If on a bool input whose branches are LSTM -> Squeeze and GRU/RNN -> Squeeze: the
+    branches convert as the main graph does (TVM's branch walk handed the LSTM's whole result
+    tuple to Squeeze). Same-shaped results become a Where; GRU's hidden 6 keeps the If."""
+    fl = TensorProto.FLOAT
+    then = _recurrent_branch("then", "LSTM", 8, "forward")
+    other = _recurrent_branch("else", else_cell, else_hidden, "reverse")
+    node = helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other, name="if0")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                        helper.make_tensor_value_info("X", fl, [4, 2, 3])],
+                          [helper.make_tensor_value_info("y", fl, [4, 2, None])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    x = np.random.default_rng(1).standard_normal((4, 2, 3)).astype(np.float32)
+    for c, hidden in ((True, 8), (False, else_hidden)):
+        feed = {"c": np.array(c), "X": x}
+        ours, ref = art(feed)["y"], ort_run(tmp_path / "m.onnx", feed)["y"]
+        assert ours.shape == ref.shape == (4, 2, hidden)
+        np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-4)

@@ -4,8 +4,9 @@ Models exported from PyTorch compute shapes at run time (Shape -> Gather -> Conc
 TVM's importer rejects many of them. Once every input dim is known, onnxslim (a maintained
 ONNX optimizer) folds those subgraphs to constants and onnx's shape inference fills in types.
 Ops TVM cannot convert that ONNX defines as functions are replaced by their bodies first
-(``functions.py``); Loop and Scan of a known length are unrolled (``unroll.py``); last, tensors of narrow types (float8, int4, ...) become their bits
-(``narrow.py``).
+(``functions.py``); If branches move into the graph (``branches.py``); Loop and Scan of a known
+length are unrolled (``unroll.py``); last, tensors of narrow types (float8, int4, ...) become
+their bits (``narrow.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import onnx
 
 from .. import log
 from ..errors import DeployError
-from . import narrow, unroll
+from . import branches, narrow, unroll
 from .dims import NAME as DIM_NAME, Dim
 from .specs import graph_inputs, opset_of, tensor_type
 
@@ -125,12 +126,16 @@ def cleanup(model: onnx.ModelProto, shapes: dict[str, list], dims: dict[str, Dim
     from .importer import expand_functions
 
     model = bind_input_shapes(model, shapes, dims)
+    model, hoisted = branches.hoist(model)
+    if hoisted:
+        log.info(f"  moved the branches of {hoisted} If node(s) into the graph")
     model = _slim(expand_functions(model))
     model = explicit_conv_pads(_infer(model))
     model, unrolled = unroll.unroll(model, opset_of(model))
     if unrolled:
         log.info(f"  unrolled {unrolled} Loop/Scan node(s)")
-        model = _infer(_slim(model))
+        model = _infer(_slim(branches.hoist(model)[0]))  # the Ifs the bodies held
+    model = branches.select(model)
     return narrow.lower(model)
 
 
