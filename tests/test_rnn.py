@@ -261,3 +261,47 @@ def test_lstm_forms_match_ort(tmp_path, case):
 
     kernels = json.loads((tmp_path / "a" / "layers.json").read_text())["kernels"]
     assert any(k["kernel"].startswith("lstm_recurrence") for k in kernels) == fused
+
+
+class CRNN(torch.nn.Module):
+    """Text recognition's CRNN: convolutions to a [batch, channels, 1, width] map, permuted to
+    [width, batch, features], a bidirectional LSTM over the width, a per-step Linear classifier
+    (the classic code's ``view(T * b, h)`` -> Linear -> ``view(T, b, -1)``)."""
+
+    def __init__(self, classes=11, hidden=8):
+        super().__init__()
+        nn = torch.nn
+        self.cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                 nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1), (2, 1)),
+                                 nn.Conv2d(16, 16, (2, 1)), nn.ReLU())
+        self.rnn = nn.LSTM(16, hidden, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # [W, B, C]
+        y, _ = self.rnn(f)
+        t, b, h = y.size()
+        return self.fc(y.view(t * b, h)).view(t, b, -1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_crnn_from_torch_matches_ort(tmp_path, dynamo):
+    """A torch CRNN exported with a dynamic batch and width, compiled for one shape: [width, batch,
+    classes] out, the same numbers as ONNX Runtime and torch (batch 2, so that the batch and time
+    axes cannot be confused)."""
+    if dynamo:
+        pytest.importorskip("onnxscript")  # the dynamo exporter needs it
+    torch.manual_seed(0)
+    m = CRNN().eval()
+    x = torch.randn(2, 1, 8, 20)
+    path = tmp_path / "crnn.onnx"
+    kw = ({"dynamic_shapes": {"x": {0: torch.export.Dim("batch", max=32), 3: 4 * torch.export.Dim("w", max=256)}}}
+          if dynamo else {"dynamic_axes": {"x": {0: "batch", 3: "width"}, "y": {0: "steps", 1: "batch"}}})
+    torch.onnx.export(m, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=dynamo, **kw)
+    assert "LSTM" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", input_shapes={"x": [2, 1, 8, 20]})
+    assert art.manifest["check"]["status"] == "passed"
+    ours, ref = art({"x": x.numpy()})["y"], ort_run(path, {"x": x.numpy()})["y"]
+    assert ours.shape == ref.shape == (10, 2, 11)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(ours, m(x).detach().numpy(), atol=1e-5, rtol=1e-4)
