@@ -157,6 +157,42 @@ def test_if_is_imported_and_both_branches_match_onnxruntime(tmp_path):
         assert_matches_ort(art, path, {"x": xv, "c": np.array(c)})
 
 
+def test_if_nested_and_inside_a_loop_body_match_onnxruntime(tmp_path):
+    """A Loop (unrolled) whose body holds an If whose then-branch holds another If, each branch
+    using names from the scopes around it (and the else-branch an initializer named like a value
+    of the then-branch): clean-up moves every branch into the graph, renamed, for all four
+    combinations of the two conditions."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def v(name, shape, t=TensorProto.FLOAT):
+        return helper.make_tensor_value_info(name, t, shape)
+
+    inner = {k: helper.make_graph([helper.make_node(op, ["a", "X"], [k])], k, [], [v(k, [2, 3])])
+             for k, op in (("it", "Add"), ("ie", "Mul"))}
+    then = helper.make_graph([helper.make_node("Relu", ["s_in"], ["a"]),
+                              helper.make_node("If", ["c2"], ["r"], then_branch=inner["it"], else_branch=inner["ie"])],
+                             "t", [], [v("r", [2, 3])])
+    other = helper.make_graph([helper.make_node("Sub", ["s_in", "a"], ["d"])], "e", [], [v("d", [2, 3])],
+                              [numpy_helper.from_array(np.full((2, 3), 0.5, np.float32), "a")])
+    body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                              helper.make_node("If", ["c"], ["s_out"], then_branch=then, else_branch=other),
+                              helper.make_node("Neg", ["s_out"], ["scan"])], "body",
+                             [v("i", [], TensorProto.INT64), v("cond_in", [], TensorProto.BOOL), v("s_in", [2, 3])],
+                             [v("cond_out", [], TensorProto.BOOL), v("s_out", [2, 3]), v("scan", [2, 3])])
+    trip = numpy_helper.from_array(np.array(3, np.int64), "trip")
+    g = helper.make_graph([helper.make_node("Loop", ["trip", "", "X"], ["s", "ys"], body=body)], "g",
+                          [v("c", [], TensorProto.BOOL), v("c2", [1], TensorProto.BOOL), v("X", [2, 3])],
+                          [v("s", [2, 3]), v("ys", [3, 2, 3])], [trip])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    onnx.save(m, str(tmp_path / "loop_if.onnx"))
+    art = pipeline.compile(tmp_path / "loop_if.onnx", "x86-64", output=tmp_path / "a")
+    xv = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    for c in (True, False):
+        for c2 in (True, False):
+            assert_matches_ort(art, tmp_path / "loop_if.onnx", {"X": xv, "c": np.array(c), "c2": np.array([c2])})
+
+
 def test_a_layout_stage_that_fails_falls_back_and_the_manifest_says_so(tmp_path):
     """A variadic Sum next to a Conv breaks TVM's layout inference ("Invalid SLayout"): the NHWC
     stage is skipped for this model, the compile goes on in NCHW and still matches ORT."""

@@ -199,3 +199,39 @@ def test_recurrent_layers_take_a_dynamic_batch_not_a_dynamic_length(tmp_path, ce
     with pytest.raises(DeployError, match="dynamic sequence length") as e:
         pipeline.compile(path, "x86-64", output=tmp_path / "b", dims={"N": "1..4", "T": "1..20"})
     assert not (tmp_path / "b").exists() and cell in str(e.value)
+
+
+def _minus_one_model(path):
+    """A conv whose input's batch and width are written as dim_value -1 (paddle2onnx's dynamic axis)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "W")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 8, -1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4, 8, -1])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    save(m, path)
+    return path
+
+
+def test_a_dim_value_of_minus_one_is_a_dynamic_axis(tmp_path, cli):
+    """ONNX Runtime reads dim_value -1 as a dynamic axis; so do inspect, --input-shape and --dim,
+    under the name deploy gives an unnamed dynamic axis (x_dim0)."""
+    path = _minus_one_model(tmp_path / "m.onnx")
+    rc, out, _ = cli("inspect", path, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["inputs"][0]["shape"] == ["x_dim0", 3, 8, "x_dim3"]
+    assert info["dims"] == {"x_dim0": ["x axis 0"], "x_dim3": ["x axis 3"]} and info["gflop"] is None
+    assert info["outputs"][0]["shape"] == [None, 4, 8, None]
+    rc, out, _ = cli("compile", path, "--target", "x86-64", "-o", tmp_path / "a", "--input-shape", "x=1x3x8x12")
+    assert rc == 0, out
+    x = {"x": np.random.default_rng(1).standard_normal((1, 3, 8, 12)).astype(np.float32)}
+    np.testing.assert_allclose(pipeline.load(tmp_path / "a")(x)["y"], ort_run(path, x)["y"], atol=1e-5, rtol=1e-4)
+    with pytest.raises(DeployError, match=r"dynamic 'x_dim3' \(axis 3\) has no value.*--dim x_dim3=1\.\.64"):
+        pipeline.compile(path, "x86-64", output=tmp_path / "b", dims={"x_dim0": "1..2"})
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "c", input_shapes={"x": ["x_dim0", 3, 8, 12]},
+                           dims={"x_dim0": "1..2"})
+    assert art.manifest["model"]["inputs"][0]["shape"] == ["x_dim0", 3, 8, 12]
+    x2 = {"x": np.random.default_rng(2).standard_normal((2, 3, 8, 12)).astype(np.float32)}
+    np.testing.assert_allclose(art(x2)["y"], ort_run(path, x2)["y"], atol=1e-5, rtol=1e-4)

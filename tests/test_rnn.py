@@ -1,6 +1,8 @@
 """LSTM, GRU and RNN (deploy's converters: TVM's ONNX frontend has none), exported from torch:
 sequence-first and batch-first, bidirectional, 2 layers, initial states; for x86-64 and, run
-under qemu-user, rpi4. Plus a TVM pass that fails inside a required stage falling back."""
+under qemu-user, rpi4. LSTM built with onnx.helper in each form against ONNX Runtime; recurrent
+ops inside If branches; a torch CRNN. Plus a TVM pass that fails inside a required stage falling
+back."""
 
 import numpy as np
 import onnx
@@ -68,19 +70,19 @@ def test_recurrent_on_rpi4_under_qemu(tmp_path, cell):
     np.testing.assert_allclose(r.outputs["y"], ort_run(path, {"x": x})["y"], atol=1e-5, rtol=1e-4)
 
 
-def test_unequal_sequence_lengths_are_refused_by_name(tmp_path):
+def test_sequence_lengths_past_the_input_are_refused_by_name(tmp_path):
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 2, 3])
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((1, 20, 3)).astype(np.float32), "W")
     r = numpy_helper.from_array(rng.standard_normal((1, 20, 5)).astype(np.float32), "R")
-    lens = numpy_helper.from_array(np.array([4, 2], np.int32), "L")
+    lens = numpy_helper.from_array(np.array([5, 2], np.int32), "L")
     node = helper.make_node("LSTM", ["X", "W", "R", "", "L"], ["Y"], hidden_size=5, name="lstm0")
     g = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, 1, 2, 5])],
                           [w, r, lens])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
     m.ir_version = 8
     onnx.save(m, tmp_path / "m.onnx")
-    with pytest.raises(pipeline.DeployError, match=r"lstm0.*sequence_lens other than the full length 4"):
+    with pytest.raises(pipeline.DeployError, match=r"lstm0.*sequence_lens \[5, 2\] outside 0\.\.4"):
         pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
 
 
@@ -137,3 +139,169 @@ def test_lstm_is_one_fused_kernel_on_cpus(tmp_path, direction, clip, peepholes):
     fused = [k for k in kernels if k["kernel"].startswith("lstm_recurrence")]
     assert len(fused) == 1 and fused[0]["schedule"] == "deploy kernel", kernels
     assert len(kernels) < 8, kernels  # the unrolled form had several kernels per step
+
+
+def _recurrent_branch(name, cell, hidden, direction):
+    """A branch ``cell(X) -> Squeeze(axis 1)``: only the op's Y output is named."""
+    rng = np.random.default_rng(len(name) + hidden)
+    g = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell]
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, f"{name}_{k}")
+             for k, s in (("W", (1, g * hidden, 3)), ("R", (1, g * hidden, hidden)), ("B", (1, 2 * g * hidden)))]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), f"{name}_axes"))
+    nodes = [helper.make_node(cell, ["X", f"{name}_W", f"{name}_R", f"{name}_B"], [f"{name}_Y"], hidden_size=hidden,
+                              direction=direction),
+             helper.make_node("Squeeze", [f"{name}_Y", f"{name}_axes"], [f"{name}_out"])]
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT,
+                                                                            [4, 2, hidden])], inits)
+
+
+@pytest.mark.parametrize("else_cell,else_hidden", [("LSTM", 8), ("GRU", 6), ("RNN", 8)])
+def test_recurrent_ops_inside_if_branches_match_ort(tmp_path, else_cell, else_hidden):
+    """An If on a bool input whose branches are LSTM -> Squeeze and GRU/RNN -> Squeeze: the
+    branches convert as the main graph does (TVM's branch walk handed the LSTM's whole result
+    tuple to Squeeze). Same-shaped results become a Where; GRU's hidden 6 keeps the If."""
+    fl = TensorProto.FLOAT
+    then = _recurrent_branch("then", "LSTM", 8, "forward")
+    other = _recurrent_branch("else", else_cell, else_hidden, "reverse")
+    node = helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other, name="if0")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                        helper.make_tensor_value_info("X", fl, [4, 2, 3])],
+                          [helper.make_tensor_value_info("y", fl, [4, 2, None])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    x = np.random.default_rng(1).standard_normal((4, 2, 3)).astype(np.float32)
+    for c, hidden in ((True, 8), (False, else_hidden)):
+        feed = {"c": np.array(c), "X": x}
+        ours, ref = art(feed)["y"], ort_run(tmp_path / "m.onnx", feed)["y"]
+        assert ours.shape == ref.shape == (4, 2, hidden)
+        np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-4)
+
+
+def _lstm(path, layout=0, direction="forward", outputs=("Y", "Y_h", "Y_c"), lens=None, lens_fed=False, states=False,
+          peepholes=False, clip=None, acts=None, t=4, b=2, i=3, h=5):
+    """A one-node LSTM model; returns its feed. ``acts``: (activations, alphas, betas)."""
+    d = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.6, n)
+             for n, s in (("W", (d, 4 * h, i)), ("R", (d, 4 * h, h)), ("B", (d, 8 * h)), ("P", (d, 3 * h)))]
+    fl = TensorProto.FLOAT
+    x_shape, s_shape = ([b, t, i], [b, d, h]) if layout else ([t, b, i], [d, b, h])
+    inputs = [helper.make_tensor_value_info("X", fl, x_shape)]
+    feed = {"X": rng.standard_normal(x_shape).astype(np.float32) * 2}
+    if states:
+        inputs += [helper.make_tensor_value_info(n, fl, s_shape) for n in ("H0", "C0")]
+        feed.update({n: rng.standard_normal(s_shape).astype(np.float32) for n in ("H0", "C0")})
+    if lens is not None and lens_fed:
+        inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, [b]))
+        feed["L"] = np.array(lens, np.int32)
+    elif lens is not None:
+        inits.append(numpy_helper.from_array(np.array(lens, np.int32), "L"))
+    ins = ["X", "W", "R", "B", "L" if lens is not None else "", "H0" if states else "", "C0" if states else "",
+           "P" if peepholes else ""]
+    attrs = {"hidden_size": h, "direction": direction, "layout": layout}
+    if clip is not None:
+        attrs["clip"] = clip
+    if acts:
+        attrs["activations"] = acts[0]
+        attrs.update({k: v for k, v in (("activation_alpha", acts[1]), ("activation_beta", acts[2])) if v})
+    names = [o if o in outputs else "" for o in ("Y", "Y_h", "Y_c")]
+    y_shape = [b, t, d, h] if layout else [t, d, b, h]
+    node = helper.make_node("LSTM", ins, names, name="lstm0", **attrs)
+    g = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info(o, fl, y_shape if o == "Y" else s_shape)
+                                                for o in outputs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return feed
+
+
+LSTM_CASES = {  # name: (_lstm's arguments, whether the CPU's fused kernel takes it)
+    "forward": (dict(), True),
+    "batch-first-bidirectional-states": (dict(layout=1, direction="bidirectional", states=True), True),
+    "reverse-Y_c-only": (dict(direction="reverse", outputs=("Y_c",)), True),
+    "bidirectional-peepholes-clip-states": (dict(direction="bidirectional", outputs=("Y", "Y_h"), states=True,
+                                                 peepholes=True, clip=0.7), True),
+    "batch-first-peepholes-clip": (dict(layout=1, peepholes=True, clip=0.5, t=5, b=1), True),
+    "sequence-lens-full": (dict(direction="bidirectional", lens=[4, 4]), True),
+    "sequence-lens-shorter": (dict(direction="bidirectional", lens=[4, 2, 0], states=True, b=3), False),
+    "sequence-lens-fed-batch-first": (dict(layout=1, direction="reverse", lens=[3, 1], lens_fed=True, b=2), False),
+    "activations-alpha-beta": (dict(direction="bidirectional", acts=(
+        ["HardSigmoid", "Elu", "Softsign", "LeakyRelu", "Tanh", "ScaledTanh"], [0.3, 0.8, 0.05, 0.9], [0.4, 1.2])),
+        False),
+    "activations-batch-first-defaults": (dict(layout=1, acts=(["HardSigmoid", "Softplus", "Relu"], [], [])), False),
+}
+
+
+@pytest.mark.parametrize("case", list(LSTM_CASES))
+def test_lstm_forms_match_ort(tmp_path, case):
+    """LSTM per form against ONNX Runtime: layout 0 and 1, directions, Y/Y_h/Y_c, sequence_lens
+    (full, shorter, fed at run time), initial states, peepholes, clip, activations with their
+    alphas/betas (consumed in order by the activations that take one, as ORT does). ORT has no
+    layout=1 (batch-first) kernel: those are checked against ORT on the same model in layout 0."""
+    kw, fused = LSTM_CASES[case]
+    feed = _lstm(tmp_path / "m.onnx", **kw)
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a", check=False)
+    if kw.get("layout"):  # ORT's reference: the layout-0 model, inputs and outputs transposed
+        _lstm(tmp_path / "m0.onnx", **{**kw, "layout": 0})
+        ref = ort_run(tmp_path / "m0.onnx", {k: v if k == "L" else np.ascontiguousarray(np.swapaxes(v, 0, 1))
+                                              for k, v in feed.items()})
+        ref = {k: np.transpose(v, (2, 0, 1, 3)) if k == "Y" else np.swapaxes(v, 0, 1) for k, v in ref.items()}
+    else:
+        ref = ort_run(tmp_path / "m.onnx", feed)
+    ours = art(feed)
+    assert set(ours) == set(ref) == set(kw.get("outputs", ("Y", "Y_h", "Y_c")))
+    for k in ref:
+        assert ours[k].shape == ref[k].shape, k
+        np.testing.assert_allclose(ours[k], ref[k], atol=1e-5, rtol=1e-4, err_msg=k)
+    import json
+
+    kernels = json.loads((tmp_path / "a" / "layers.json").read_text())["kernels"]
+    assert any(k["kernel"].startswith("lstm_recurrence") for k in kernels) == fused
+
+
+class CRNN(torch.nn.Module):
+    """Text recognition's CRNN: convolutions to a [batch, channels, 1, width] map, permuted to
+    [width, batch, features], a bidirectional LSTM over the width, a per-step Linear classifier
+    (the classic code's ``view(T * b, h)`` -> Linear -> ``view(T, b, -1)``)."""
+
+    def __init__(self, classes=11, hidden=8):
+        super().__init__()
+        nn = torch.nn
+        self.cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                 nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1), (2, 1)),
+                                 nn.Conv2d(16, 16, (2, 1)), nn.ReLU())
+        self.rnn = nn.LSTM(16, hidden, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # [W, B, C]
+        y, _ = self.rnn(f)
+        t, b, h = y.size()
+        return self.fc(y.view(t * b, h)).view(t, b, -1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_crnn_from_torch_matches_ort(tmp_path, dynamo):
+    """A torch CRNN exported with a dynamic batch and width, compiled for one shape: [width, batch,
+    classes] out, the same numbers as ONNX Runtime and torch (batch 2, so that the batch and time
+    axes cannot be confused)."""
+    if dynamo:
+        pytest.importorskip("onnxscript")  # the dynamo exporter needs it
+    torch.manual_seed(0)
+    m = CRNN().eval()
+    x = torch.randn(2, 1, 8, 20)
+    path = tmp_path / "crnn.onnx"
+    kw = ({"dynamic_shapes": {"x": {0: torch.export.Dim("batch", max=32), 3: 4 * torch.export.Dim("w", max=256)}}}
+          if dynamo else {"dynamic_axes": {"x": {0: "batch", 3: "width"}, "y": {0: "steps", 1: "batch"}}})
+    torch.onnx.export(m, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=dynamo, **kw)
+    assert "LSTM" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a", input_shapes={"x": [2, 1, 8, 20]})
+    assert art.manifest["check"]["status"] == "passed"
+    ours, ref = art({"x": x.numpy()})["y"], ort_run(path, {"x": x.numpy()})["y"]
+    assert ours.shape == ref.shape == (10, 2, 11)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(ours, m(x).detach().numpy(), atol=1e-5, rtol=1e-4)

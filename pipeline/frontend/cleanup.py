@@ -4,8 +4,9 @@ Models exported from PyTorch compute shapes at run time (Shape -> Gather -> Conc
 TVM's importer rejects many of them. Once every input dim is known, onnxslim (a maintained
 ONNX optimizer) folds those subgraphs to constants and onnx's shape inference fills in types.
 Ops TVM cannot convert that ONNX defines as functions are replaced by their bodies first
-(``functions.py``); Loop and Scan of a known length are unrolled (``unroll.py``); last, tensors of narrow types (float8, int4, ...) become their bits
-(``narrow.py``).
+(``functions.py``); If branches move into the graph (``branches.py``); Loop and Scan of a known
+length are unrolled (``unroll.py``); last, tensors of narrow types (float8, int4, ...) become
+their bits (``narrow.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import onnx
 
 from .. import log
 from ..errors import DeployError
-from . import narrow, unroll
+from . import branches, narrow, unroll
 from .dims import NAME as DIM_NAME, Dim
 from .specs import graph_inputs, opset_of, tensor_type
 
@@ -53,8 +54,8 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
     """Write the given shapes into the graph inputs; error on unknown names or unbound dims.
 
     A dim named in ``dims`` stays symbolic (under that name): it is given in ``shapes`` by name
-    (``input_ids=BxS``) or is the model's own dim_param of that name. Every other dynamic dim
-    needs a size.
+    (``input_ids=BxS``) or is the model's own dim_param of that name, or the name deploy gives an
+    unnamed one (``x_dim0``: specs.graph_inputs). Every other dynamic dim needs a size.
     """
     dims = dims or {}
     specs = {s.name: s for s in graph_inputs(model)}
@@ -80,10 +81,6 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
                     example = "x".join(str(x) if isinstance(x, int) else "1" for x in spec.shape)
                     problems.append(f"input '{name}' {spec.shape}: dynamic '{g}' (axis {i}) has no value; "
                                     f"pass e.g. --input-shape {name}={example}, or a range: --dim {g}=1..64")
-            elif g is None:
-                example = "x".join(str(x) if isinstance(x, int) else "1" for x in spec.shape)
-                problems.append(f"input '{name}' {spec.shape}: axis {i} is dynamic and unnamed; "
-                                f"pass e.g. --input-shape {name}={example}")
             elif isinstance(g, str):
                 used.add(g)
         final[name] = shape
@@ -96,6 +93,7 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
                           hint="every dynamic dimension needs a size (--input-shape NAME=1x3x224x224) or a range "
                                "(--input-shape NAME=Bx3x224x224 --dim B=1..32)")
     model = copy.deepcopy(model)
+    _negative_dims_unknown(model.graph)
     inits = {i.name for i in model.graph.initializer}
     for vi in model.graph.input:
         if vi.name in inits or vi.name not in final:
@@ -109,16 +107,35 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, list],
     return model
 
 
+def _negative_dims_unknown(graph) -> None:
+    """A ``dim_value`` below 0 (older exporters' -1 for a dynamic axis) as an unknown dim, in every
+    value's type, subgraphs included: onnx's shape inference keeps a declared -1 over the size it
+    infers (and fails on it in strict mode), and the -1 would then read as a size downstream."""
+    for vi in [*graph.input, *graph.output, *graph.value_info]:
+        t = tensor_type(vi)
+        for d in t.shape.dim if t.HasField("shape") else ():
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
+    for n in graph.node:
+        for a in n.attribute:
+            for g in [a.g] if a.HasField("g") else list(a.graphs):
+                _negative_dims_unknown(g)
+
+
 def cleanup(model: onnx.ModelProto, shapes: dict[str, list], dims: dict[str, Dim] | None = None) -> onnx.ModelProto:
     from .importer import expand_functions
 
     model = bind_input_shapes(model, shapes, dims)
+    model, hoisted = branches.hoist(model)
+    if hoisted:
+        log.info(f"  moved the branches of {hoisted} If node(s) into the graph")
     model = _slim(expand_functions(model))
     model = explicit_conv_pads(_infer(model))
     model, unrolled = unroll.unroll(model, opset_of(model))
     if unrolled:
         log.info(f"  unrolled {unrolled} Loop/Scan node(s)")
-        model = _infer(_slim(model))
+        model = _infer(_slim(branches.hoist(model)[0]))  # the Ifs the bodies held
+    model = branches.select(model)
     return narrow.lower(model)
 
 

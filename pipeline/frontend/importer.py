@@ -85,7 +85,7 @@ def unsupported_ops(model: onnx.ModelProto, cleaned: bool = False) -> dict[str, 
                     what = ("a Scan of opset 9+ whose length is" if op == "Scan"
                             else "a for-loop whose trip count is")
                     found.setdefault(f"{op} that deploy could not unroll (it unrolls {what} a constant up to "
-                                     f"{unroll.MAX_STEPS}, without subgraphs inside)", []).append(label)
+                                     f"{unroll.MAX_STEPS})", []).append(label)
             elif not converter_exists(node, opset, convert_map) and not functions.defined_as_function(node, opset):
                 found.setdefault(key, []).append(label)
             for a in node.attribute:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,21 +36,55 @@ def tensor_type(vi: onnx.ValueInfoProto):
     return vi.type.tensor_type
 
 
-def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+def known_dim(d) -> bool:
+    """Whether an ONNX TensorShapeProto dim has a size. Older exporters (paddle2onnx, early tf2onnx)
+    write a dynamic axis as ``dim_value: -1``, which ONNX Runtime reads as dynamic; 0 is a size
+    (an empty tensor: ONNX Runtime refuses any other size for it), not an unknown dim."""
+    return d.HasField("dim_value") and d.dim_value >= 0
+
+
+def value_spec(vi: onnx.ValueInfoProto, unnamed: dict[int, str] | None = None) -> TensorSpec:
+    """``unnamed``: the names to give this value's dynamic axes that have none (axis -> name)."""
     t = tensor_type(vi)
     shape: list = []
     if t.HasField("shape"):
-        for d in t.shape.dim:
-            if d.HasField("dim_value"):  # 0 is a size (an empty tensor), not an unknown dim
+        for i, d in enumerate(t.shape.dim):
+            if known_dim(d):
                 shape.append(int(d.dim_value))
             else:
-                shape.append(d.dim_param or None)
+                shape.append(d.dim_param or (unnamed or {}).get(i))
     return TensorSpec(vi.name, dtype_name(t.elem_type), shape)
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """The model's run-time inputs. A dynamic axis without a name (none given, or a dim_value of
+    -1) is named after its input and axis (``x_dim0``), so that ``--dim`` can give it a range and
+    messages can point at it."""
     inits = {i.name for i in model.graph.initializer}
-    return [value_spec(v) for v in model.graph.input if v.name not in inits]
+    values = [v for v in model.graph.input if v.name not in inits]
+    taken = {d.dim_param for v in values if tensor_type(v).HasField("shape")
+             for d in tensor_type(v).shape.dim if d.dim_param}
+    specs = []
+    for v in values:
+        unnamed = {}
+        t = tensor_type(v)
+        for i, d in enumerate(t.shape.dim if t.HasField("shape") else ()):
+            if not known_dim(d) and not d.dim_param:
+                name = unnamed_dim_name(v.name, i)
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                unnamed[i] = name
+        specs.append(value_spec(v, unnamed))
+    return specs
+
+
+def unnamed_dim_name(input_name: str, axis: int) -> str:
+    """The name deploy gives an unnamed dynamic axis: ``x_dim0`` (a valid --dim name)."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", input_name)
+    if not base or base[0].isdigit():
+        base = "_" + base
+    return f"{base}_dim{axis}"
 
 
 def opset_of(model: onnx.ModelProto) -> int:

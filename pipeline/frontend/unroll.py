@@ -9,8 +9,9 @@ neither).
   while-loop); scan outputs are stacked on a new first axis.
 
 Each step is a copy of the body with its names made unique; names the body takes from the outer
-graph stay as they are. A loop that does not qualify is left for the import's check to refuse,
-with the reason.
+graph stay as they are; an If in the body comes along with its branches seeing the step's names
+(clean-up then moves them out: branches.py). A loop that does not qualify, and a loop inside an
+unrolled body, is left for the import's check to refuse, with the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .branches import rename_outer
 from .specs import graph_constants
 
 MAX_STEPS = 512
@@ -71,6 +73,9 @@ class _Emitter:
                 names[x] = f"{self.prefix}/{step}/{x}" if x else ""
                 m.output.append(names[x])
             m.name = f"{self.prefix}/{step}/{n.name or n.op_type + str(i)}"
+            for a in m.attribute:  # an If's branches see this step's names
+                for g in [a.g] if a.HasField("g") else a.graphs:
+                    rename_outer(g, names)
             self.nodes.append(m)
         return names
 
@@ -80,11 +85,6 @@ class _Emitter:
         else:  # axes an attribute before opset 13
             ups = [self.node("Unsqueeze", [s], axes=[axis]) for s in slices]
         self.nodes.append(helper.make_node("Concat", ups, [out], name=f"{self.prefix}/stack_{out}", axis=axis))
-
-
-def _has_subgraph(graph) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node
-               for a in n.attribute)
 
 
 def _scan(node, shapes, emit: _Emitter):
@@ -100,7 +100,7 @@ def _scan(node, shapes, emit: _Emitter):
     out_axes = list(attrs.get("scan_output_axes", [0] * k))
     out_dirs = list(attrs.get("scan_output_directions", [0] * k))
     ranks = [len(shapes[x]) if x in shapes else None for x in scans]
-    if _has_subgraph(body) or None in ranks:
+    if None in ranks:
         return None
     in_axes = [a + r if a < 0 else a for a, r in zip(in_axes, ranks)]
     lengths = {shapes[x][a] for x, a in zip(scans, in_axes)}
@@ -142,7 +142,7 @@ def _loop(node, consts, emit: _Emitter):
     body = attrs["body"]
     ins = list(node.input) + [""] * (2 - len(node.input))
     trip, cond, carried = ins[0], ins[1], ins[2:]
-    if not trip or trip not in consts or _has_subgraph(body):
+    if not trip or trip not in consts:
         return None
     T = int(np.asarray(consts[trip]).reshape(-1)[0])
     if not 0 < T <= MAX_STEPS:

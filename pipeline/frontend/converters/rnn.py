@@ -4,9 +4,12 @@ The sequence length is static once input shapes are bound, so each step is a few
 the input projection of all steps is one matmul up front (``X W^T + Wb + Rb``), then every step
 adds ``H R^T`` and applies the gates. Forward, reverse and bidirectional; ``layout`` 0
 (sequence first) and 1 (batch first, as torch's ``batch_first``); initial states; peepholes;
-``clip``; the activations Sigmoid, Tanh, Relu, HardSigmoid, LeakyRelu, Affine, ScaledTanh, Elu,
-Softsign, Softplus; GRU's ``linear_before_reset``. ``sequence_lens`` is taken where every
-sequence has the full length; other lengths, and LSTM's ``input_forget``, are refused by name.
+``clip``; the activations Sigmoid, Tanh, Relu, HardSigmoid, LeakyRelu, ThresholdedRelu, Affine,
+ScaledTanh, Elu, Softsign, Softplus (their alphas and betas read as ONNX Runtime reads them);
+GRU's ``linear_before_reset``; ``sequence_lens`` (constant or fed at run time: as in ONNX Runtime,
+a sequence past its length keeps its state and outputs zeros, and one of length 0 ends in zero
+states). LSTM's ``input_forget`` is
+refused by name.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ def _const_array(expr):
     return None
 
 
+# Activations that take an alpha and/or a beta, and the value ONNX Runtime uses where the node
+# gives none: the ONNX op's default where the op still exists (HardSigmoid, LeakyRelu, Elu), 0
+# for Affine, ScaledTanh and ThresholdedRelu (measured against onnxruntime 1.32).
+_PARAMS = {"hardsigmoid": ((0.2,), (0.5,)), "leakyrelu": ((0.01,), ()), "elu": ((1.0,), ()),
+           "affine": ((0.0,), (0.0,)), "scaledtanh": ((0.0,), (0.0,)), "thresholdedrelu": ((0.0,), ())}
+
+
 def _activation(name: str, alpha, beta):
     """The ONNX RNN activation ``name`` as a function of a Relax expression."""
     from tvm import relax
@@ -49,20 +59,17 @@ def _activation(name: str, alpha, beta):
     if name_l == "relu":
         return op.nn.relu
     if name_l == "hardsigmoid":
-        a, b = (0.2 if alpha is None else alpha), (0.5 if beta is None else beta)
-        return lambda x: op.clip(op.add(op.multiply(x, c(a)), c(b)), 0.0, 1.0)
+        return lambda x: op.clip(op.add(op.multiply(x, c(alpha)), c(beta)), 0.0, 1.0)
     if name_l == "leakyrelu":
-        a = 0.01 if alpha is None else alpha
-        return lambda x: op.nn.leakyrelu(x, a)
+        return lambda x: op.nn.leakyrelu(x, alpha)
+    if name_l == "thresholdedrelu":
+        return lambda x: op.where(op.greater(x, c(alpha)), x, c(0))
     if name_l == "affine":
-        a, b = (1.0 if alpha is None else alpha), (0.0 if beta is None else beta)
-        return lambda x: op.add(op.multiply(x, c(a)), c(b))
+        return lambda x: op.add(op.multiply(x, c(alpha)), c(beta))
     if name_l == "scaledtanh":
-        a, b = (1.0 if alpha is None else alpha), (1.0 if beta is None else beta)
-        return lambda x: op.multiply(op.tanh(op.multiply(x, c(b))), c(a))
+        return lambda x: op.multiply(op.tanh(op.multiply(x, c(beta))), c(alpha))
     if name_l == "elu":
-        a = 1.0 if alpha is None else alpha
-        return lambda x: op.where(op.greater(x, c(0)), x, op.multiply(op.subtract(op.exp(x), c(1)), c(a)))
+        return lambda x: op.where(op.greater(x, c(0)), x, op.multiply(op.subtract(op.exp(x), c(1)), c(alpha)))
     if name_l == "softsign":
         return lambda x: op.divide(x, op.add(op.abs(x), c(1)))
     if name_l == "softplus":
@@ -75,21 +82,25 @@ def _activation_names(attr: dict) -> list[str]:
 
 
 def _activations(kind: str, attr: dict, num_dir: int) -> list[list]:
+    """Each direction's activation functions. ``activation_alpha``/``_beta`` are consumed in order
+    by the activations that take one (HardSigmoid, Elu, ...; not by position in the list), as
+    ONNX Runtime reads them; one direction's list given for both serves both, parameters too."""
     names = _activation_names(attr)
     per = len(DEFAULT_ACTS[kind])
+    alphas = list(attr.get("activation_alpha", ()))
+    betas = list(attr.get("activation_beta", ()))
     if not names:
         names = DEFAULT_ACTS[kind] * num_dir
     if len(names) == per and num_dir == 2:
-        names = names * 2
-    alphas = list(attr.get("activation_alpha", ()))
-    betas = list(attr.get("activation_beta", ()))
+        names, alphas, betas = names * 2, alphas * 2, betas * 2
     out = []
     for d in range(num_dir):
         fs = []
-        for j in range(per):
-            k = d * per + j
-            fs.append(_activation(names[k], alphas[k] if k < len(alphas) else None,
-                                  betas[k] if k < len(betas) else None))
+        for name in names[d * per:(d + 1) * per]:
+            a_default, b_default = _PARAMS.get(name.lower(), ((), ()))
+            alpha = (alphas.pop(0) if alphas else a_default[0]) if a_default else None
+            beta = (betas.pop(0) if betas else b_default[0]) if b_default else None
+            fs.append(_activation(name, alpha, beta))
         out.append(fs)
     return out
 
@@ -125,11 +136,13 @@ def convert(kind: str, bb, inputs, attr):
     hidden = int(attr.get("hidden_size") or int(w.ty.shape[1]) // gates)
     dtype = str(x.ty.dtype)
 
+    lens = None  # [B, 1]: each sequence's length, where some may be shorter than the input
     if seq_lens is not None:
-        lens = _const_array(seq_lens)
-        if lens is None or not np.all(lens == steps):
-            raise Unsupported(f"{kind} with sequence_lens other than the full length {steps} for every sequence "
-                              "(export without packed sequences, or pad them)")
+        given = _const_array(seq_lens)
+        if given is not None and np.any((given < 0) | (given > steps)):
+            raise Unsupported(f"{kind} with sequence_lens {given.tolist()} outside 0..{steps}, the input's length")
+        if given is None or not np.all(given == steps):
+            lens = bb.normalize(op.expand_dims(op.astype(seq_lens, "int64"), [1]))
 
     def part(t, d):  # t[d] of a [num_dir, ...] tensor
         return bb.normalize(op.squeeze(op.strided_slice(t, [0], [d], [d + 1]), [0]))
@@ -145,8 +158,8 @@ def convert(kind: str, bb, inputs, attr):
         return op.strided_slice(t, [1], [j * hidden], [(j + 1) * hidden])
 
     acts = _activations(kind, attr, num_dir)
-    fused = _fused_lstm(bb, kind, attr, x, w, r, b, h0, c0, peep, layout, direction, num_dir, steps, batch, hidden,
-                        dtype, clip)
+    fused = None if lens is not None else _fused_lstm(bb, kind, attr, x, w, r, b, h0, c0, peep, layout, direction,
+                                                       num_dir, steps, batch, hidden, dtype, clip)
     if fused is not None:
         return fused
     ys, hs, cs = [], [], []
@@ -184,6 +197,7 @@ def convert(kind: str, bb, inputs, attr):
             return v if zero else op.add(v, op.matmul(h, mat))
 
         for t in order:
+            h_prev, c_prev = h, c
             xt = bb.normalize(op.squeeze(relax.TupleGetItem(xt_all, t) if xt_all is not None else xw, [0]))  # [B, gates*H]
             if kind == "LSTM":
                 g = bb.normalize(plus_h(xt, rd))
@@ -222,7 +236,17 @@ def convert(kind: str, bb, inputs, attr):
             else:
                 h = bb.normalize(f[0](clipped(plus_h(xt, rd))))
             out_t[t] = h
+            if lens is not None:  # past its length a sequence keeps its state, and its Y is 0
+                valid = bb.normalize(op.less(relax.const(t, "int64"), lens))
+                out_t[t] = bb.normalize(op.where(valid, h, relax.const(np.zeros((), dtype), dtype)))
+                h = bb.normalize(op.where(valid, h, h_prev))
+                c = bb.normalize(op.where(valid, c, c_prev)) if c is not None else None
             zero = False
+        if lens is not None:  # a sequence of length 0 ends in zero states (ONNX Runtime)
+            some = bb.normalize(op.greater(lens, relax.const(0, "int64")))
+            zeros = relax.const(np.zeros((), dtype), dtype)
+            h = bb.normalize(op.where(some, h, zeros))
+            c = bb.normalize(op.where(some, c, zeros)) if c is not None else None
         ys.append(out_t)
         hs.append(h)
         cs.append(c)
