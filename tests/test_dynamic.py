@@ -76,7 +76,7 @@ def test_the_runner_picks_the_function_and_refuses_out_of_range(encoder):
 def test_verify_and_bench_take_shapes(encoder, cli):
     path, art = encoder
     rc, out, _ = cli("verify", art.path, "--model", path, "--shapes", "S=3,16", "--shapes", "B=1,4")
-    assert rc == 0 and out.count("ok ") == 4 and "[B=4, S=16] output" in out
+    assert rc == 0 and out.count("ok ") == 4 and "output @ B=4, S=16:" in out
     rc, out, err = cli("verify", art.path, "--model", path, "--shapes", "S=80")
     assert rc == 2 and "outside the range" in out + err
     rc, out, _ = cli("run", art.path, "--shapes", "S=33", "--shapes", "B=2")

@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
-from conftest import ort_run
+from conftest import needs_module, ort_run
 
 
 class Seq(torch.nn.Module):
@@ -290,7 +290,7 @@ def test_crnn_from_torch_matches_ort(tmp_path, dynamo):
     classes] out, the same numbers as ONNX Runtime and torch (batch 2, so that the batch and time
     axes cannot be confused)."""
     if dynamo:
-        pytest.importorskip("onnxscript")  # the dynamo exporter needs it
+        needs_module("onnxscript")  # the dynamo exporter needs it (a test extra)
     torch.manual_seed(0)
     m = CRNN().eval()
     x = torch.randn(2, 1, 8, 20)
