@@ -25,6 +25,28 @@ def test_a_wrong_answer_fails_the_compile_and_writes_nothing(models, tmp_path, m
     assert art.manifest["check"] == {"status": "skipped", "reason": "--no-check"}
 
 
+def test_the_check_skips_only_where_onnx_runtime_cannot_run_the_model(models, tmp_path, monkeypatch):
+    """deploy's own failure while checking (the artifact crashing here) fails the compile; only
+    ONNX Runtime refusing the model skips the check, and says so."""
+    def crashes(self, inputs=None):
+        raise RuntimeError("simulated crash in TVM's runtime")
+
+    monkeypatch.setattr(Artifact, "run", crashes)
+    with pytest.raises(DeployError, match="the artifact failed to run: RuntimeError: simulated crash"):
+        pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    from pipeline import reference
+
+    def ort_refuses(model, *a, **k):
+        raise DeployError("ONNX Runtime cannot load the model: simulated")
+
+    monkeypatch.setattr(reference, "ort_session", ort_refuses)
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "b")
+    assert art.manifest["check"]["status"] == "skipped"
+    assert art.manifest["check"]["reason"].startswith("ONNX Runtime cannot run this model")
+
+
 def test_the_check_is_recorded_and_takes_the_users_inputs(models, tmp_path):
     art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a")
     c = art.manifest["check"]
