@@ -24,6 +24,50 @@ from .runtime import Artifact, check_inputs, inputs_for, read_npz, to_storage
 
 RATIO_DEFINITION = ("deploy's median latency / ONNX Runtime's median latency (each engine in its own process, "
                     "timed in alternating turns)")
+# the peers `--against` takes: name -> what a user may write for it
+PEERS = {"onnxruntime": ("ort", "onnxruntime"), "openvino": ("openvino", "ov")}
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # f32: no bf16 on AMX CPUs
+
+
+def parse_peers(text: str | None) -> list[str]:
+    """``--against ort,openvino`` -> ["onnxruntime", "openvino"]; default: ONNX Runtime alone."""
+    if not text:
+        return ["onnxruntime"]
+    names = {alias: name for name, aliases in PEERS.items() for alias in aliases}
+    out = []
+    for item in filter(None, (t.strip().lower() for t in text.split(","))):
+        if item not in names:
+            raise DeployError(f"--against: unknown engine '{item}'", hint="use ort, openvino or both: --against ort,openvino")
+        if names[item] not in out:
+            out.append(names[item])
+    return out or ["onnxruntime"]
+
+
+def check_peer(name: str) -> None:
+    """A clear message where a peer engine is not installed."""
+    if name == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise DeployError("--against openvino: OpenVINO is not installed",
+                              hint="pip install 'deploy[peers]' (or pip install openvino)") from None
+
+
+def _openvino_runner(path: str, threads: int, inputs: dict):
+    """OpenVINO's CPU plugin on the ONNX model, reshaped to the inputs' shapes, f32, latency hint."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(path)
+    model.reshape({i.get_any_name(): list(inputs[i.get_any_name()].shape) for i in model.inputs
+                   if i.get_any_name() in inputs})
+    compiled = core.compile_model(model, "CPU", {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads})
+    feed = {i.get_any_name(): inputs[i.get_any_name()] for i in model.inputs if i.get_any_name() in inputs}
+
+    def make_run():  # an infer request per request in flight
+        req = compiled.create_infer_request()
+        return lambda: req.infer(feed)
+    return make_run
 
 
 @dataclass
@@ -103,6 +147,8 @@ def _serve(kind: str, path: str, threads: int, inputs_file: str, conn) -> None:
 
             def make_run():  # a VM per request in flight: a VM runs one call at a time
                 return Artifact(path).bind(inputs)
+        elif kind == "openvino":
+            make_run = _openvino_runner(path, threads, inputs)
         else:
             from .reference import ort_session
 
@@ -176,14 +222,19 @@ class _Engine:
 
 def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat: int = 20,
           min_seconds: float = 2.0, warmup: int = 3, inputs: dict[str, np.ndarray] | None = None,
-          iterations: int | None = None, concurrency: int | None = None) -> dict:
-    """deploy's latency and, given the model, ONNX Runtime's, each engine in its own process, in
+          iterations: int | None = None, concurrency: int | None = None,
+          peers: list[str] | None = None) -> dict:
+    """deploy's latency and, given the model, its peers' (``peers``: default ONNX Runtime; OpenVINO
+    too with ``["onnxruntime", "openvino"]``), each engine in its own process, in
     ``repeat`` alternating turns of about ``min_seconds / repeat`` each (or ``iterations``
     inferences in all); every inference timed. ``concurrency`` N adds throughput with N requests
     in flight (inferences per second), measured for each engine in alternating turns too."""
     artifact.check_integrity()
     inputs = inputs_for(artifact.inputs, inputs, artifact.dims, artifact.unused_inputs)
-    kinds = [("deploy", artifact.path)] + ([("onnxruntime", Path(model_path))] if model_path is not None else [])
+    peers = (peers or ["onnxruntime"]) if model_path is not None else []
+    for p in peers:
+        check_peer(p)
+    kinds = [("deploy", artifact.path)] + [(p, Path(model_path)) for p in peers]
     engines: list[_Engine] = []
     with tempfile.TemporaryDirectory(prefix="deploy-bench-") as td:
         np.savez(Path(td) / "inputs.npz", **inputs)
@@ -202,13 +253,18 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
                 e.kill()
     out = {"threads": threads, "deploy": Latency.of(samples["deploy"]).__dict__,
            "memory": {"deploy": dict(memory["deploy"], **_plan(artifact))}}
-    if model_path is not None:
-        o = Latency.of(samples["onnxruntime"])
-        out["onnxruntime"] = o.__dict__
-        out["memory"]["onnxruntime"] = memory["onnxruntime"]
-        out["ratio"] = out["deploy"]["median_ms"] / o.median_ms
+    for p in peers:
+        o = Latency.of(samples[p])
+        out[p] = o.__dict__
+        out["memory"][p] = memory[p]
+    if "onnxruntime" in peers:
+        out["ratio"] = out["deploy"]["median_ms"] / out["onnxruntime"]["median_ms"]
         out["ratio_definition"] = RATIO_DEFINITION
         out["turn_ratios"] = [round(a / b, 4) for a, b in zip(turns["deploy"], turns["onnxruntime"])]
+    if peers:
+        out["ratios"] = {p: out["deploy"]["median_ms"] / out[p]["median_ms"] for p in peers}
+        fastest = min(peers, key=lambda p: out[p]["median_ms"])
+        out["fastest_peer"] = {"engine": fastest, "ratio": out["ratios"][fastest]}
     if concurrency:
         best = {k: max(v, key=lambda r: r["per_second"]) for k, v in through.items()}
         out["throughput"] = dict(concurrency=concurrency, **best)

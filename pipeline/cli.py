@@ -388,9 +388,11 @@ def bench(
     rpc_tracker: Annotated[Optional[str], typer.Option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time on a board registered there.")] = None,
     rpc_key: Annotated[Optional[str], typer.Option("--rpc-key", help="The board's key at the tracker.")] = None,
     shapes: ShapesOpt = None,
+    against: Annotated[Optional[str], typer.Option("--against", help="Peer engines to time on --model: ort, openvino, or ort,openvino (default: ort).")] = None,
 ):
-    """Latency (p50/p90/p99, mean) and peak memory next to ONNX Runtime's, each engine in its own process;
-    ARM artifacts: under emulation, or on a board via RPC."""
+    """Latency (p50/p90/p99, mean) and peak memory next to ONNX Runtime's (and OpenVINO's with
+    --against ort,openvino), each engine in its own process; ARM artifacts: under emulation, or on a
+    board via RPC."""
     from . import bench as b
     from .frontend.dims import parse_shapes, point_text
     from .runtime import Artifact
@@ -399,6 +401,11 @@ def bench(
                                  ("--concurrency", concurrency, 2)):
         if value is not None and value < 1:
             raise DeployError(f"{flag} {value} must be at least 1", hint=f"e.g. {flag} {example}")
+    peers = b.parse_peers(against)
+    if against and model is None:
+        raise DeployError("--against times the peers on the ONNX model", hint="pass it with --model MODEL.onnx")
+    for p in peers if model is not None else []:
+        b.check_peer(p)
     art = Artifact(artifact)
     points = parse_shapes(shapes, art.dims)
     if points:
@@ -408,7 +415,8 @@ def bench(
         rows = []
         for point in points:
             r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds, warmup=warmup,
-                        inputs=art.random_inputs(0, point), iterations=iterations, concurrency=concurrency)
+                        inputs=art.random_inputs(0, point), iterations=iterations, concurrency=concurrency,
+                        peers=peers)
             rows.append({"dims": point, **r})
             if not as_json:
                 d = r["deploy"]
@@ -432,7 +440,8 @@ def bench(
         r = b.bench_emulated(art, threads=threads, repeat=min(repeat, 5))
     else:
         r = b.bench(art, model, threads=threads, repeat=repeat, min_seconds=seconds, warmup=warmup,
-                    inputs=_load_inputs(input or []), iterations=iterations, concurrency=concurrency)
+                    inputs=_load_inputs(input or []), iterations=iterations, concurrency=concurrency,
+                    peers=peers)
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
@@ -452,10 +461,17 @@ def bench(
                 f"peak RSS {mem['peak_rss_mb']:.0f} MB)")
 
     typer.echo(line("deploy", d, r["memory"]["deploy"]))
+    for p in r.get("ratios", {}):
+        typer.echo(line(p, r[p], r["memory"][p]))
     if "onnxruntime" in r:
-        typer.echo(line("onnxruntime", r["onnxruntime"], r["memory"]["onnxruntime"]))
         typer.echo(f"ratio        {r['ratio']:.3f}x ({'slower' if r['ratio'] > 1 else 'faster'}) = "
                    + r["ratio_definition"])
+    if len(r.get("ratios", {})) > 1 or "openvino" in r.get("ratios", {}):
+        for p, x in r["ratios"].items():
+            if p != "onnxruntime":
+                typer.echo(f"ratio        {x:.3f}x vs {p} (deploy's median / {p}'s, alternating turns)")
+        f = r["fastest_peer"]
+        typer.echo(f"ratio        {f['ratio']:.3f}x vs the fastest peer ({f['engine']})")
     mem = r["memory"]["deploy"]
     if "workspace_mb" in mem:
         typer.echo(f"memory       deploy: weights {mem['params_mb']:.1f} MB, workspace {mem['workspace_mb']:.1f} MB "

@@ -31,7 +31,7 @@ fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,peers]' 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
 .venv/bin/python -c "import pipeline, tvm, onnxruntime, torch; print('setup: ok, tvm', tvm.__version__)"
 # TVM's runtime for ARM boards, cached once for the runners in ARM artifacts: aarch64 from PyPI's
 # wheels, armv7 built from the wheels' C++ sources with the Debian cross compiler (~2.5 min, once)
