@@ -281,8 +281,12 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
             manifest["functions"] = prep.specialized
         if prep.fallbacks:
             manifest["fallbacks"] = prep.fallbacks
+        if prep.notes:
+            manifest["notes"] = prep.notes
         # a model that brings its own QDQ pairs computes in int8 whatever was asked
         manifest["precision"] = {"compute": "int8" if prep.int8 and args.precision != "fp16" else args.precision}
+        if prep.check_precision and manifest["precision"]["compute"] != prep.check_precision:
+            manifest["precision"]["check"] = prep.check_precision  # the tolerance ORT's int8 ops need
         if quantized is not None:
             manifest["quantization"] = dict(quantized.info, **_int8_reference(tmp, quantized.model))
         if device_info is not None:
@@ -380,7 +384,7 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
     with step("check against ONNX Runtime"):
         inputs = load_check_inputs(args.check_inputs, art.inputs, art.dims, art.unused_inputs) if args.check_inputs else None
         reference = quantized.model if quantized is not None else prep.loaded.path
-        return check_artifact(art, reference, "int8" if prep.int8 else args.precision, inputs,
+        return check_artifact(art, reference, prep.check_precision or args.precision, inputs,
                               float_model=quantized.float_model if quantized is not None else None)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import layers, log
 from .errors import DeployError, last_line
 from .backends import for_preset
-from .frontend import qoperator
+from .frontend import converters, qoperator
 from .frontend.cleanup import cleanup
 from .frontend.dims import bind_shape, function_name, point_text, specializations
 from .frontend.importer import check_supported, import_model
@@ -75,6 +75,15 @@ class Prepared:
     int8: bool = False      # QDQ pairs (calibrated or in the model) compute in int8
     collector: object = None  # layers.Collector: the ONNX nodes of each fused kernel
     specialized: list[dict] = field(default_factory=list)  # {"name": "main_S128", "dims": {"S": 128}}
+    notes: list[dict] = field(default_factory=list)  # how contrib ops compute: {"op", "nodes", "computes"}
+
+    @property
+    def check_precision(self) -> str | None:
+        """"int8" where ONNX Runtime computes some op of the model in int8 (QDQ pairs, or a contrib
+        op that quantizes its activations at run time), so the check takes int8's tolerance."""
+        if self.int8 or any(n.get("reference") == "int8" for n in self.notes):
+            return "int8"
+        return None
 
 
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
@@ -96,6 +105,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     dims = dims or {}
     with step("clean-up"):
         cleaned = cleanup(loaded.model, input_shapes, dims)
+    notes = qoperator.notes(cleaned)
     if qoperator.present(cleaned):
         with step("quantize: QOperator -> QDQ"):
             cleaned = qoperator.to_qdq(cleaned)
@@ -108,6 +118,9 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     kernels = backend.frontend_kernels(target)
     with step("import"):
         mod = import_model(cleaned, dims, kernels, backend.half_in_float32)
+    notes += converters.notes()
+    for n in notes:
+        log.info(f"  {n['op']} ({len(n['nodes'])}x): {n['computes']}")
     specialized = []
     for binding in specializations(dims):
         name = function_name(binding)
@@ -145,7 +158,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         fallbacks += collector.skipped
         collector.skipped = []
         dump(stage, mod)
-    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized)
+    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized, notes)
 
 
 def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook,

@@ -58,6 +58,7 @@ def verify(artifact: Artifact, model_path: str | Path, inputs: dict[str, np.ndar
                           hint="verify it on a machine that runs it (`deploy package` bundles it)")
     precision = precision_of(artifact)
     reference = int8_reference(artifact) if precision == "int8" else None
+    precision = (artifact.manifest.get("precision") or {}).get("check", precision)  # ORT computes in int8
     return judge(artifact, reference or model_path, precision, inputs, seed,
                  float_model=model_path if reference else None, tol=tolerance(precision, atol, rtol),
                  points=points, label="given inputs")

@@ -36,9 +36,14 @@ def _convert_map():
 def converter_exists(node, opset: int, convert_map) -> bool:
     """Whether TVM's importer (with deploy's converters) converts this node's op at this opset."""
     op = node.op_type
-    if node.domain not in ("", "ai.onnx", narrow.DOMAIN):
+    if (node.domain, op) in qoperator.CONTRIB_OPS:  # rewritten to standard ops before import
+        return True
+    if node.domain in converters.CONTRIB:
+        if op not in converters.CONTRIB[node.domain]:
+            return False
+    elif node.domain not in ("", "ai.onnx", narrow.DOMAIN):
         return False
-    if op in qoperator.OPS or op in _CONVERTED_BY_IMPORTER:  # rewritten to QDQ before import / by the graph walk
+    elif op in qoperator.OPS or op in _CONVERTED_BY_IMPORTER:  # rewritten to QDQ before import / by the graph walk
         return True
     if op not in convert_map:
         return False

@@ -13,6 +13,9 @@ Each such node is rewritten here, before import, to the QDQ form it stands for:
     ConvInteger(x, w, zx, zw)                    -> Cast<int32>(Conv(DQ(x, 1, zx), DQ(w, 1, zw)))
     MatMulInteger(a, b, za, zb)                  -> Cast<int32>(MatMul(DQ(a, 1, za), DQ(b, 1, zb)))
 
+ONNX Runtime's com.microsoft.DynamicQuantizeMatMul (its graph optimizer fuses quantize_dynamic's
+MatMul form into it) is first expanded back into that form (``_expand_contrib``).
+
 so both forms take one road to int8 x int8 kernels with int32 accumulation. For the *Integer ops
 the rewrite keeps the int32 result exact (quantize._exact_integer_outputs).
 """
@@ -26,11 +29,81 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import DeployError
 
 OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
+# ONNX Runtime's contrib ops rewritten here too (before import)
+CONTRIB_OPS = {("com.microsoft", "DynamicQuantizeMatMul")}
+INT8_MATMUL = ("int8: DynamicQuantizeLinear + MatMulInteger (A quantized to uint8 at run time, int32 "
+               "accumulation, scaled by a_scale * b_scale), as ONNX Runtime computes it")
+FLOAT_MATMUL = ("float32: B dequantized at compile time, A quantized to uint8 at run time as ONNX Runtime does "
+                "(deploy's int8 kernels take constant int8 weights with zero point 0; this B is {why})")
+
+
+def _contrib(n: onnx.NodeProto) -> bool:
+    return (n.domain, n.op_type) in CONTRIB_OPS
 
 
 def present(model: onnx.ModelProto) -> list[str]:
-    """The QOperator op types in the model's main graph."""
-    return sorted({n.op_type for n in model.graph.node if n.op_type in OPS and n.domain in ("", "ai.onnx")})
+    """The QOperator op types (and contrib ops rewritten here) in the model's main graph."""
+    return sorted({n.op_type for n in model.graph.node
+                   if (n.op_type in OPS and n.domain in ("", "ai.onnx")) or _contrib(n)})
+
+
+def notes(model: onnx.ModelProto) -> list[dict]:
+    """How the contrib ops of the main graph compute once rewritten, for the manifest's ``notes``
+    (``reference: int8``: ONNX Runtime quantizes their activations at run time, so the check
+    compares with int8's tolerance). int8 where quantize.rewrite takes the weight, else float32."""
+    inits = {i.name: i for i in model.graph.initializer}
+    out: dict[tuple, dict] = {}
+    for n in model.graph.node:
+        if not _contrib(n):
+            continue
+        b = n.input[1] if len(n.input) > 1 else ""
+        zp = n.input[3] if len(n.input) > 3 else ""
+        if b not in inits:
+            computes = FLOAT_MATMUL.format(why="computed at run time")
+        elif inits[b].data_type != TensorProto.INT8:
+            computes = FLOAT_MATMUL.format(why=str(np.dtype(helper.tensor_dtype_to_np_dtype(inits[b].data_type))))
+        elif zp and (zp not in inits or np.any(numpy_helper.to_array(inits[zp]) != 0)):
+            computes = FLOAT_MATMUL.format(why="int8 with a zero point other than 0")
+        else:
+            computes = INT8_MATMUL
+        key = (n.domain, n.op_type, computes)
+        out.setdefault(key, {"op": f"{n.domain}.{n.op_type}", "nodes": [], "computes": computes, "reference": "int8"})
+        out[key]["nodes"].append(n.name or n.output[0])
+    return list(out.values())
+
+
+def _expand_contrib(model: onnx.ModelProto) -> onnx.ModelProto:
+    """com.microsoft.DynamicQuantizeMatMul(A, B, b_scale, b_zero_point, bias) -> the form ONNX
+    Runtime's quantize_dynamic writes for a MatMul: DynamicQuantizeLinear(A) -> MatMulInteger ->
+    Cast -> Mul(a_scale * b_scale) [-> Add(bias)], whose MatMulInteger to_qdq then rewrites."""
+    if not any(_contrib(n) for n in model.graph.node):
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    nodes = []
+    for n in g.node:
+        if not _contrib(n):
+            nodes.append(n)
+            continue
+        label = n.name or n.output[0]
+        args = list(n.input) + [""] * (5 - len(n.input))
+        a, b, b_scale, b_zp, bias = args[:5]
+        if not a or not b or not b_scale:
+            raise DeployError(f"{n.op_type} node '{label}' needs inputs A, B and b_scale")
+        p = f"{label}__dqmm"
+        aq, a_scale, a_zp = p + "_aq", p + "_ascale", p + "_azp"
+        acc, accf, scale = p + "_acc", p + "_accf", p + "_scale"
+        y = p + "_y" if bias else n.output[0]
+        nodes += [helper.make_node("DynamicQuantizeLinear", [a], [aq, a_scale, a_zp], name=p + "_dql"),
+                  helper.make_node("MatMulInteger", [aq, b, a_zp] + ([b_zp] if b_zp else []), [acc], name=label),
+                  helper.make_node("Cast", [acc], [accf], name=p + "_cast", to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [a_scale, b_scale], [scale], name=p + "_scale"),
+                  helper.make_node("Mul", [accf, scale], [y], name=p + "_mul")]
+        if bias:
+            nodes.append(helper.make_node("Add", [y, bias], [n.output[0]], name=p + "_bias"))
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -44,6 +117,7 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite every QOperator node (see the module docstring); other nodes are kept as they are."""
+    model = _expand_contrib(model)
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     inits = {i.name: i for i in g.initializer}

@@ -11,7 +11,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-MODULES = ("attention", "batch_norm", "clip", "col2im", "deform_conv", "dynamic_quantize", "isinf", "layer_norm", "losses", "max_pool", "mixed_inputs", "mod", "narrow_cast", "nms", "range", "reduce_minmax", "rms_norm", "rnn", "small_ops", "tensor_scatter", "tfidf")
+MODULES = ("attention", "batch_norm", "clip", "col2im", "deform_conv", "dynamic_quantize", "dynamic_quantize_lstm", "isinf", "layer_norm", "losses", "max_pool", "mixed_inputs", "mod", "narrow_cast", "nms", "range", "reduce_minmax", "rms_norm", "rnn", "small_ops", "tensor_scatter", "tfidf")
+
+
+# Ops of other domains deploy converts, by domain (their converters are in the map by op type)
+CONTRIB = {"com.microsoft": {"DynamicQuantizeLSTM"}}
+
+
+def notes() -> list[dict]:
+    """What the last import recorded of how some ops compute (``base.note``), for the manifest."""
+    from . import base
+
+    return [dict(n, nodes=list(n["nodes"])) for n in base.NOTES]
 
 
 @contextlib.contextmanager
@@ -22,6 +33,7 @@ def installed(kernels=None):
 
     undo = []
     base.KERNELS[0] = kernels
+    base.NOTES.clear()
     try:
         for name in MODULES:
             undo.append(importlib.import_module(f"{__name__}.{name}").install())

@@ -8,6 +8,28 @@ import numpy as np
 KERNELS: list = [None]
 """The target family's fused kernels for this import (``Backend.frontend_kernels``), or None."""
 
+NOTES: list[dict] = []
+"""How the last import computed ops worth telling (``note``): {"op", "nodes", "computes"[,
+"reference"]}, for the manifest's ``notes``."""
+
+
+def note(op: str, computes: str, reference: str | None = None) -> None:
+    """Record (once per op and text) that the node being converted computes as ``computes``;
+    ``reference="int8"``: ONNX Runtime computes it with activations quantized at run time, so
+    the check compares with int8's tolerance."""
+    from ..provenance import Current
+
+    for n in NOTES:
+        if n["op"] == op and n["computes"] == computes:
+            break
+    else:
+        n = {"op": op, "nodes": [], "computes": computes}
+        if reference:
+            n["reference"] = reference
+        NOTES.append(n)
+    if Current.name and Current.name not in n["nodes"]:
+        n["nodes"].append(Current.name)
+
 
 def replace(converter, name: str, impl):
     """Install ``impl(cls, bb, inputs, attr, params)`` as ``converter.name`` (a TVM OnnxOpConverter
