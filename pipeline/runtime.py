@@ -17,7 +17,7 @@ import numpy as np
 from . import log
 from .backends import for_family
 from .backends.cpu.board import runner as board_runner
-from .backends.cpu.features import host_arch, missing_features
+from .host import host_arch, missing_features
 from .errors import DeployError, last_line
 from .files import sha256_file
 from .frontend.dims import Dim, bind_shape, default_sizes, pick_function, resolve

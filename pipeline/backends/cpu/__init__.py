@@ -17,7 +17,8 @@ from __future__ import annotations
 from .. import Backend, PassList
 from ... import log
 from ...errors import DeployError
-from .features import host_arch, is_x86, missing_features, prepack_weights, required_features
+from ...host import host_arch, missing_features
+from .features import is_x86, prepack_weights, required_features
 
 
 def _rewrite_pass(name: str, rewrite):
