@@ -15,7 +15,7 @@ The package, in the order data flows:
 import os as _os
 
 from . import log as _log
-from .backends.cuda import toolkit as _cuda_toolkit
+from .backends import prepare_drivers as _prepare_drivers
 from .version import __version__
 
 _log.set_verbose(False)  # quiet by default; the CLI's -v turns TVM's logs back on
@@ -27,7 +27,7 @@ _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if h
                                               else (_os.cpu_count() or 1)))
 
 # Must run before TVM loads: lets TVM's CUDA code generator load on machines without a GPU.
-_cuda_toolkit.prepare_driver()
+_prepare_drivers()
 
 from .compile import CompileArgs, compile_model  # noqa: E402
 from .errors import DeployError  # noqa: E402

@@ -88,11 +88,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         raise DeployError(f"the runner runs CPU artifacts only; '{preset.name}' is a {preset.family} target",
                           hint="use a CPU preset (for Jetson Orin's CPU: --target jetson-orin-cpu)")
     if want_runner:
-        from .backends.cpu.board import runtime as board_runtime
-
-        if board_runtime.supported(preset.arch):
-            board_runtime.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
-            board_runtime.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
+        backend.check_runner(preset)  # fetch the runtime (once) before the long part, to fail fast offline
     quant_options.check(args.precision, args.quant)
     if args.check_inputs is not None:
         read_npz(args.check_inputs, "--check-inputs")  # a wrong file fails now, not after the build
@@ -269,7 +265,7 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
     device_info = None
     if want_runner:
         with step("runner"):
-            device_info = _device_files(tmp, preset)
+            device_info = for_preset(preset).add_device_files(tmp, preset)
     with step("package"):
         manifest = make_manifest(args, preset, prep.loaded, prep.model, lib, prep.passes)
         manifest["tuning"] = tuning
@@ -387,12 +383,3 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
         return check_artifact(art, reference, prep.check_precision or args.precision, inputs,
                               float_model=quantized.float_model if quantized is not None else None)
 
-
-def _device_files(tmp: Path, preset: Preset) -> dict | None:
-    from .backends.cpu.board import runner, runtime
-
-    if not runtime.supported(preset.arch):
-        log.warn(f"no TVM runtime for {preset.arch} can be had here: the artifact is compile-only "
-                 "(library and manifest, no runner)")
-        return None
-    return runner.add_device_files(tmp, preset)

@@ -8,7 +8,6 @@ import platform
 from pathlib import Path
 
 from .backends import for_preset
-from .backends.cpu.features import required_features
 from .build import elf_machine
 from .errors import DeployError
 from .files import sha256_file
@@ -57,7 +56,7 @@ def make_manifest(args, preset, loaded, model, lib: Path, passes: dict) -> dict:
             "family": preset.family,
             "arch": preset.arch,
             "tvm_target": preset.target_json(),
-            "cpu_features": required_features(preset.cpu_target()),
+            "cpu_features": for_preset(preset).cpu_features(preset.tvm_target()),
             "gpu_code": for_preset(preset).library_code(lib),
             "cross_compiler": preset.cross_compiler,
         },

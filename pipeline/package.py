@@ -65,7 +65,7 @@ def make_bundle(artifact, out: Path, force: bool = False) -> Path:
     import io
     import tarfile
 
-    from .backends.cpu.board.readme import board_readme
+    from .backends import for_family
 
     out = Path(out)
     if not out.name.endswith((".tar.gz", ".tgz")):
@@ -78,7 +78,7 @@ def make_bundle(artifact, out: Path, force: bool = False) -> Path:
     files = [LIB_NAME, MANIFEST]
     if artifact.device is not None:
         files += sorted(artifact.device["files"])
-    readme = board_readme(artifact.manifest, out.name, folder).encode()
+    readme = for_family(artifact.manifest["target"]["family"]).bundle_readme(artifact.manifest, out.name, folder).encode()
     sums = "".join(f"{sha256_file(artifact.path / f)}  {f}\n" for f in files).encode()
     tmp = None
     try:

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import log
-from .backends import for_family
-from .backends.cpu.board import runner as board_runner
-from .backends.cpu.features import host_arch, missing_features
+from .backends import for_family, prepare_drivers
+from .host import host_arch, missing_features
 from .errors import DeployError, last_line
 from .files import sha256_file
 from .frontend.dims import Dim, bind_shape, default_sizes, pick_function, resolve
@@ -184,6 +183,11 @@ class Artifact:
         return self.path / self.manifest["library"]["file"]
 
     @property
+    def backend(self):
+        """The Backend of the artifact's target family."""
+        return for_family(self.manifest["target"]["family"])
+
+    @property
     def device(self) -> dict | None:
         """The runner and TVM runtime packed into the artifact (ARM targets), or None."""
         return self.manifest.get("device")
@@ -233,7 +237,7 @@ class Artifact:
             raise DeployError(f"{lib} does not match the sha256 in its manifest: the artifact was modified",
                               hint="recompile it, or restore the original files")
         if self.device is not None:
-            board_runner.check_files(self.path, self.device)
+            self.backend.check_device_files(self.path, self.device)
 
     def check_host(self) -> None:
         """Refuse to load an artifact this machine cannot run, saying why."""
@@ -264,12 +268,12 @@ class Artifact:
         t = self.manifest["target"]
         try:
             if self.emulated:
-                board_runner.launcher(self.device)
+                self.backend.runner_launcher(self.device)
                 return None
             self.check_host()
         except DeployError as e:
             return e.message
-        family = for_family(t["family"])
+        family = self.backend
         if not family.runs_here(t):
             try:
                 family.device(self.path)  # says what is missing (a GPU) where it can
@@ -283,13 +287,11 @@ class Artifact:
             return self
         self.check_integrity()
         self.check_host()
-        from .backends.cuda import toolkit
-
-        toolkit.prepare_driver()
+        prepare_drivers()
         import tvm
         from tvm import relax
 
-        dev = for_family(self.manifest["target"]["family"]).device(self.path)
+        dev = self.backend.device(self.path)
         try:
             with log.tvm_quiet():
                 lib = tvm.runtime.load_module(_dlopen_path(self.library, self.manifest["library"]["sha256"]))
@@ -330,7 +332,7 @@ class Artifact:
         if inputs is not None:
             arrays = to_storage(self.inputs, check_inputs(self.inputs, inputs, self.dims, self.unused_inputs))
             inputs = dict(zip([s["name"] for s in self.inputs], arrays))
-        res = board_runner.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
+        res = self.backend.run_runner(self.path, self.device, self.outputs, inputs, repeat=repeat, warmup=warmup,
                                       threads=threads)
         if any(o.get("storage") for o in self.outputs):
             res.outputs = dict(zip(res.outputs, from_storage(self.outputs, list(res.outputs.values()))))

@@ -75,13 +75,6 @@ class Preset:
 
         return tvm.target.Target(self.target_json())
 
-    def cpu_target(self):
-        """The LLVM target of the code that runs on the CPU (the host part for GPU targets)."""
-        import tvm
-
-        tgt = self.tvm_target()
-        return tgt if str(tgt.kind.name) == "llvm" else tvm.target.Target(tgt.host)
-
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if v is not None and k != "path"}
         return d

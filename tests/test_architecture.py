@@ -1,4 +1,5 @@
-"""The package's structure: no import circles, no private names across modules, one family choice.
+"""The package's structure: no import circles, no private names across modules, one family choice,
+a family's code only in its folder under backends/.
 
 Imports are read from the source (module level and inside functions alike: an import hidden in
 a function is still a dependency). ``from pkg import name`` is an edge to ``pkg.name`` when that
@@ -132,6 +133,67 @@ def test_the_family_is_chosen_in_one_place():
                     compares.append(f"{p.relative_to(PKG.parent)}:{node.lineno}")
     outside = [c for c in compares if not c.startswith("pipeline/backends/__init__.py:")]
     assert compares and outside == [], "family compared outside backends/__init__.py: " + ", ".join(outside)
+
+
+def test_a_family_is_one_folder():
+    """Outside backends/ no module imports a family's code (backends/cpu, backends/cuda, ...): it asks
+    the family's Backend (``for_preset``, ``for_family``, ``for_tvm_kind``) instead."""
+    from pipeline.backends import families
+
+    assert {f"pipeline.backends.{f}" for f in families()} <= set(MODULES)
+    bad = [f"{p.relative_to(PKG.parent)}:{line} imports {dep}"
+           for m, p in MODULES.items() if not m.startswith("pipeline.backends")
+           for dep, _, line in _imports(m, p) if dep.startswith("pipeline.backends.")]
+    assert bad == [], "a family's code imported outside backends/: " + ", ".join(bad)
+
+
+def _is_kind_name(node) -> bool:
+    """``X.kind.name`` or ``kind.name``: a TVM target's kind."""
+    return (isinstance(node, ast.Attribute) and node.attr == "name"
+            and ((isinstance(node.value, ast.Attribute) and node.value.attr == "kind")
+                 or (isinstance(node.value, ast.Name) and node.value.id == "kind")))
+
+
+def test_no_branch_on_the_tvm_target_kind_outside_backends():
+    """What a kind means (its device, its host part) is its family's to say: nothing outside
+    backends/ compares ``target.kind.name``."""
+    assert _is_kind_name(ast.parse("t.kind.name == 'llvm'").body[0].value.left)
+    found = [f"{p.relative_to(PKG.parent)}:{node.lineno}"
+             for m, p in MODULES.items() if not m.startswith("pipeline.backends")
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Compare) and any(_is_kind_name(n) for n in ast.walk(node))]
+    assert found == [], "target kind compared outside backends/: " + ", ".join(found)
+
+
+def test_unknown_tvm_kind_is_an_error_not_cpu():
+    import pytest
+
+    from pipeline import DeployError
+    from pipeline.backends import for_tvm_kind
+
+    assert for_tvm_kind("llvm").family == "cpu" and for_tvm_kind("cuda").family == "cuda"
+    with pytest.raises(DeployError, match="kind 'vulkan'") as e:
+        for_tvm_kind("vulkan")
+    assert "cpu" in e.value.hint and "cuda" in e.value.hint
+
+
+def test_a_family_without_a_runner_gets_the_defaults():
+    """The base Backend's hooks are what a family without the feature does."""
+    import pytest
+
+    from pipeline import DeployError
+    from pipeline.backends import Backend
+
+    b = Backend()
+    b.family = "fpga"
+    assert b.tuning_device() == "fpga" and b.add_device_files("dir", None) is None
+    b.prepare_driver(), b.check_runner(None), b.check_device_files("dir", {})
+    with pytest.raises(DeployError, match="no runner"):
+        b.runner_launcher({})
+    manifest = {"model": {"name": "m", "inputs": [], "outputs": []},
+                "target": {"description": "d", "preset": "p", "arch": "x86_64", "tvm_target": {}},
+                "versions": {"deploy": "1", "tvm": "0.27"}, "build": {"time_utc": "now"}}
+    assert "library (`model.so`) and its `manifest.json` only" in b.bundle_readme(manifest, "b.tar.gz", "m")
 
 
 def test_unknown_family_is_an_error(tmp_path):

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 import pipeline
 from pipeline import DeployError, examples
-from pipeline.backends.cpu import features as cpu
+from pipeline import host
 
 
 def _err(cli, *args):
@@ -156,7 +156,7 @@ def test_artifact_for_another_cpu_is_refused_not_sigill(models, tmp_path):
     preset.write_text('description = "Sapphire Rapids"\nfamily = "cpu"\narch = "x86_64"\n'
                       '[target]\nkind = "llvm"\nmtriple = "x86_64-linux-gnu"\nmcpu = "sapphirerapids"\n')
     art = pipeline.compile(models / "cnn.onnx", str(preset), output=tmp_path / "a")
-    missing = cpu.missing_features(art.manifest["target"]["cpu_features"])
+    missing = host.missing_features(art.manifest["target"]["cpu_features"])
     if not missing:
         pytest.skip("this host has every Sapphire Rapids feature")
     # run in a child process: if the check failed, SIGILL would kill only the child

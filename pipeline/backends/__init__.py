@@ -2,9 +2,12 @@
 
 Each family (``cpu/``, ``cuda/``) exposes one ``Backend`` with the same hooks: the graph stages
 it adds, TVM's lowering and VM-build passes for it, its default schedules, what tuning needs on
-it, its toolchain and build checks, and the device its artifacts run on. ``for_preset`` is the
-only place a family is chosen; a family deploy does not know is an error, never a fallback.
-Adding a family is one new package here with a ``BACKEND`` and one line in ``_FAMILIES``.
+it, its toolchain and build checks, the CPU features its code needs, the device its artifacts
+run on, the runner it packs into them and the README of their bundle. ``for_preset``,
+``for_family`` and ``for_tvm_kind`` are the only places a family is chosen; a family deploy does
+not know is an error, never a fallback. Code outside ``backends/`` imports no family's package:
+it asks the family's ``Backend``. Adding a family is one new package here with a ``BACKEND`` and
+one line in ``_FAMILIES``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,24 @@ class Backend:
     unscheduled = "TVM plain loops"   # what a kernel with neither a record nor a default schedule runs
     host_timed = False                # a kernel's time is the host clock around its call (deploy profile)
     half_in_float32 = False           # float16/bfloat16 models compute in float32 (frontend/half.py)
+
+    # -- before TVM loads
+    def prepare_driver(self) -> None:
+        """Make what TVM's libraries for this family link loadable, before TVM loads (see ``prepare_drivers``)."""
+
+    # -- target
+    def host_target(self, target):
+        """The part of ``target`` (a tvm.target.Target) whose code runs on the CPU: its host."""
+        import tvm
+
+        return tvm.target.Target(target.host)
+
+    def cpu_features(self, target) -> list[str]:
+        """CPU instruction-set features (/proc/cpuinfo names) the code for ``target`` uses: those of its
+        host part, as the family of the host's TVM kind reads them."""
+        host = self.host_target(target)
+        backend = for_tvm_kind(str(host.kind.name))
+        return [] if backend is self else backend.cpu_features(host)
 
     # -- import
     def frontend_kernels(self, target):
@@ -67,6 +88,10 @@ class Backend:
 
     def post_tuning_passes(self, target) -> list:
         return []
+
+    def tuning_device(self) -> str:
+        """The device name MetaSchedule's runners measure this family's kernels on."""
+        return self.family
 
     def check_measurable(self, preset) -> None:
         """Raise a DeployError when kernels for ``preset`` cannot be measured on this machine."""
@@ -111,6 +136,35 @@ class Backend:
         (int8's choice of layers by measured time needs both)."""
         return False
 
+    # -- the runner: an artifact that runs without Python (``supports_runner``), its ``device`` manifest entry
+    def check_runner(self, preset) -> None:
+        """Before a compile's long part: get (and check) what ``add_device_files`` will need."""
+
+    def add_device_files(self, artifact_dir, preset) -> dict | None:
+        """Put the runner and the runtime it needs into the artifact; its manifest ``device`` entry
+        (None: the artifact is library and manifest only)."""
+        return None
+
+    def check_device_files(self, artifact_dir, device: dict) -> None:
+        """Raise a DeployError when a file of the ``device`` entry is missing or modified."""
+
+    def runner_launcher(self, device: dict) -> list[str]:
+        """The command prefix that runs the artifact's runner here (an emulator, or nothing)."""
+        raise DeployError(f"a {self.family} artifact holds no runner deploy can start")
+
+    def run_runner(self, artifact_dir, device: dict, outputs: list[dict], inputs: dict | None,
+                   repeat: int = 1, warmup: int = 0, threads: int | None = None):
+        """Run the artifact's runner here; an object with ``outputs``, ``latency_ms``, ``runs``,
+        ``wall_s`` and ``command``."""
+        raise DeployError(f"a {self.family} artifact holds no runner deploy can start")
+
+    # -- package
+    def bundle_readme(self, manifest: dict, bundle_name: str, folder: str) -> str:
+        """The README of the artifact's bundle (`deploy package`): what it holds and how to load it."""
+        from ..readme import library_only, readme_head
+
+        return readme_head(manifest) + library_only(manifest)
+
 
 def for_family(family: str) -> Backend:
     if family not in _FAMILIES:
@@ -124,13 +178,21 @@ def for_preset(preset) -> Backend:
     return for_family(preset.family)
 
 
-def for_tvm_kind(kind: str | None) -> Backend:
-    """The backend whose TVM target kind is ``kind`` (databases record kinds, not families)."""
+def for_tvm_kind(kind: str) -> Backend:
+    """The backend whose TVM target kind is ``kind`` (databases and targets record kinds, not families)."""
     for family in _FAMILIES:
         backend = for_family(family)
         if kind in backend.tvm_kinds:
             return backend
-    return for_family("cpu") if kind is None else for_family(str(kind))
+    known = "; ".join(f"{f}: {', '.join(for_family(f).tvm_kinds)}" for f in _FAMILIES)
+    raise DeployError(f"no target family compiles TVM target kind '{kind}'",
+                      hint=f"deploy's target families and their TVM kinds: {known}")
+
+
+def prepare_drivers() -> None:
+    """Every family's ``prepare_driver``: run before TVM loads."""
+    for family in _FAMILIES:
+        for_family(family).prepare_driver()
 
 
 def families() -> list[str]:

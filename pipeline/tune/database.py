@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import log
-from ..backends import for_tvm_kind
+from ..backends import families, for_family, for_tvm_kind
 from ..errors import DeployError
 from ..files import cache_root, check_output_path, write_lines, write_text
 from ..targets import Preset
@@ -111,17 +111,20 @@ class TargetDB:
 
     @property
     def backend(self):
-        """The backend of the target in target.json (CPU when there is none)."""
+        """The backend of the target in target.json (None when there is none)."""
         meta = self.path / META
         kind = json.loads(meta.read_text()).get("target", {}).get("kind") if meta.exists() else None
-        return for_tvm_kind(kind)
+        return None if kind is None else for_tvm_kind(str(kind))
 
     def open(self):
         from tvm.s_tir import meta_schedule as ms
 
         # Records of tensorized kernels name their intrinsic (deploy's VNNI one, or TVM's x86/ARM
-        # ones the search used): reading them needs those registered, in any process.
-        self.backend.load_tensor_intrinsics()
+        # ones the search used): reading them needs those registered, in any process. A folder
+        # that does not say its target gets every family's.
+        backend = self.backend
+        for b in [backend] if backend is not None else [for_family(f) for f in families()]:
+            b.load_tensor_intrinsics()
         self.path.mkdir(parents=True, exist_ok=True)
         _repair(self.path / WORKLOADS)
         _repair(self.path / RECORDS)

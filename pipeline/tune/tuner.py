@@ -160,7 +160,7 @@ def _record_defaults(tasks, database, builder, runner, target, backend) -> int:
     if not todo:
         return 0
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch, _, _ in todo])
-    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    device = backend.tuning_device()
     ok = []
     for item, b in zip(todo, built):
         if b.error_msg:

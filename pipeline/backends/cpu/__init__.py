@@ -9,7 +9,7 @@
 - tuning: Winograd's MetaSchedule rules, the light x86/ARM tensor-intrinsic import
   (``intrinsics``), weights pre-packed for the tuned layout (x86 hosts);
 - CPU features an artifact needs (``features``), and for boards the C++ runner with TVM's
-  runtime for their architecture, run here under qemu-user (``board/``).
+  runtime for their architecture, run here under qemu-user, and their bundle's README (``board/``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from __future__ import annotations
 from .. import Backend, PassList
 from ... import log
 from ...errors import DeployError
-from .features import host_arch, is_x86, missing_features, prepack_weights, required_features
+from ...host import host_arch, missing_features
+from .features import is_x86, prepack_weights, required_features
 
 
 def _rewrite_pass(name: str, rewrite):
@@ -116,6 +117,15 @@ class CpuBackend(Backend):
     host_timed = True
     half_in_float32 = True  # no half arithmetic on x86 (LLVM converts around each op); ORT's CPU provider computes half graphs in float32 too
 
+    def host_target(self, target):
+        return target  # all of it runs on the CPU
+
+    def cpu_features(self, target) -> list[str]:
+        return required_features(target)
+
+    def tuning_device(self) -> str:
+        return "cpu"
+
     def frontend_kernels(self, target):
         from . import recurrence
 
@@ -179,7 +189,7 @@ class CpuBackend(Backend):
             raise DeployError(f"tuning '{preset.name}' needs its board to measure on (emulated timings mean nothing)",
                               hint="register the board with a TVM RPC tracker and pass --rpc-tracker HOST:PORT "
                                    "--rpc-key KEY")
-        missing = missing_features(required_features(preset.cpu_target()))
+        missing = missing_features(self.cpu_features(preset.tvm_target()))
         if missing:
             raise DeployError(f"this CPU lacks {', '.join(missing)}, which '{preset.name}' code uses: it cannot "
                               "measure it", hint="tune on a machine with that CPU, or measure remotely with --rpc-tracker")
@@ -212,9 +222,44 @@ class CpuBackend(Backend):
                 and not missing_features(target_manifest.get("cpu_features", [])))
 
     def timed_here(self, preset) -> bool:
-        from .features import required_features
+        return self.runs_here({"arch": preset.arch, "cpu_features": self.cpu_features(preset.tvm_target())})
 
-        return self.runs_here({"arch": preset.arch, "cpu_features": required_features(preset.cpu_target())})
+    def check_runner(self, preset) -> None:
+        from .board import runtime
+
+        if runtime.supported(preset.arch):
+            runtime.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
+            runtime.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
+
+    def add_device_files(self, artifact_dir, preset) -> dict | None:
+        from .board import runner, runtime
+
+        if not runtime.supported(preset.arch):
+            log.warn(f"no TVM runtime for {preset.arch} can be had here: the artifact is compile-only "
+                     "(library and manifest, no runner)")
+            return None
+        return runner.add_device_files(artifact_dir, preset)
+
+    def check_device_files(self, artifact_dir, device: dict) -> None:
+        from .board import runner
+
+        runner.check_files(artifact_dir, device)
+
+    def runner_launcher(self, device: dict) -> list[str]:
+        from .board import runner
+
+        return runner.launcher(device)
+
+    def run_runner(self, artifact_dir, device: dict, outputs: list[dict], inputs: dict | None,
+                   repeat: int = 1, warmup: int = 0, threads: int | None = None):
+        from .board import runner
+
+        return runner.run_runner(artifact_dir, device, outputs, inputs, repeat=repeat, warmup=warmup, threads=threads)
+
+    def bundle_readme(self, manifest: dict, bundle_name: str, folder: str) -> str:
+        from .board.readme import board_readme
+
+        return board_readme(manifest, bundle_name, folder)
 
 
 BACKEND = CpuBackend()

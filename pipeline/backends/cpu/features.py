@@ -1,4 +1,4 @@
-"""CPU features: what an artifact's code needs and what this host has.
+"""CPU features: what an artifact's code needs (what this host has is ``pipeline.host``).
 
 LLVM names instruction-set features one way ("sse4.1", "avx512vnni", "dotprod"), Linux's
 /proc/cpuinfo another ("sse4_1", "avx512_vnni", "asimddp"). Only features that add
@@ -8,8 +8,7 @@ instructions matter for "will this code run here"; LLVM's tuning flags ("fast-lz
 
 from __future__ import annotations
 
-import functools
-import platform
+from ...host import host_arch
 
 # LLVM feature -> /proc/cpuinfo flag, x86-64
 X86_FEATURES = {
@@ -40,26 +39,6 @@ ARM_FEATURES = {"neon": "neon", "vfp4": "vfpv4", "vfp3": "vfpv3", "hwdiv": "idiv
 FEATURE_TABLES = {"x86_64": X86_FEATURES, "aarch64": AARCH64_FEATURES, "armv7l": ARM_FEATURES}
 
 
-def host_arch() -> str:
-    machine = platform.machine()
-    return {"arm64": "aarch64", "amd64": "x86_64", "AMD64": "x86_64"}.get(machine, machine)
-
-
-@functools.cache
-def host_flags() -> frozenset[str]:
-    """The instruction-set flags this host's kernel reports."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    flags.update(value.split())
-    except OSError:
-        pass
-    return frozenset(flags)
-
-
 def llvm_features(llvm_target) -> set[str]:
     """The LLVM features (``avx512vnni``, ``dotprod``, ...) of the target's CPU (its -mcpu)."""
     from tvm.target import codegen
@@ -78,11 +57,6 @@ def required_features(llvm_target) -> list[str]:
         elif attr.startswith("-"):
             llvm.discard(attr[1:])
     return sorted({table[f] for f in llvm if f in table})
-
-
-def missing_features(required: list[str]) -> list[str]:
-    have = host_flags()
-    return [f for f in required if f not in have]
 
 
 def arch_of_triple(triple: str) -> str:

@@ -15,6 +15,11 @@ class CudaBackend(Backend):
     tvm_kinds = ("cuda",)
     unscheduled = "dlight (TVM's GPU default schedules)"
 
+    def prepare_driver(self) -> None:
+        from .toolkit import prepare_driver
+
+        prepare_driver()  # the stand-in libcuda.so.1 where there is no driver
+
     def tvm_pipeline(self):
         from tvm.relax.backend.cuda import pipeline
 

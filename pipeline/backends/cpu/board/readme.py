@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ....files import output_file
+from ....readme import library_only, readme_head
 from .runner import QEMU_PACKAGE
 
 BOARD_OS = {
@@ -14,31 +15,16 @@ BOARD_OS = {
 
 
 def board_readme(manifest: dict, bundle_name: str, folder: str) -> str:
-    """The one-page README that goes into a bundle: copy, run, what it prints."""
+    """The one-page README that goes into a CPU artifact's bundle: copy, run, what it prints."""
     m, t, dev = manifest["model"], manifest["target"], manifest.get("device")
-    ver = manifest["versions"]
-    rows = "\n".join(f"| {kind} | `{s['name']}` | {s['dtype']} | {s['shape']} |"
-                     for kind, specs in (("input", m["inputs"]), ("output", m["outputs"])) for s in specs)
-    emu = (dev or {}).get("emulation") or {}
+    head = readme_head(manifest)
+    if dev is None:
+        return head + library_only(manifest)
+    emu = dev.get("emulation") or {}
     emu_line = (f"\nWithout a board (Debian, `apt-get install {QEMU_PACKAGE}`): `{emu['qemu']} -cpu {emu['qemu_cpu']} "
                 f"-L {emu['sysroot']} ./runner`." if emu.get("qemu") else "")
     first = m["inputs"][0]["name"] if m["inputs"] else "input"
     out = m["outputs"][0] if m["outputs"] else {"name": "output", "dtype": "float32", "shape": []}
-    head = f"""# {m['name']} for {t['description']}
-
-Compiled by deploy {ver['deploy']} with Apache TVM {ver['tvm']} for target `{t['preset']}`
-({t['arch']}, `{t['tvm_target'].get('mcpu', 'generic')}`) on {manifest['build']['time_utc']}.
-
-| | name | dtype | shape |
-|---|---|---|---|
-{rows}
-"""
-    if dev is None:
-        return head + f"""
-This bundle holds the compiled library (`model.so`) and its `manifest.json` only: no runner was built
-for {t['arch']}. Load `model.so` with TVM {ver['tvm']}'s runtime on the board
-(`tvm.runtime.load_module` + `tvm.relax.VirtualMachine`), or with `deploy run` where deploy is installed.
-"""
     return head + f"""
 ## Copy
 

@@ -21,7 +21,7 @@ from .... import log
 from ....errors import DeployError
 from ....files import atomic_cache_dir
 from ....files import cache_root as _deploy_cache
-from ..features import host_arch
+from ....host import host_arch
 
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 
