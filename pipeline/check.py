@@ -201,6 +201,7 @@ def judge(artifact, reference_model, precision: str, inputs: dict | None = None,
     names = [o.name for o in sess.get_outputs() if o.name not in deviations]
     outputs, bad, points_done = {}, [], []
     float_sess = None  # the float model's session, made the first time an int8 output needs it
+    exact_outputs: dict = {}  # ONNX's reference implementation's outputs per run, where int8 needs them
     for source, feed_all in runs:
         given = {**random_inputs(artifact.unused_inputs, seed), **feed_all}  # unused inputs: random
         feed = {i.name: given[i.name] for i in sess.get_inputs() if i.name in given}
@@ -233,6 +234,11 @@ def judge(artifact, reference_model, precision: str, inputs: dict | None = None,
                     v = res["vs_float32"]
                     log.info(f"  {name}: {res['note']} (cosine {v['cosine']:.5f}, ONNX Runtime's int8 "
                              f"{v['onnxruntime_int8_cosine']:.5f})")
+            if not res["ok"] and precision == "int8":
+                exact = exact_outputs.setdefault(source, onnx_reference_outputs(reference_model, feed))
+                res = _as_onnx_defines(res, ours[name], exact.get(name), output_tolerance(tol, r))
+                if res.get("note"):
+                    log.info(f"  {name}: {res['note']}")
             outputs[key] = res
             if not res["ok"]:
                 bad.append(f"{name}{where}: {res['why']}")
@@ -291,6 +297,44 @@ def _as_close_to_float(res: dict, ours, ort_int8, float_sess, name: str, feed: d
                 "note": "off ONNX Runtime's int8 by rounding, as close to float32 as it is"}
     return {**res, "why": res.get("why", "") + f"; against float32: cosine {c_o:.5f} (ONNX Runtime's int8 {c_q:.5f}), "
                                        f"max error {e_o:.3g} ({e_q:.3g})"}
+
+
+def onnx_reference_outputs(model, feed: dict) -> dict:
+    """The model's outputs by ONNX's own reference implementation (onnx.reference, numpy), or {}
+    where it cannot run the model."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        m = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
+    except Exception:  # noqa: BLE001 - no exact opinion to ask: the first verdict stands
+        return {}
+    for convert in (False, True):  # its int8 ops exist from opset 19 on: older models are converted
+        try:
+            if convert:
+                from onnx import version_converter
+
+                m = version_converter.convert_version(m, 21)
+            ev = ReferenceEvaluator(m)
+            return dict(zip(ev.output_names, ev.run(None, feed)))
+        except Exception:  # noqa: BLE001 - no exact opinion to ask: the first verdict stands
+            continue
+    return {}
+
+
+def _as_onnx_defines(res: dict, ours, exact, tol: Tolerance) -> dict:
+    """An int8 output off ONNX Runtime's passes if it matches what ONNX defines the model to compute
+    (its reference implementation): ONNX Runtime's uint8 x int8 kernels on CPUs without VNNI add
+    pairs of products in 16 bits, which full-range int8 weights overflow (a QDQ CNN's cosine 0.81
+    against deploy's exact int32 accumulation), and its result is then the one that is off."""
+    if exact is None:
+        return res
+    again = compare_output(ours, exact, tol)
+    if not again["ok"]:
+        return res
+    return {**res, **{k: v for k, v in again.items() if k != "why"}, "ok": True,
+            "vs_onnxruntime": {k: res[k] for k in ("max_abs", "cosine") if k in res},
+            "note": "matches ONNX's reference implementation, which ONNX Runtime's int8 kernels on this CPU do not"}
 
 
 def _skipped(e: Exception) -> Verdict:

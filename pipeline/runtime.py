@@ -262,9 +262,9 @@ class Artifact:
                 hint="recompile with --target x86-64 (this host) or a preset this CPU supports, e.g. x86-64-v3",
             )
 
-    def cannot_run_here(self) -> str | None:
+    def why_not_here(self) -> DeployError | None:
         """Why this machine cannot run the artifact (another ISA with no emulator, a CPU lacking a
-        feature its code uses, a GPU it does not have), or None when it can."""
+        feature its code uses, a GPU it does not have), with what to do about it; None when it can."""
         t = self.manifest["target"]
         try:
             if self.emulated:
@@ -272,15 +272,21 @@ class Artifact:
                 return None
             self.check_host()
         except DeployError as e:
-            return e.message
+            return e
         family = self.backend
         if not family.runs_here(t):
             try:
                 family.device(self.path)  # says what is missing (a GPU) where it can
             except DeployError as e:
-                return e.message
-            return f"a {t['family']} artifact for {t['preset']} cannot run on this machine"
+                return e
+            return DeployError(f"a {t['family']} artifact for {t['preset']} cannot run on this machine",
+                               hint="run it on a machine of its target (`deploy package` bundles it)")
         return None
+
+    def cannot_run_here(self) -> str | None:
+        """``why_not_here``'s message, or None."""
+        e = self.why_not_here()
+        return e.message if e else None
 
     def load(self) -> "Artifact":
         if self._vm is not None:

@@ -52,10 +52,10 @@ def verify(artifact: Artifact, model_path: str | Path, inputs: dict[str, np.ndar
     if not Path(model_path).is_file():
         raise DeployError(f"model file not found: {model_path}", hint="pass the .onnx the artifact was compiled from")
     check_model_matches(artifact, model_path)
-    reason = artifact.cannot_run_here()
-    if reason:
-        raise DeployError(f"cannot verify {artifact.path} here: {reason}",
-                          hint="verify it on a machine that runs it (`deploy package` bundles it)")
+    why = artifact.why_not_here()
+    if why:
+        raise DeployError(f"cannot verify {artifact.path} here: {why.message}",
+                          hint=why.hint or "verify it on a machine that runs it (`deploy package` bundles it)")
     precision = precision_of(artifact)
     reference = int8_reference(artifact) if precision == "int8" else None
     precision = (artifact.manifest.get("precision") or {}).get("check", precision)  # ORT computes in int8

@@ -122,3 +122,36 @@ def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
             assert "against float32: cosine" in res["why"]
     assert close_enough(0.9785, 0.9822, 0.17, 0.15) and close_enough(0.9995, 0.9990, 0.1, 0.1)
     assert not close_enough(0.96, 0.9822, 0.1, 0.1) and not close_enough(0.9990, 0.9990, 0.2, 0.1)
+
+
+def test_int8_output_off_onnx_runtime_passes_where_it_is_what_onnx_defines():
+    """ONNX Runtime's u8 x s8 kernels on CPUs without VNNI overflow 16-bit pair sums with
+    full-range int8 weights: an int8 output off ORT's is judged again against ONNX's reference
+    implementation (an opset-17 QDQ model is converted to run there) and passes where it matches."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pipeline.check import _as_onnx_defines, onnx_reference_outputs
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (8, 4)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(0.02), "ws"),
+             numpy_helper.from_array(np.float32(0.05), "xs"), numpy_helper.from_array(np.uint8(128), "xz")]
+    g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 8)).astype(np.float32)
+    exact = onnx_reference_outputs(model, {"x": x})["y"]
+    xq = np.clip(np.round(x / 0.05) + 128, 0, 255)
+    np.testing.assert_allclose(exact, ((xq - 128) * 0.05) @ (w.astype(np.float32) * 0.02), rtol=1e-5, atol=1e-6)
+    tol = TOLERANCES["int8"]
+    ort_off = exact + np.float32(5.0)  # what an overflowing ORT kernel might return
+    failed = compare_output(exact, ort_off, tol)
+    assert not failed["ok"]
+    res = _as_onnx_defines(failed, exact, exact, tol)
+    assert res["ok"] and "ONNX's reference implementation" in res["note"] and res["vs_onnxruntime"]["max_abs"] == pytest.approx(5.0)
+    assert not _as_onnx_defines(failed, exact + 1.0, exact, tol)["ok"]  # off both: still a failure
+    assert _as_onnx_defines(failed, exact, None, tol) is failed  # no reference: the first verdict stands

@@ -446,8 +446,11 @@ def _group(pgid: int) -> list[int]:
 def _ctrl_c(cmd, cwd, ready, timeout=240):
     """Run ``cmd`` in a process group of its own; once ``ready(pgid)``, send SIGINT to the whole group
     as a terminal's Ctrl-C does. Returns the exit code and stderr, once no process of the group is left."""
+    # SIGINT back to its default in the child: a test run started in the background by a shell
+    # (a CI runner's `cmd &`) inherits it ignored, and Python then never raises KeyboardInterrupt
     p = subprocess.Popen(cmd, cwd=cwd, env=_env(), start_new_session=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + timeout
         while not ready(p.pid):
