@@ -26,6 +26,15 @@ _log.set_verbose(False)  # quiet by default; the CLI's -v turns TVM's logs back 
 _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity")
                                               else (_os.cpu_count() or 1)))
 
+# A pool worker that finds no task spins 300,000 times (TVM's default) before it sleeps, pinned to
+# its core. Beside another busy process on the same cores (a second model served on the host) the
+# spinning and the pinning starve the thread a parallel region waits for: the example CNN went from
+# under a millisecond to tens of milliseconds a call (benchmarks/neighbours.txt). Workers here sleep
+# at once and may move between cores; kernels too small to split do not wake them at all
+# (backends/cpu/rules/base.py). The environment still wins; the board runner sets the same.
+_os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+_os.environ.setdefault("TVM_BIND_THREADS", "0")
+
 # Must run before TVM loads: lets TVM's CUDA code generator load on machines without a GPU.
 _prepare_drivers()
 

@@ -396,3 +396,32 @@ def test_dominant_weights_are_packed_into_panels_at_build_time(tmp_path, shape, 
     assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
     kernels = [kk["kernel"] for kk in layers.read(art.path)["kernels"]]
     assert any(("matmul" in kk or "conv2d" in kk) and kk.endswith("_prepacked") for kk in kernels), kernels
+
+
+def test_kernels_too_small_to_split_stay_on_one_thread():
+    """Below SERIAL_BELOW loop iterations a kernel runs serially (a parallel region would wait for a
+    worker, which beside a busy neighbour process may not be running); larger ones stay parallel."""
+    import tvm
+    from tvm import te
+
+    from pipeline.backends.cpu.rules import apply_default_schedules
+    from pipeline.backends.cpu.rules.base import SERIAL_BELOW, work
+    from pipeline.targets import get_preset
+
+    def scale(n):
+        a = te.placeholder((n, 64), "float32", "a")
+        return te.create_prim_func([a, te.compute((n, 64), lambda i, j: a[i, j] * 2.0, "b")])
+
+    def dense(m, k, n):
+        x, w = te.placeholder((m, k), "float32", "x"), te.placeholder((k, n), "float32", "w")
+        r = te.reduce_axis((0, k), "r")
+        return te.create_prim_func([x, w, te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), "y")])
+
+    funcs = {"scale_small": scale(4), "scale_big": scale(4096), "dense_small": dense(1, 16, 16),
+             "dense_big": dense(1, 512, 512)}
+    assert work(funcs["scale_small"]) < SERIAL_BELOW <= work(funcs["scale_big"])
+    assert work(funcs["dense_small"]) < SERIAL_BELOW <= work(funcs["dense_big"])
+    mod = tvm.IRModule({k: f.with_attr("global_symbol", k) for k, f in funcs.items()})
+    mod = apply_default_schedules(mod, get_preset("x86-64").tvm_target())
+    par = {gv.name_hint: "T.parallel" in f.script() for gv, f in mod.functions_items()}
+    assert par == {"scale_small": False, "scale_big": True, "dense_small": False, "dense_big": True}, par

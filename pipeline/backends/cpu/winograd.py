@@ -240,17 +240,18 @@ def _local_tile(sch, block, at, lanes: int) -> None:
 def schedule_pack(sch, block, lanes: int, vectors: int = 1) -> None:
     """Tiles x channel vectors parallel outside; per tile, the padded 6x6 window, its row and
     column transforms in registers (unrolled, so every coefficient is a constant)."""
+    from .rules.base import parallel
     eps, nu, p, c = sch.get_loops(block)
     split = _vec_split(sch, c, lanes, vectors)
     if split is None:
         sch.reorder(p, c, eps, nu)
-        sch.parallel(p)
+        parallel(sch, p)
         at = c
     else:
         c_o, c_i = split
         sch.reorder(p, c_o, eps, nu, c_i)
         par = sch.fuse(p, c_o)
-        sch.parallel(par)
+        parallel(sch, par)
         sch.vectorize(c_i)
         at = par
     sch.unroll(eps)
@@ -265,6 +266,7 @@ def schedule_pack(sch, block, lanes: int, vectors: int = 1) -> None:
 def schedule_unpack(sch, block, lanes: int, vectors: int = 1) -> None:
     """Elementwise consumers (bias, ReLU, residual add) inlined into the inverse transform; each
     4x4 output tile's transform unrolled in registers, channel vectors inside, tiles parallel."""
+    from .rules.base import parallel
     for consumer in sch.get_consumers(block):
         try:
             sch.reverse_compute_inline(consumer)
@@ -284,7 +286,7 @@ def schedule_unpack(sch, block, lanes: int, vectors: int = 1) -> None:
         sch.vectorize(c_i)
         par = sch.fuse(n, th, tw)
         at = c_o
-    sch.parallel(par)
+    parallel(sch, par)
     sch.unroll(vh)
     sch.unroll(vw)
     cols = _block(sch, f"{UNPACK}_cols")

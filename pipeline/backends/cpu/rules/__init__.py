@@ -26,6 +26,10 @@ give every kernel a schedule that is parallel over cores and vectorized:
   outer loop, vectorized inner loop.
 - ``Parallel``: anything else gets its outermost data-parallel loops run in parallel.
 
+A kernel too small to split (``base.SERIAL_BELOW`` loop iterations) keeps its loops serial
+under every rule of this package: a parallel region costs more than it saves there, and beside a
+busy neighbour process it waits for a worker that is not running.
+
 Tile sizes come from the target's vector width (``llvm_get_vector_width``): 16 floats per
 AVX-512 register, 8 for AVX2, 4 for NEON.
 
@@ -41,6 +45,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from .... import log
 from ....errors import last_line
 
+from .base import serial_if_small
 from .columns import Columns
 from .conv_matmul import ConvMatmul
 from .rows import Rows
@@ -60,7 +65,8 @@ class Guarded(ScheduleRule):
     def apply(self, func, target, tunable):
         name = func.attrs.get("global_symbol") if func.attrs else None
         try:
-            sch = self.rule.apply(func, target, tunable)
+            with serial_if_small(func):
+                sch = self.rule.apply(func, target, tunable)
         except Exception as e:  # noqa: BLE001 - a default schedule must never break a compile
             self.failures.append((type(self.rule).__name__, str(name or "?"), f"{type(e).__name__}: {last_line(e)[:200]}"))
             return None

@@ -2,9 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 from tvm import DataType, s_tir, tirx
 
 SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
+
+# A kernel with fewer loop iterations than this (summed over its blocks: output elements times
+# reduction steps) runs on one thread. Splitting it saves microseconds at best, and every parallel
+# region waits for all of the pool's workers: beside another busy process on the same cores a
+# worker that is not scheduled stalls the whole call (the example CNN went from 0.08 ms to
+# several ms beside a second deploy process; benchmarks/neighbours.txt).
+SERIAL_BELOW = 16384
+_serial = contextvars.ContextVar("serial", default=False)
+
+
+def work(func) -> int | None:
+    """Loop iterations of ``func``'s blocks (spatial x reduction extents), None when a dim is symbolic."""
+    total = 0
+    sch = s_tir.Schedule(func)
+    stack = [sch.get_sblock("root")] if has_root(sch) else []
+    while stack:
+        for b in sch.get_child_blocks(stack.pop()):
+            n = 1
+            for iv in sch.get(b).iter_vars:
+                ext = iv.dom.extent
+                if not isinstance(ext, tirx.IntImm):
+                    return None
+                n *= int(ext)
+            total += n
+            stack.append(b)
+    return total
+
+
+@contextlib.contextmanager
+def serial_if_small(func):
+    """Within it, ``parallel`` leaves the loops of a kernel below SERIAL_BELOW iterations serial."""
+    try:
+        n = work(func)
+    except Exception:  # noqa: BLE001 - no estimate: schedule as before
+        n = None
+    token = _serial.set(n is not None and n < SERIAL_BELOW)
+    try:
+        yield
+    finally:
+        _serial.reset(token)
+
+
+def parallel(sch, loop) -> None:
+    """``sch.parallel(loop)``, unless the kernel is too small to split (``serial_if_small``)."""
+    if not _serial.get():
+        sch.parallel(loop)
 
 
 def extent(loop_sref_or_rv, sch) -> int | None:
@@ -78,7 +127,7 @@ def parallel_outer(sch, loops: list) -> None:
         return
     fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
     if (extent(fused, sch) or 2) > 1:
-        sch.parallel(fused)
+        parallel(sch, fused)
 
 
 def start(rule, func, target):

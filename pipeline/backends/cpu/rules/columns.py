@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import extent, inline_into_last, pick, reduction_blocks, reduces_inner_axis, start
+from .base import extent, inline_into_last, parallel, pick, reduction_blocks, reduces_inner_axis, start
 
 
 class Columns(CPUScheduleRule):
@@ -38,7 +38,7 @@ class Columns(CPUScheduleRule):
             width //= 2
         c_o, c_i = sch.split(loops[-1], factors=[None, width])
         sch.reorder(c_o, *loops[:-1], c_i)
-        sch.parallel(c_o)
+        parallel(sch, c_o)
         sch.vectorize(c_i)
         for b in reversed(blocks[:-1]):
             sch.compute_at(b, c_o, preserve_unit_loops=False)

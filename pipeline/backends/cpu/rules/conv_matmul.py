@@ -6,7 +6,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..features import prepack_weights
 from ..vector import vector_lanes
-from .base import REDUCE, SPATIAL, extent, fuse_epilogue, pick, plain_block, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
+from .base import REDUCE, SPATIAL, extent, fuse_epilogue, parallel, pick, plain_block, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
 
 
 class ConvMatmul(CPUScheduleRule):
@@ -88,7 +88,7 @@ class ConvMatmul(CPUScheduleRule):
         if first[0] is v_o:  # weights outermost: each task streams its own panel
             pack_weights(sch, main, vec, target)
         par = sch.fuse(*first) if outer else v_o
-        sch.parallel(par)
+        parallel(sch, par)
         if dynamic:
             # a dynamic dim's buffers come from the workspace, which LLVM cannot tell apart: it would
             # keep the accumulators in memory. A local tile of them (a fixed size) stays in registers

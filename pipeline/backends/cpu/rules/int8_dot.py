@@ -6,7 +6,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import extent, fuse_epilogue, pick, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
+from .base import extent, fuse_epilogue, parallel, pick, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
 
 
 class Int8Dot(CPUScheduleRule):
@@ -48,7 +48,7 @@ class Int8Dot(CPUScheduleRule):
         first = [co_o, n, h, w_o] if weights_dominate(sch, main, 2) else [n, h, w_o, co_o]
         sch.reorder(*first, ry, rx, rc_o, w_i, co_m, co_i, rc_i)
         par = sch.fuse(*first)
-        sch.parallel(par)
+        parallel(sch, par)
         if epilogue is not None:
             sch.reverse_compute_at(epilogue, par)
             vectorize_inner(sch, epilogue, vector_lanes(target, "float32"))

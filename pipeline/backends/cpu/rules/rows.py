@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import REDUCE, extent, inline_into_last, plain_block, reduces_inner_axis, reduction_blocks, start
+from .base import REDUCE, extent, inline_into_last, parallel, plain_block, reduces_inner_axis, reduction_blocks, start
 
 
 class Rows(CPUScheduleRule):
@@ -32,7 +32,7 @@ class Rows(CPUScheduleRule):
             return None
         # the last stage is one value per row (a norm's mean or deviation): its loop is the rows
         row = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
-        sch.parallel(row)
+        parallel(sch, row)
         for b in reversed(blocks[:-1]):
             sch.compute_at(b, row, preserve_unit_loops=False)
             if reduction_blocks(sch, [b]):
