@@ -8,6 +8,9 @@ The measured model is the bundled example CNN (1x3x32x32), served by deploy and 
 loop. Each engine and each neighbour runs in its own process; the neighbour starts first and
 warms up, then the measured engine runs for --seconds and reports every call's latency.
 
+The last rows time the neighbour's 5-layer CNN itself, alone, under each setting: what the
+setting costs a model that keeps both cores busy when nothing else runs.
+
 deploy's runs are repeated under each thread-pool setting in SETTINGS: TVM's own defaults (workers
 pinned to cores, 300,000 spins before a worker sleeps) and deploy's (what ``import pipeline`` sets
 unless the environment says otherwise), so the table shows what the setting buys alone and beside
@@ -158,6 +161,13 @@ def main() -> None:
             ms = np.asarray(_measure("deploy", art, a.seconds, setting, nb)) * 1e3
             rows.append((n_name, f"deploy, {s_name}", ms, float(np.median(ms) / np.median(ort_ms))))
             print(f"{n_name:24} {s_name:16} p50 {np.median(ms):.3f} ms  ORT {np.median(ort_ms):.3f} ms", flush=True)
+
+    # what the setting costs a model large enough to use both cores, alone
+    big_ort = np.asarray(_measure("ort", heavy, a.seconds, {}, None)) * 1e3
+    rows.append(("none (the 5-layer CNN measured)", "ONNX Runtime", big_ort, None))
+    for s_name, setting in SETTINGS.items():
+        ms = np.asarray(_measure("deploy", heavy_art, a.seconds, setting, None)) * 1e3
+        rows.append(("none (the 5-layer CNN measured)", f"deploy, {s_name}", ms, float(np.median(ms) / np.median(big_ort))))
 
     lines = [header("scripts/bench_neighbours.py: the example CNN alone and beside a neighbour process under load",
                     "openvino"),
