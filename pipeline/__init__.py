@@ -6,7 +6,8 @@ The package, in the order data flows:
 - ``quantize/``: precision options, calibration, the QDQ writer, int8 rewrite, accuracy;
 - ``tune/``: MetaSchedule tuning and its database; ``schedule``: records or default schedules;
 - ``build``, ``manifest``, ``package``: the library, what it is, written atomically;
-- ``runtime``, ``verify``, ``reference``, ``bench``: run an artifact, check it against ONNX Runtime;
+- ``run/``: the run side: ``runtime``, ``reference``, ``check``, ``verify``, ``bench``, ``profile``:
+  run an artifact, check and time it against ONNX Runtime;
 - ``backends/``: everything per target family (``cpu/``, ``cuda/``), chosen in ``backends.for_preset``;
 - ``ci/``: `deploy build`, a models x targets matrix with a content-keyed cache;
 - ``compile``: the steps in order; ``cli``: the `deploy` command over this API.
@@ -32,7 +33,8 @@ _prepare_drivers()
 from .compile import CompileArgs, compile_model  # noqa: E402
 from .errors import DeployError  # noqa: E402
 from .quantize.options import QuantOptions, split_kwargs  # noqa: E402
-from .runtime import Artifact, load  # noqa: E402
+from .run.runtime import Artifact, load  # noqa: E402
+from .run.verify import verify  # noqa: E402
 
 
 def compile(model, target: str, output=None, **kwargs) -> Artifact:  # noqa: A001
@@ -47,4 +49,4 @@ def compile(model, target: str, output=None, **kwargs) -> Artifact:  # noqa: A00
 
 
 __all__ = ["Artifact", "CompileArgs", "DeployError", "QuantOptions", "__version__", "compile", "compile_model",
-           "load"]
+           "load", "verify"]

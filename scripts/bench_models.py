@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import pipeline  # noqa: E402
-from pipeline.bench import bench  # noqa: E402
-from pipeline.verify import verify  # noqa: E402
+from pipeline.run.bench import bench  # noqa: E402
+from pipeline.run.verify import verify  # noqa: E402
 
 
 def make(name: str, d: Path) -> tuple[Path, dict]:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import onnx  # noqa: E402
 
 import pipeline  # noqa: E402
-from pipeline.bench import bench  # noqa: E402
+from pipeline.run.bench import bench  # noqa: E402
 from pipeline.frontend.inspect import flops  # noqa: E402
 from pipeline.tune import TuneArgs, parse_duration, tune_model  # noqa: E402
-from pipeline.verify import verify  # noqa: E402
+from pipeline.run.verify import verify  # noqa: E402
 
 
 def export(name: str, d: Path) -> tuple[Path, dict]:

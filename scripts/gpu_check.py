@@ -110,7 +110,7 @@ def prepare(a) -> None:
     import onnx
 
     import pipeline
-    from pipeline.verify import reference_outputs
+    from pipeline.run.verify import reference_outputs
 
     out: Path = a.outdir
     if out.exists():

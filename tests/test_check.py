@@ -6,8 +6,8 @@ import pytest
 
 import pipeline
 from pipeline import DeployError
-from pipeline.check import TOLERANCES, compare_output
-from pipeline.runtime import Artifact
+from pipeline.run.check import TOLERANCES, compare_output
+from pipeline.run.runtime import Artifact
 
 
 def test_a_wrong_answer_fails_the_compile_and_writes_nothing(models, tmp_path, monkeypatch):
@@ -36,7 +36,7 @@ def test_the_check_skips_only_where_onnx_runtime_cannot_run_the_model(models, tm
         pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "a")
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    from pipeline import reference
+    from pipeline.run import reference
 
     def ort_refuses(model, *a, **k):
         raise DeployError("ONNX Runtime cannot load the model: simulated")
@@ -98,8 +98,8 @@ def test_int8_off_ort_by_rounding_passes_when_as_close_to_float():
     import onnx
     from onnx import TensorProto, helper
 
-    from pipeline.check import TOLERANCES, _as_close_to_float, close_enough
-    from pipeline.reference import ort_session
+    from pipeline.run.check import TOLERANCES, _as_close_to_float, close_enough
+    from pipeline.run.reference import ort_session
 
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
@@ -130,7 +130,7 @@ def test_int8_output_off_onnx_runtime_passes_where_it_is_what_onnx_defines():
     implementation (an opset-17 QDQ model is converted to run there) and passes where it matches."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from pipeline.check import _as_onnx_defines, onnx_reference_outputs
+    from pipeline.run.check import _as_onnx_defines, onnx_reference_outputs
 
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, (8, 4)).astype(np.int8)

@@ -14,7 +14,7 @@ import pipeline
 from conftest import ort_run, needs_module
 from pipeline.backends.cpu.board import runner as device
 from pipeline.build import elf_machine
-from pipeline.runtime import random_inputs
+from pipeline.run.runtime import random_inputs
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import torch
 import pipeline
 import torch_models as tm
 from pipeline import layers
-from pipeline.profile import print_profile, profile
-from pipeline.report import DEPLOY_COLOR, ORT_COLOR, write_report
+from pipeline.run.profile import print_profile, profile
+from pipeline.run.report import DEPLOY_COLOR, ORT_COLOR, write_report
 
 
 @pytest.fixture(scope="module")

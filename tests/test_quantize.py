@@ -12,7 +12,7 @@ from torch import nn
 
 from pipeline.compile import CompileArgs, compile_model
 from pipeline.quantize.options import QuantOptions
-from pipeline.verify import reference_outputs
+from pipeline.run.verify import reference_outputs
 from torch_models import export
 
 # ---------------------------------------------------------------- tasks and models
@@ -144,7 +144,7 @@ def _assert_int8_and_exact(model, tmp_path, x, inp, min_int32_ops):
     int8_ir = next((tmp_path / "ir").glob("*int8.py")).read_text()
     assert int8_ir.count('out_dtype="int32"') >= min_int32_ops
     from pipeline.backends.cpu.int8_dot import supported
-    from pipeline.check import onnx_reference_outputs
+    from pipeline.run.check import onnx_reference_outputs
     from pipeline.targets import get_preset
 
     vnni = supported(get_preset("x86-64").tvm_target())
@@ -246,7 +246,7 @@ def test_dynamic_int8_needs_no_calibration_and_keeps_accuracy(trained, tmp_path)
 def test_dynamic_int8_on_a_transformer_block(tmp_path):
     """An encoder layer (attention, GELU feed-forward, layer norms): its weight MatMuls compute in
     int8 (the attention's activation x activation MatMuls stay float), close to float32."""
-    from pipeline.runtime import random_inputs
+    from pipeline.run.runtime import random_inputs
 
     from torch_models import EncoderBlock
 
@@ -361,7 +361,7 @@ def test_fp16_builds(tmp_path, cli, models, target):
     assert 'R.nn.softmax(' in ir and ir.count('R.Tensor((1, 10), dtype="float32") = R.nn.softmax') == 1
     assert ("no native float16" in out + err) == (target == "x86-64")
     if target == "x86-64":
-        from pipeline.runtime import Artifact
+        from pipeline.run.runtime import Artifact
         from conftest import assert_matches_ort
 
         assert_matches_ort(Artifact(tmp_path / "a"), models / "cnn.onnx", atol=2e-3, rtol=2e-2)
@@ -402,7 +402,7 @@ def test_fp16_with_ops_imported_as_tir(tmp_path, cli, target):
     assert 'dtype="float16") = R.minimum(' in ir  # ReLU6: relax ops, in the conv's precision
     assert 'dtype="float16") = R.astype(' in ir
     if target == "x86-64":
-        from pipeline.runtime import Artifact
+        from pipeline.run.runtime import Artifact
         from conftest import assert_matches_ort
 
         assert_matches_ort(Artifact(tmp_path / "a"), tmp_path / "m.onnx", atol=2e-2, rtol=2e-2)
@@ -448,7 +448,7 @@ def test_int8_runs_on_vnni_and_matches_the_int32_path(tmp_path, name):
     import subprocess
 
     from pipeline.backends.cpu.int8_dot import supported
-    from pipeline.runtime import Artifact, random_inputs
+    from pipeline.run.runtime import Artifact, random_inputs
     from pipeline.targets import get_preset
 
     if not supported(get_preset("x86-64").tvm_target()):
@@ -483,7 +483,7 @@ def test_int8_on_arm_dotprod_is_sdot_and_matches_under_qemu(tmp_path, name):
     equals the rpi4 build (Cortex-A72, no dotprod: the int32 path, no sdot) exactly."""
     import subprocess
 
-    from pipeline.runtime import random_inputs
+    from pipeline.run.runtime import random_inputs
 
     model = _int8_mlp() if name.startswith("mlp") else _int8_cnn()
     shape = (6, 40) if name.startswith("mlp") else (3, 20, 20)
@@ -561,7 +561,7 @@ def test_int8_grouped_convs_compute_exactly_in_float32(tmp_path, scheme):
     """On x86, int8 depthwise and grouped convs (no channel reduction for VNNI; a 32-bit multiply
     per tap on the int32 path) compute in float32, which is exact for int8 operands: the -O 3
     build (that stage) returns what the -O 2 build (int32 compute) does, with a zero point too."""
-    from pipeline.runtime import random_inputs
+    from pipeline.run.runtime import random_inputs
 
     onnx.save(_grouped_cnn(), tmp_path / "m.onnx")
     arts = _int8_at_O2_and_O3(tmp_path, (1, 3, 20, 20), scheme)
@@ -600,7 +600,7 @@ def test_int8_conv1d_computes_in_int8(tmp_path, scheme):
     kernels (the depthwise one in exact float32), at -O 2 as int8 conv1d on the int32 path. Both
     match ONNX Runtime's int8 (the built-in check) and each other exactly."""
     from pipeline.backends.cpu.int8_dot import supported
-    from pipeline.runtime import random_inputs
+    from pipeline.run.runtime import random_inputs
     from pipeline.targets import get_preset
 
     onnx.save(_conv1d_net(), tmp_path / "m.onnx")
@@ -645,7 +645,7 @@ def test_auto_pad_convs_compute_in_int8(tmp_path, cli):
     and every conv takes the int8 road (TVM's importer put a separate pad between the dequantize
     and the conv, and 76 of EfficientNet-B0's 81 convs stayed float)."""
     from conftest import assert_matches_ort
-    from pipeline.runtime import Artifact
+    from pipeline.run.runtime import Artifact
 
     onnx.save(_auto_pad_convs(), tmp_path / "m.onnx")
     rc, out, err = cli("compile", tmp_path / "m.onnx", "--target", "x86-64", "-o", tmp_path / "f")

@@ -13,8 +13,8 @@ import io
 import json
 from pathlib import Path
 
-from . import layers
-from .files import write_text
+from .. import layers
+from ..files import write_text
 
 DEPLOY_COLOR = "#1f77b4"
 ORT_COLOR = "#ff7f0e"

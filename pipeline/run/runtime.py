@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import log
-from .backends import for_family, prepare_drivers
-from .host import host_arch, missing_features
-from .errors import DeployError, last_line
-from .files import sha256_file
-from .frontend.dims import Dim, bind_shape, default_sizes, pick_function, resolve
-from .manifest import read_manifest
+from .. import log
+from ..backends import for_family, prepare_drivers
+from ..host import host_arch, missing_features
+from ..errors import DeployError, last_line
+from ..files import sha256_file
+from ..frontend.dims import Dim, bind_shape, default_sizes, pick_function, resolve
+from ..manifest import read_manifest
 
 
 def np_dtype(name: str) -> np.dtype:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DeployError, last_line
-from .procs import sigint_ignored_by_children
+from ..errors import DeployError, last_line
+from ..procs import sigint_ignored_by_children
 from .remote import connect, parse_tracker
 from .runtime import Artifact, check_inputs, inputs_for, read_npz, to_storage
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import log
+from .. import log
 from .check import Verdict, judge, tolerance
-from .errors import DeployError
-from .files import sha256_file
+from ..errors import DeployError
+from ..files import sha256_file
 from .reference import reference_outputs  # noqa: F401 - the reference's outputs, for scripts and tests
 from .runtime import Artifact
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from .errors import DeployError
+from ..errors import DeployError
 
 
 def parse_tracker(tracker: str) -> tuple[str, int]:

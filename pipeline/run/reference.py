@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DeployError
+from ..errors import DeployError
 
 
 def ort_session(model, threads: int = 0, optimize: bool = True, options=None):

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layers
-from .backends import for_family
-from .frontend import provenance
+from .. import layers
+from ..backends import for_family
+from ..frontend import provenance
 from .bench import set_threads
-from .errors import DeployError
-from .procs import sigint_ignored_by_children
+from ..errors import DeployError
+from ..procs import sigint_ignored_by_children
 from .runtime import Artifact, inputs_for, read_npz
 
 # the op a fused kernel is counted under in the per-op-type summary: the first of these it covers

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import log
-from .errors import CheckFailed, DeployError
+from .. import log
+from ..errors import CheckFailed, DeployError
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def check_runs(artifact, inputs: dict | None = None, seed: int = 0, points: list
     """The (label, inputs) pairs an artifact is judged on: the given inputs, or seeded random ones,
     at each of ``points`` (or of the dims' sample sizes, frontend.dims.sample_points) for an
     artifact with dynamic dims."""
-    from .frontend.dims import point_text, sample_points
+    from ..frontend.dims import point_text, sample_points
 
     if inputs is not None:
         return [(f"{label} ({len(inputs)} input(s))", inputs)]
@@ -186,7 +186,7 @@ def judge(artifact, reference_model, precision: str, inputs: dict | None = None,
 
     An artifact with dynamic dims is judged at several sizes (``points``, default
     frontend.dims.sample_points: each specialization, the smallest, the largest and an odd size)."""
-    from .errors import last_line
+    from ..errors import last_line
     from .reference import ort_deviations, ort_session
     from .runtime import random_inputs
 
