@@ -219,3 +219,13 @@ def test_cache_key_hashes_the_compile_path_in_every_subpackage():
                  "quantize/qdq.py", "frontend/importer.py", "tune/database.py", "schedule.py"):
         assert must in rel, must
     assert not any(r.startswith("ci/") or r == "cli.py" for r in rel)
+
+
+def test_backends_import_helpers_not_stages():
+    """A family's graph rewrites take shared Relax helpers from ``relax_helpers``; the stage list
+    (``optimize``) asks the backend for its stages, never the other way round."""
+    bad = [f"{p.relative_to(PKG.parent)}:{line} imports {dep}"
+           for m, p in MODULES.items() if m.startswith("pipeline.backends")
+           for dep, _, line in _imports(m, p) if dep == "pipeline.optimize"]
+    assert bad == [], "backends import the optimize stage list: " + ", ".join(bad)
+    assert "pipeline.relax_helpers" in graph()["pipeline.backends.cpu.winograd"]

@@ -16,7 +16,7 @@ def conv1d_as_conv2d(mod):
     """Rewrite every NCW/OIW conv1d; returns (mod, count)."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     xq, z = wildcard(), is_const()
     pattern = is_op("relax.nn.conv1d")(wildcard(), wildcard())

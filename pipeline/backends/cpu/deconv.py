@@ -21,7 +21,7 @@ def deconv_as_conv(mod):
     """Rewrite every kernel = stride transposed conv2d; returns (mod, count)."""
     from tvm import relax, tirx
     from tvm.relax.dpl import is_op, wildcard
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     pattern = is_op("relax.nn.conv2d_transpose")(wildcard(), wildcard())
     count = [0]

@@ -134,7 +134,7 @@ def dot_rewrite(mod, isa: DotIsa):
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_op
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()
     matmul = is_op("relax.matmul")(x_pat, w_pat)

@@ -156,7 +156,7 @@ def winograd_rewrite(mod):
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
     bb = relax.BlockBuilder(mod)
