@@ -198,7 +198,7 @@ def profile(
     ONNX Runtime's time for those nodes; writes report.html (charts) and profile.png."""
     from .run import profile as prof
     from .files import check_output_path
-    from .run.report import write_report
+    from .run.profile_report import write_report
     from .run.runtime import Artifact
 
     if runs < 1:
@@ -527,7 +527,7 @@ def build(
 
 def _build_reports(results: list[dict], out: Path, junit: Path | None, as_json: bool, extra: dict | None) -> None:
     """The JUnit file, the JSON summary and the table of `build` and `build-merge`; exit 1 if an entry failed."""
-    from .ci import report
+    from .ci import build_report as report
     from .files import write_text
 
     record = next(iter((extra or {}).values()), None)

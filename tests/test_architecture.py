@@ -229,3 +229,14 @@ def test_backends_import_helpers_not_stages():
            for dep, _, line in _imports(m, p) if dep == "pipeline.optimize"]
     assert bad == [], "backends import the optimize stage list: " + ", ".join(bad)
     assert "pipeline.relax_helpers" in graph()["pipeline.backends.cpu.winograd"]
+
+
+def test_one_name_per_file():
+    """No two modules of pipeline/ share a file name (``__init__.py`` aside): a name says which
+    module it is without its folder (``ci/build_report.py``, ``run/profile_report.py``)."""
+    seen: dict[str, list[str]] = {}
+    for p in MODULES.values():
+        if p.name != "__init__.py":
+            seen.setdefault(p.name, []).append(p.relative_to(PKG.parent).as_posix())
+    twice = {n: ps for n, ps in seen.items() if len(ps) > 1}
+    assert twice == {}, f"file names used more than once (rename one to say what it is): {twice}"

@@ -16,7 +16,7 @@ import pipeline
 import torch_models as tm
 from pipeline import layers
 from pipeline.run.profile import print_profile, profile
-from pipeline.run.report import DEPLOY_COLOR, ORT_COLOR, write_report
+from pipeline.run.profile_report import DEPLOY_COLOR, ORT_COLOR, write_report
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ each kernel call is named by the artifact's ``layers.json`` (the ONNX nodes it c
 schedule, layout and FLOPs). ONNX Runtime: its own profiler, per node. Each engine runs in a
 process of its own (their thread pools slow each other in one), with the same inputs and
 thread count; times are medians over ``runs`` inferences after a warm-up.
-``report.py`` turns the result into report.html and a PNG.
+``profile_report.py`` turns the result into report.html and a PNG.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ On these 2 cores the direct 3x3 convolutions of ResNet-18 already run near the F
 does ONNX Runtime's): only fewer multiplies make them faster. The matmuls are ordinary kernels
 (tuned like any other); ``pack`` and ``unpack`` are TE computes whose 6x6 (4x4) tile loops are
 unrolled by ``schedule`` so that every transform coefficient is a constant. The same schedule
-serves as the default (rules/winograd.py) and as MetaSchedule's custom rule
+serves as the default (rules/winograd_schedule.py) and as MetaSchedule's custom rule
 (the ``schedule_rule`` block annotation), which also samples its vector and chunk sizes.
 
 Only convolutions with enough output tiles are rewritten: the transformed weights are 4x larger

@@ -9,7 +9,7 @@ schedules deploy has for matmuls), plus the bias."""
 
 from __future__ import annotations
 
-from .base import add_ops, plain
+from .converter_base import add_ops, plain
 
 
 def deform_conv(bb, inputs, attr, params):

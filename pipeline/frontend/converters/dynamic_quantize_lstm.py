@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import DeployError
 from . import rnn
-from .base import add_ops, constant, note
+from .converter_base import add_ops, constant, note
 
 OP = "DynamicQuantizeLSTM"
 DOMAIN = "com.microsoft"

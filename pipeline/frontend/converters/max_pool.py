@@ -12,7 +12,7 @@ h * W + w``, or ``h + w * H`` within the plane for ``storage_order=1``. Padding 
 
 from __future__ import annotations
 
-from .base import add_ops, constant, replace, text
+from .converter_base import add_ops, constant, replace, text
 
 
 def install():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import replace, runtime_input, text
+from .converter_base import replace, runtime_input, text
 
 
 def _pad(original):

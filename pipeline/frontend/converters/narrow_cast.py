@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, plain
+from .converter_base import add_ops, plain
 
 
 def _ml_dtype(elem_type: int):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, constant, plain, replace, runtime_input
+from .converter_base import add_ops, constant, plain, replace, runtime_input
 
 
 def _static(shape) -> list[int]:

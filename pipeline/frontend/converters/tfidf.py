@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, plain, text
+from .converter_base import add_ops, plain, text
 
 
 def _pool(attr) -> tuple[list[tuple[int, ...]], list[int], list[int]]:

@@ -45,9 +45,9 @@ from .columns import Columns
 from .conv_matmul import ConvMatmul
 from .rows import Rows
 from .injective import Injective
-from .int8_dot import Int8Dot
+from .int8_dot_schedule import Int8Dot
 from .parallel import Parallel
-from .winograd import Winograd
+from .winograd_schedule import Winograd
 
 
 class Guarded(ScheduleRule):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import SPATIAL, schedule_producers, start
+from .rule_base import SPATIAL, schedule_producers, start
 
 
 class Winograd(CPUScheduleRule):

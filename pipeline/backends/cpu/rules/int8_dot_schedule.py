@@ -6,7 +6,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import extent, fuse_epilogue, pick, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
+from .rule_base import extent, fuse_epilogue, pick, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
 
 
 class Int8Dot(CPUScheduleRule):

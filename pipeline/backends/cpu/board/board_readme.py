@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ....files import output_file
-from ....readme import library_only, readme_head
+from ....bundle_readme import library_only, readme_head
 from .runner import QEMU_PACKAGE
 
 BOARD_OS = {
