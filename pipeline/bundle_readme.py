@@ -1,4 +1,6 @@
-"""The family-free part of a bundle's README (`deploy package`): the model, its inputs and outputs,
+"""The family-free part of a bundle's README (`deploy package`).
+
+The family-free part of a bundle's README (`deploy package`): the model, its inputs and outputs,
 and, for an artifact without a runner, how to load its library. A family with a runner adds how
 to copy and run the bundle on its board (``Backend.bundle_readme``)."""
 

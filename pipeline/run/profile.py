@@ -1,5 +1,4 @@
-"""Where the time goes: each kernel of an artifact timed where it runs, next to ONNX Runtime's
-time for the same ONNX nodes.
+"""Where the time goes: each kernel of an artifact timed, next to ONNX Runtime's time for its nodes.
 
 deploy: the Relax VM's instrument hook times every call of ``main`` (kernels and VM built-ins);
 each kernel call is named by the artifact's ``layers.json`` (the ONNX nodes it computes, its

@@ -1,5 +1,7 @@
-"""The profile as files: report.html (one self-contained page: charts as inline SVG, the kernel
-and op-type tables), profile.png (the same charts, for CI logs) and profile.json.
+"""The profile as files: report.html, profile.png and profile.json.
+
+report.html is one self-contained page (charts as inline SVG, the kernel and op-type tables);
+profile.png holds the same charts, for CI logs.
 
 The charts are drawn with matplotlib (Agg, no display needed): a sorted bar chart of the
 slowest kernels, deploy next to ONNX Runtime's time for the same nodes, and deploy against ONNX

@@ -1,5 +1,6 @@
-"""Transposed convolutions whose kernel equals their stride (U-Net's 2x2, stride-2 up-sampling) as a
-1x1 convolution and a depth-to-space.
+"""Transposed convolutions whose kernel equals their stride, as a 1x1 convolution and a depth-to-space.
+
+U-Net's 2x2, stride-2 up-sampling is such a layer.
 
 TVM lowers ``conv2d_transpose`` in NCHW only (apache/tvm#19694), as a loop nest over a
 zero-dilated input: a U-Net-style decoder of four such layers ran 2.6x slower than ONNX Runtime,

@@ -1,4 +1,6 @@
-"""DeformConv (opset 19: deformable convolution, DCNv1 and, with a mask, DCNv2), which TVM 0.27
+"""DeformConv (deformable convolution, DCNv1 and DCNv2), which TVM 0.27 lacks.
+
+DeformConv (opset 19: deformable convolution, DCNv1 and, with a mask, DCNv2), which TVM 0.27
 lacks. 2-D, as detection models use it.
 
 Each output pixel's kernel taps are moved by the learned ``offset`` and read by bilinear

@@ -1,4 +1,6 @@
-"""Forms of common ops TVM's converters reject though ONNX allows them:
+"""Forms of common ops TVM's converters reject though ONNX allows them.
+
+The forms, and how each is computed:
 
 - Pad with its constant_value fed at run time (TVM reads only a constant): padded with 0, then
   the value put where the padding is (``pad(x) + v * (1 - pad(ones))``);

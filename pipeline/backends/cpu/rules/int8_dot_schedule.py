@@ -1,4 +1,6 @@
-"""int8 convolutions on a dot-product instruction (AVX-512 VNNI, ARM dotprod): ConvMatmul's
+"""The schedule rule for int8 convolutions on a dot-product instruction (AVX-512 VNNI, ARM dotprod).
+
+int8 convolutions on a dot-product instruction (AVX-512 VNNI, ARM dotprod): ConvMatmul's
 blocking, one instruction per lanes x 4 step."""
 
 from __future__ import annotations
