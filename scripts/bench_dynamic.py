@@ -28,7 +28,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import pipeline  # noqa: E402
 from pipeline.run.bench import time_engines  # noqa: E402
@@ -62,7 +61,7 @@ def export_bert(path: Path) -> Path:
 
 
 def export_cnn(path: Path) -> Path:
-    from torch_models import export, resnet18
+    from zoo.torch_models import export, resnet18
 
     if not path.exists():
         export(resnet18(), torch.randn(1, 3, 224, 224), path, {"input": {0: "N"}})

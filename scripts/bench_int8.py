@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # pipeline/ and the model zoo (zoo/)
 
 import pipeline  # noqa: E402
 from pipeline.run.bench import bench  # noqa: E402

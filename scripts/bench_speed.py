@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # pipeline/ and the model zoo (zoo/)
 
 import onnx  # noqa: E402
 
@@ -33,8 +33,8 @@ from pipeline.run.verify import verify  # noqa: E402
 def export(name: str, d: Path) -> tuple[Path, dict]:
     import torch
 
-    from torch_models import export as onnx_export
-    from torch_models import minilm_encoder, mobilenet_v2, resnet18
+    from zoo.torch_models import export as onnx_export
+    from zoo.torch_models import minilm_encoder, mobilenet_v2, resnet18
 
     if name == "resnet18":
         return onnx_export(resnet18(), torch.randn(1, 3, 224, 224), d / "resnet18.onnx"), {}

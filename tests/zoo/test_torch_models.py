@@ -6,7 +6,7 @@ from conftest import assert_matches_ort, needs_module
 torch = needs_module("torch")
 
 import pipeline  # noqa: E402
-from torch_models import EncoderBlock, PadToMultiple, PositionalEmbedding, export, resnet18, small_resnet  # noqa: E402
+from zoo.torch_models import EncoderBlock, PadToMultiple, PositionalEmbedding, export, resnet18, small_resnet  # noqa: E402
 
 
 def test_cnn_with_batchnorm(tmp_path):

@@ -12,7 +12,7 @@ from pipeline.frontend.dims import parse_dim, parse_shapes, sample_points
 
 torch = needs_module("torch")
 
-from torch_models import EncoderBlock, PositionalEmbedding, export  # noqa: E402
+from zoo.torch_models import EncoderBlock, PositionalEmbedding, export  # noqa: E402
 
 
 def _x(b, s, d=64, seed=0):

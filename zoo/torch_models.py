@@ -1,4 +1,4 @@
-"""PyTorch models for the tests, exported with torch's ONNX exporter (no weights downloaded)."""
+"""PyTorch models for the tests and benchmarks, exported with torch's ONNX exporter (no weights downloaded)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_rpi4_cnn_verifies_under_qemu(rpi4_cnn, models, cli):
 
 def test_rpi4_encoder_block_matches_ort_under_qemu(tmp_path):
     torch = needs_module("torch")
-    from torch_models import EncoderBlock, export
+    from zoo.torch_models import EncoderBlock, export
 
     path = export(EncoderBlock(), torch.randn(1, 16, 64), tmp_path / "enc.onnx")
     art = pipeline.compile(path, "rpi4", output=tmp_path / "a")
@@ -216,7 +216,7 @@ def test_armv7_runs_with_runtime_built_from_wheel_sources(models, tmp_path, cli)
 @pytest.mark.parametrize("target", ["rpi4", "rpi5"])
 def test_resnet18_under_emulation(tmp_path, target):
     torch = needs_module("torch")
-    from torch_models import export, resnet18
+    from zoo.torch_models import export, resnet18
 
     path = export(resnet18(), torch.randn(1, 3, 224, 224), tmp_path / "resnet18.onnx")
     art = pipeline.compile(path, target, output=tmp_path / "a")

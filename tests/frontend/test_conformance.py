@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUBSET = ("^test_(abs|relu|conv_with_strides_padding|gemm_default_no_bias|matmul_2d|softmax_example|if|"
           "layer_normalization_2d_axis0|isinf_negative|mod_float_mixed_sign_example|top_k|cosh|cumsum_1d|"
           "reduce_sum_empty_set|lstm_defaults|training_dropout|training_dropout_zero_ratio|batchnorm_example_training_mode|attention_3d|tensorscatter_circular|col2im_5d|tfidfvectorizer_tf_batch_uniandbigrams_skip5|split_zero_size_splits_opset18|maxpool_with_argmax_2d_precomputed_pads|deform_conv_with_mask_bias|attention_4d_causal_fp16_expanded|attention_4d_causal_nonpad_batch_prefill|"

@@ -20,7 +20,7 @@ from pipeline import examples
 from pipeline.ci import entry as matrix
 from pipeline.files import sha256_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TARGETS = ["x86-64", "cuda-sm86", "rpi4"]
 

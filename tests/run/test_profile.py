@@ -13,7 +13,7 @@ from conftest import needs_module, needs_program
 import torch
 
 import pipeline
-import torch_models as tm
+from zoo import torch_models as tm
 from pipeline import layers
 from pipeline.run.profile import print_profile, profile
 from pipeline.run.profile_report import DEPLOY_COLOR, ORT_COLOR, write_report

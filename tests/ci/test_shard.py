@@ -17,7 +17,7 @@ from pipeline.ci.config import Entry, load_config
 from pipeline.ci.shard import BASE_COST, assign, entry_cost, parse_shard, shard_info
 from test_matrix import sums, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = {"cnn": 'path = "cnn.onnx"\ninput_shapes = { image = [1, 3, 32, 32] }\nprecisions = ["fp32", "fp16"]',
           "mlp": 'path = "mlp.onnx"', "mlp2": 'path = "mlp2.onnx"'}
 NAMES = {"cnn-x86-64", "cnn-x86-64-fp16", "mlp-x86-64", "mlp2-x86-64"}
