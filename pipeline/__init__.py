@@ -6,7 +6,8 @@ The package, in the order data flows:
 - ``quantize/``: precision options, calibration, the QDQ writer, int8 rewrite, accuracy;
 - ``tune/``: MetaSchedule tuning and its database; ``schedule``: records or default schedules;
 - ``build``, ``manifest``, ``package``: the library, what it is, written atomically;
-- ``runtime``, ``verify``, ``reference``, ``bench``: run an artifact, check it against ONNX Runtime;
+- ``run/``: the run side: ``runtime``, ``reference``, ``check``, ``verify``, ``bench``, ``profile``:
+  run an artifact, check and time it against ONNX Runtime;
 - ``backends/``: everything per target family (``cpu/``, ``cuda/``), chosen in ``backends.for_preset``;
 - ``ci/``: `deploy build`, a models x targets matrix with a content-keyed cache;
 - ``compile``: the steps in order; ``cli``: the `deploy` command over this API.
@@ -31,7 +32,7 @@ _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if h
 # spinning and the pinning starve the thread a parallel region waits for: the example CNN went from
 # under a millisecond to tens of milliseconds a call (benchmarks/neighbours.txt). Workers here sleep
 # at once and may move between cores; kernels too small to split do not wake them at all
-# (backends/cpu/rules/base.py). The environment still wins; the board runner sets the same.
+# (backends/cpu/rules/rule_base.py). The environment still wins; the board runner sets the same.
 _os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
 _os.environ.setdefault("TVM_BIND_THREADS", "0")
 
@@ -41,7 +42,8 @@ _prepare_drivers()
 from .compile import CompileArgs, compile_model  # noqa: E402
 from .errors import DeployError  # noqa: E402
 from .quantize.options import QuantOptions, split_kwargs  # noqa: E402
-from .runtime import Artifact, load  # noqa: E402
+from .run.runtime import Artifact, load  # noqa: E402
+from .run.verify import verify  # noqa: E402
 
 
 def compile(model, target: str, output=None, **kwargs) -> Artifact:  # noqa: A001
@@ -56,4 +58,4 @@ def compile(model, target: str, output=None, **kwargs) -> Artifact:  # noqa: A00
 
 
 __all__ = ["Artifact", "CompileArgs", "DeployError", "QuantOptions", "__version__", "compile", "compile_model",
-           "load"]
+           "load", "verify"]

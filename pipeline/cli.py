@@ -63,7 +63,7 @@ def _global(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show 
 
 
 def _load_inputs(items: list[str]) -> dict | None:
-    from .runtime import read_npy
+    from .run.runtime import read_npy
 
     if not items:
         return None
@@ -196,10 +196,10 @@ def profile(
 ):
     """Where the time goes: each kernel's time, share and GFLOP/s with the ONNX nodes it computes, next to
     ONNX Runtime's time for those nodes; writes report.html (charts) and profile.png."""
-    from . import profile as prof
+    from .run import profile as prof
     from .files import check_output_path
-    from .report import write_report
-    from .runtime import Artifact
+    from .run.profile_report import write_report
+    from .run.runtime import Artifact
 
     if runs < 1:
         raise DeployError(f"--runs {runs} must be at least 1", hint="e.g. --runs 20")
@@ -318,7 +318,7 @@ def run(
 
     from .files import check_output_path, output_file
     from .frontend.dims import parse_shapes
-    from .runtime import Artifact
+    from .run.runtime import Artifact
 
     art = Artifact(artifact)
     points = parse_shapes(shapes, art.dims)
@@ -352,8 +352,8 @@ def verify(
     """Compare an artifact's outputs with ONNX Runtime's on the same inputs: the verdict of compile's
     built-in check (ARM artifacts run under qemu-user)."""
     from .frontend.dims import parse_shapes
-    from .runtime import Artifact
-    from .verify import verify as do_verify
+    from .run.runtime import Artifact
+    from .run.verify import verify as do_verify
 
     for name, value in (("--atol", atol), ("--rtol", rtol)):
         if value is not None and not value >= 0:
@@ -393,9 +393,9 @@ def bench(
     """Latency (p50/p90/p99, mean) and peak memory next to ONNX Runtime's (and OpenVINO's with
     --against ort,openvino), each engine in its own process; ARM artifacts: under emulation, or on a
     board via RPC."""
-    from . import bench as b
+    from .run import bench as b
     from .frontend.dims import parse_shapes, point_text
-    from .runtime import Artifact
+    from .run.runtime import Artifact
 
     for flag, value, example in (("--repeat", repeat, 20), ("--iterations", iterations, 200),
                                  ("--concurrency", concurrency, 2)):
@@ -527,7 +527,7 @@ def build(
 
 def _build_reports(results: list[dict], out: Path, junit: Path | None, as_json: bool, extra: dict | None) -> None:
     """The JUnit file, the JSON summary and the table of `build` and `build-merge`; exit 1 if an entry failed."""
-    from .ci import report
+    from .ci import build_report as report
     from .files import write_text
 
     record = next(iter((extra or {}).values()), None)
@@ -572,7 +572,7 @@ def package(
 ):
     """Bundle an artifact for its board: library, runner, TVM runtime, and a one-page README."""
     from .package import make_bundle
-    from .runtime import Artifact
+    from .run.runtime import Artifact
 
     art = Artifact(artifact)
     out = make_bundle(art, output, force=force)

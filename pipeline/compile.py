@@ -23,7 +23,7 @@ from .package import atomic_dir, check_output
 from .prepare import Steps, prepare_module
 from .quantize import options as quant_options
 from .quantize.options import QuantOptions
-from .runtime import Artifact, read_npz
+from .run.runtime import Artifact, read_npz
 from .schedule import apply_database
 from .targets import Preset, get_preset
 from .tune.database import path_for
@@ -157,7 +157,7 @@ def _compile(args: CompileArgs, preset: Preset, out: Path, backend, want_runner:
     log.info(f"[green]wrote[/green] {out}  ({manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     if args.report:
-        from .profile import print_layers
+        from .run.profile import print_layers
 
         print_layers(out)
     return Artifact(out)
@@ -170,8 +170,8 @@ def _int8_by_measured_speed(args: CompileArgs, preset: Preset, backend, out: Pat
     import os
     import tempfile
 
-    from .bench import compare
-    from .profile import profile
+    from .run.bench import compare
+    from .run.profile import profile
     from .quantize.select import select
 
     t0 = time.perf_counter()
@@ -241,7 +241,7 @@ def _int8_by_measured_speed(args: CompileArgs, preset: Preset, backend, out: Pat
     log.info(f"[green]wrote[/green] {out}  ({Artifact(out).manifest['library']['bytes'] / 1e6:.1f} MB, "
              f"{time.perf_counter() - t0:.1f} s)")
     if args.report:
-        from .profile import print_layers
+        from .run.profile import print_layers
 
         print_layers(out)
     return Artifact(out)
@@ -363,7 +363,7 @@ def _warn_if_poor(acc: dict, calibrator: str | None, gate: float | None) -> None
 
 def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
     """The built-in check (check.py), where the artifact runs here or ``--check`` asks for it."""
-    from .check import check_artifact, load_check_inputs
+    from .run.check import check_artifact, load_check_inputs
 
     art = Artifact(tmp)
     target = art.manifest["target"]

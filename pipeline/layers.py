@@ -1,5 +1,4 @@
-"""The layer report: each compiled kernel, the ONNX nodes it computes, how it is scheduled, its
-layout and its FLOPs; and the artifact's static memory plan.
+"""The layer report (each compiled kernel, its ONNX nodes, schedule, layout, FLOPs) and the memory plan.
 
 ``Collector`` rides along the optimize passes (``optimize.run_stage``): it keeps the node labels
 the import put on every call (``frontend/provenance.py``) through passes that drop them, reads

@@ -13,6 +13,7 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
 from __future__ import annotations
 
 from .errors import last_line
+from .relax_helpers import undefined_shape_vars
 
 
 def _simplify(opt_level: int) -> list:
@@ -114,23 +115,6 @@ def _call_tir_guard():
     return as_pass(Hide, "HideCallTIRFromMixedPrecision"), as_pass(Unhide, "RestoreCallTIR")
 
 
-def rewrite_functions(bb, mod, *rules):
-    """Apply each ``(pattern, rewrite)`` of ``rules`` (``relax.dpl.rewrite_call``), in order, to
-    every Relax function of ``mod``; the rewritten ones go into ``bb`` (a BlockBuilder of ``mod``,
-    where the rewrites add their kernels). Returns ``bb.get()``."""
-    from tvm import relax
-    from tvm.relax.dpl.rewrite import rewrite_call
-
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            new = func
-            for pattern, rewrite in rules:
-                new = rewrite_call(pattern, rewrite, new)
-            if not new.same_as(func):
-                bb.update_func(gv, new)
-    return bb.get()
-
-
 def pipeline_for(backend, target, opt_level: int, precision: str = "fp32",
                  int8: bool = False) -> list[tuple[str, object, bool]]:
     """The named stages for a backend (``backends.for_preset``) at an opt level, as
@@ -169,18 +153,6 @@ def run_stage(mod, passes: list, target, collector=None):
                 continue
             mod = collector.after(new, name, known)
         return mod
-
-
-def undefined_shape_vars(mod) -> set[str]:
-    """Names of the symbolic shape vars a Relax function uses but never defines (by a parameter's
-    shape or a match_cast): a module with any cannot be built."""
-    from tvm import relax
-
-    out: set[str] = set()
-    for _, f in mod.functions.items():
-        if isinstance(f, relax.Function) and not (f.attrs and "Primitive" in f.attrs):  # FuseOps' kernels
-            out |= {str(v.name) for v in relax.analysis.free_symbolic_vars(f)}
-    return out
 
 
 # passes inside a required stage that are optimizations only: where TVM fails on one (a

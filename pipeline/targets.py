@@ -1,4 +1,6 @@
-"""Target presets: one TOML file per target, shipped inside the package (``pipeline/presets/``,
+"""Target presets: one TOML file per target, shipped inside the package.
+
+Target presets: one TOML file per target, shipped inside the package (``pipeline/presets/``,
 read with importlib.resources, so an installed wheel has them; ``targets/`` at the top of a
 checkout points there). A directory of the user's own presets, named by ``DEPLOY_TARGETS_DIR``,
 is searched first; a path to a ``.toml`` file works as a target name too.

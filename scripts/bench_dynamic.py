@@ -13,7 +13,7 @@ build and ONNX Runtime.
 2. A ResNet-18-style CNN with a dynamic batch (``--dim N=1..32``): outputs compared at batch 1, 5
    and 32, and batch-32 throughput against ONNX Runtime's.
 
-Every engine runs in a process of its own (pipeline.bench's), in alternating turns, 2 threads.
+Every engine runs in a process of its own (pipeline.run.bench's), in alternating turns, 2 threads.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import pipeline  # noqa: E402
-from pipeline.bench import time_engines  # noqa: E402
-from pipeline.reference import reference_outputs  # noqa: E402
+from pipeline.run.bench import time_engines  # noqa: E402
+from pipeline.run.reference import reference_outputs  # noqa: E402
 
 
 def export_bert(path: Path) -> Path:
@@ -62,7 +61,7 @@ def export_bert(path: Path) -> Path:
 
 
 def export_cnn(path: Path) -> Path:
-    from torch_models import export, resnet18
+    from zoo.torch_models import export, resnet18
 
     if not path.exists():
         export(resnet18(), torch.randn(1, 3, 224, 224), path, {"input": {0: "N"}})

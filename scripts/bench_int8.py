@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # pipeline/ and the model zoo (zoo/)
 
 import pipeline  # noqa: E402
-from pipeline.bench import bench  # noqa: E402
-from pipeline.runtime import random_inputs  # noqa: E402
+from pipeline.run.bench import bench  # noqa: E402
+from pipeline.run.runtime import random_inputs  # noqa: E402
 from pipeline.tune import TuneArgs, parse_duration, tune_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))

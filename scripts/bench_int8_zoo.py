@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import pipeline  # noqa: E402
 from bench_zoo import HAND, _HFWrap, _hf, run_rows  # noqa: E402
-from pipeline.bench import compare  # noqa: E402
-from pipeline.check import cosine  # noqa: E402
-from pipeline.reference import ort_session  # noqa: E402
-from pipeline.runtime import random_inputs  # noqa: E402
+from pipeline.run.bench import compare  # noqa: E402
+from pipeline.run.check import cosine  # noqa: E402
+from pipeline.run.reference import ort_session  # noqa: E402
+from pipeline.run.runtime import random_inputs  # noqa: E402
 
 CNNS = ["resnet50", "efficientnet_b0", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "squeezenet",
         "shufflenet_v2", "yolo_style", "unet_convtranspose", "conv1d_audio"]
@@ -98,7 +98,7 @@ def _layer_counts(quant: dict) -> dict:
 def measure_encoder(name: str, work: Path, samples: int, t0: float) -> dict:
     from onnxruntime.quantization import quantize_dynamic
 
-    from pipeline.bench import time_engines
+    from pipeline.run.bench import time_engines
 
     model = export_encoder(name, work)
     f = pipeline.compile(model, "x86-64", output=work / f"{name}-fp32", force=True, db=work / "no-db")

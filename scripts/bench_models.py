@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # pipeline/ and the model zoo (zoo/)
 
 import pipeline  # noqa: E402
-from pipeline.bench import bench  # noqa: E402
-from pipeline.verify import verify  # noqa: E402
+from pipeline.run.bench import bench  # noqa: E402
+from pipeline.run.verify import verify  # noqa: E402
 
 
 def make(name: str, d: Path) -> tuple[Path, dict]:
     import torch
 
-    from torch_models import EncoderBlock, export, resnet18
+    from zoo.torch_models import EncoderBlock, export, resnet18
 
     if name == "resnet18":
         return export(resnet18(), torch.randn(1, 3, 224, 224), d / "resnet18.onnx"), {}

@@ -64,7 +64,7 @@ def _runner(engine: str, path: str):
     """A callable that runs one inference on fixed random inputs."""
     if engine == "deploy":
         import pipeline
-        from pipeline.runtime import random_inputs
+        from pipeline.run.runtime import random_inputs
 
         art = pipeline.load(path)
         inputs = random_inputs(art.inputs, seed=0)

@@ -19,22 +19,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # pipeline/ and the model zoo (zoo/)
 
 import onnx  # noqa: E402
 
 import pipeline  # noqa: E402
-from pipeline.bench import bench  # noqa: E402
+from pipeline.run.bench import bench  # noqa: E402
 from pipeline.frontend.inspect import flops  # noqa: E402
 from pipeline.tune import TuneArgs, parse_duration, tune_model  # noqa: E402
-from pipeline.verify import verify  # noqa: E402
+from pipeline.run.verify import verify  # noqa: E402
 
 
 def export(name: str, d: Path) -> tuple[Path, dict]:
     import torch
 
-    from torch_models import export as onnx_export
-    from torch_models import minilm_encoder, mobilenet_v2, resnet18
+    from zoo.torch_models import export as onnx_export
+    from zoo.torch_models import minilm_encoder, mobilenet_v2, resnet18
 
     if name == "resnet18":
         return onnx_export(resnet18(), torch.randn(1, 3, 224, 224), d / "resnet18.onnx"), {}

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402
-from pipeline.bench import bench  # noqa: E402
+from pipeline.run.bench import bench  # noqa: E402
 from pipeline.frontend.inspect import flops  # noqa: E402
 
 

@@ -236,7 +236,7 @@ def _raw_tvm(d: Path, feed: dict, want: dict, tol: dict) -> str:
                         keep_params_in_input=False)
         vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
         names = [i.name for i in model.graph.input if i.name in feed]
-        from pipeline.runtime import flatten_outputs  # the same output flattening as deploy's
+        from pipeline.run.runtime import flatten_outputs  # the same output flattening as deploy's
         got = flatten_outputs(vm["main"](*[tvm.runtime.tensor(feed[n]) for n in names]))
         outs = dict(zip([o.name for o in model.graph.output], got))
         bad = any(n not in outs or _close(outs[n], v, tol["rtol"], tol["atol"]) for n, v in want.items())

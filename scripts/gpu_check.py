@@ -9,7 +9,7 @@ Two steps, because the GPU machine need not have deploy (or TVM's compiler) inst
     python3 bundle/gpu_check.py run bundle/ [--out DIR]
 
 `prepare` exports the models (the bundled tiny CNN, MobileNetV2 and a BERT-mini-sized encoder
-from tests/torch_models.py), compiles each for the CUDA preset in fp32 and fp16, plus the tiny
+from zoo/torch_models.py), compiles each for the CUDA preset in fp32 and fp16, plus the tiny
 CNN for an x86-64-v3 CPU as a control, runs ONNX Runtime (CPU) on fixed inputs here for the
 reference outputs, and writes everything `run` needs into the bundle, this script included.
 The ONNX files in the bundle have their large float weights stripped (the reference outputs
@@ -22,7 +22,7 @@ GPU, runs it on cuda:0, and compares with the reference: fp32 within atol 1e-4 +
 (element-wise, as `deploy verify`), fp16 within 1e-3 + 2e-2 x max|ref| and cosine >= 0.999.
 It then times the artifact (TVM's time_evaluator on inputs already on the GPU; and a host call
 that copies numpy inputs in and outputs back), ONNX Runtime on this machine's CPU, and PyTorch
-eager on the GPU (the same architecture, rebuilt from tests/torch_models.py with the same seed;
+eager on the GPU (the same architecture, rebuilt from zoo/torch_models.py with the same seed;
 its outputs are compared too). It prints a table and writes gpu_check.txt and gpu_check.json to
 --out ($OUT when set). Exit code 1 if any artifact failed to load or mismatched, 2 if no GPU was
 visible (CUDA artifacts then only load: their host code and cubin loader, not the kernels).
@@ -49,7 +49,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> how to make it. "torch": a constructor in tests/torch_models.py (called after
+# name -> how to make it. "torch": a constructor in zoo/torch_models.py (called after
 # torch.manual_seed(seed)), with the example input shape; "onnx": a file in the repository.
 MODELS = {
     "tiny_cnn": {"onnx": "examples/tiny_cnn.onnx", "shape": [1, 3, 32, 32],
@@ -106,11 +106,10 @@ def strip_weights(model, min_elems: int = STRIP_MIN_ELEMS) -> list[str]:
 
 def prepare(a) -> None:
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "tests"))
     import onnx
 
     import pipeline
-    from pipeline.verify import reference_outputs
+    from pipeline.run.verify import reference_outputs
 
     out: Path = a.outdir
     if out.exists():
@@ -122,7 +121,7 @@ def prepare(a) -> None:
     for d in ("artifacts", "models", "data"):
         (out / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(__file__), out / "gpu_check.py")
-    shutil.copy2(ROOT / "tests" / "torch_models.py", out / "torch_models.py")
+    shutil.copy2(ROOT / "zoo" / "torch_models.py", out / "torch_models.py")
 
     entries, models = [], {}
     for name in a.models:
@@ -133,7 +132,8 @@ def prepare(a) -> None:
             src = ROOT / spec["onnx"]
         else:
             import torch
-            import torch_models
+
+            from zoo import torch_models
 
             m = _torch_model(spec, torch_models)
             src = torch_models.export(m, torch.randn(*spec["shape"]), work / f"{name}.onnx")

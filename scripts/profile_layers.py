@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import pipeline  # noqa: F401  (sets TVM_NUM_THREADS)
-from pipeline.runtime import Artifact, random_inputs
+from pipeline.run.runtime import Artifact, random_inputs
 
 
 def deploy_kernels(art: Artifact, inputs: dict, runs: int) -> list[tuple[str, float]]:

@@ -88,13 +88,13 @@ def cli(capsys):
 
 
 def ort_run(model_path, inputs):
-    from pipeline.verify import reference_outputs
+    from pipeline.run.verify import reference_outputs
 
     return reference_outputs(model_path, inputs)
 
 
 def assert_matches_ort(artifact, model_path, inputs=None, atol=1e-4, rtol=1e-3):
-    from pipeline.runtime import random_inputs
+    from pipeline.run.runtime import random_inputs
 
     inputs = inputs or random_inputs(artifact.inputs, seed=1)
     ours = artifact(inputs)

@@ -219,3 +219,24 @@ def test_cache_key_hashes_the_compile_path_in_every_subpackage():
                  "quantize/qdq.py", "frontend/importer.py", "tune/database.py", "schedule.py"):
         assert must in rel, must
     assert not any(r.startswith("ci/") or r == "cli.py" for r in rel)
+
+
+def test_backends_import_helpers_not_stages():
+    """A family's graph rewrites take shared Relax helpers from ``relax_helpers``; the stage list
+    (``optimize``) asks the backend for its stages, never the other way round."""
+    bad = [f"{p.relative_to(PKG.parent)}:{line} imports {dep}"
+           for m, p in MODULES.items() if m.startswith("pipeline.backends")
+           for dep, _, line in _imports(m, p) if dep == "pipeline.optimize"]
+    assert bad == [], "backends import the optimize stage list: " + ", ".join(bad)
+    assert "pipeline.relax_helpers" in graph()["pipeline.backends.cpu.winograd"]
+
+
+def test_one_name_per_file():
+    """No two modules of pipeline/ share a file name (``__init__.py`` aside): a name says which
+    module it is without its folder (``ci/build_report.py``, ``run/profile_report.py``)."""
+    seen: dict[str, list[str]] = {}
+    for p in MODULES.values():
+        if p.name != "__init__.py":
+            seen.setdefault(p.name, []).append(p.relative_to(PKG.parent).as_posix())
+    twice = {n: ps for n, ps in seen.items() if len(ps) > 1}
+    assert twice == {}, f"file names used more than once (rename one to say what it is): {twice}"

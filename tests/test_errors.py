@@ -340,7 +340,7 @@ def test_a_failed_inference_under_concurrency_is_an_error(cli, mlp, monkeypatch)
     import multiprocessing
     import threading
 
-    from pipeline import bench
+    from pipeline.run import bench
 
     class ThreadEngine(bench._Engine):
         def __init__(self, kind, path, threads, inputs_file):

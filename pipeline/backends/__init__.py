@@ -161,7 +161,7 @@ class Backend:
     # -- package
     def bundle_readme(self, manifest: dict, bundle_name: str, folder: str) -> str:
         """The README of the artifact's bundle (`deploy package`): what it holds and how to load it."""
-        from ..readme import library_only, readme_head
+        from ..bundle_readme import library_only, readme_head
 
         return readme_head(manifest) + library_only(manifest)
 

@@ -19,10 +19,10 @@ from ..files import sha256_file, write_json
 from ..manifest import MANIFEST, read_manifest
 from ..package import atomic_dir
 from ..quantize.options import QuantOptions
-from ..runtime import Artifact
+from ..run.runtime import Artifact
 from ..targets import get_preset
 from ..tune.database import path_for
-from ..verify import verify
+from ..run.verify import verify
 from .cachekey import cache_key, key_inputs
 from .config import Entry
 

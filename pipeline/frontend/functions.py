@@ -1,5 +1,6 @@
-"""ONNX functions: an op TVM cannot convert, which ONNX defines as a function of other ops
-(SwiGLU, MeanVarianceNormalization, ...), is replaced by that function's body before import.
+"""ONNX functions: an op TVM cannot convert is replaced by its ONNX function body before import.
+
+Such ops are those ONNX defines as a function of other ops (SwiGLU, MeanVarianceNormalization, ...).
 
 onnx ships each body (``OpSchema.get_function_with_opset_version``, or the context-dependent
 form that needs the inputs' types); the body's formal inputs, outputs and attribute references

@@ -1,5 +1,7 @@
-"""The `deploy inspect` report: opset, inputs/outputs, op histogram, parameters, compute, and every
-op the importer cannot take; and the FLOP count benchmarks divide by."""
+"""The `deploy inspect` report of a model, and the FLOP count benchmarks divide by.
+
+The report: opset, inputs/outputs, op histogram, parameters, compute, and every op the importer
+cannot take."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Loop and Scan with a length known at compile time, unrolled before import (TVM's importer has
-neither).
+"""Loop and Scan with a length known at compile time, unrolled before import.
+
+TVM's importer has neither.
 
 - Scan (opset 9+): its length is the scan inputs' size along their scan axis, fixed once input
   shapes are bound. Step t takes slice t (or T-1-t, reversed) of each scan input, runs the body on

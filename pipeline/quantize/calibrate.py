@@ -23,7 +23,7 @@ import onnx
 
 from ..errors import DeployError
 from ..files import sha256_tree
-from ..reference import ort_session
+from ..run.reference import ort_session
 
 _SAMPLE_CAP = 1 << 20  # values kept per tensor for the histogram calibrators
 
@@ -45,7 +45,7 @@ def _split_samples(name: str, arr: np.ndarray, spec: dict, where: str) -> list[n
 
 def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.ndarray]], str]:
     """Samples (one dict of arrays per sample) and the sha256 of the data, or a DeployError."""
-    from ..runtime import read_npy, read_npz
+    from ..run.runtime import read_npy, read_npz
 
     path = Path(path)
     if not path.exists():
@@ -98,7 +98,7 @@ def load_calibration(path: Path, specs: list[dict]) -> tuple[list[dict[str, np.n
 
 
 def random_calibration(specs: list[dict], n: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    from ..runtime import random_inputs
+    from ..run.runtime import random_inputs
 
     return [random_inputs(specs, seed + i) for i in range(n)]
 

@@ -26,7 +26,7 @@ from ..errors import DeployError, last_line
 from ..prepare import Steps, prepare_module
 from ..quantize import options as quant_options
 from ..quantize.options import QuantOptions
-from ..remote import connect, parse_tracker
+from ..run.remote import connect, parse_tracker
 from ..frontend.dims import parse_dims, static_shapes
 from ..targets import Preset, get_preset
 from . import database as tuning_db

@@ -225,16 +225,16 @@ class CpuBackend(Backend):
         return self.runs_here({"arch": preset.arch, "cpu_features": self.cpu_features(preset.tvm_target())})
 
     def check_runner(self, preset) -> None:
-        from .board import runtime
+        from .board import runtime_libs
 
-        if runtime.supported(preset.arch):
-            runtime.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
-            runtime.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
+        if runtime_libs.supported(preset.arch):
+            runtime_libs.runtime_dir(preset.arch)  # fetch it (once) before the long part, to fail fast offline
+            runtime_libs.check_compiler(preset.cross_compiler or "g++", preset.cross_package or "g++")
 
     def add_device_files(self, artifact_dir, preset) -> dict | None:
-        from .board import runner, runtime
+        from .board import runner, runtime_libs
 
-        if not runtime.supported(preset.arch):
+        if not runtime_libs.supported(preset.arch):
             log.warn(f"no TVM runtime for {preset.arch} can be had here: the artifact is compile-only "
                      "(library and manifest, no runner)")
             return None
@@ -257,7 +257,7 @@ class CpuBackend(Backend):
         return runner.run_runner(artifact_dir, device, outputs, inputs, repeat=repeat, warmup=warmup, threads=threads)
 
     def bundle_readme(self, manifest: dict, bundle_name: str, folder: str) -> str:
-        from .board.readme import board_readme
+        from .board.board_readme import board_readme
 
         return board_readme(manifest, bundle_name, folder)
 

@@ -1,4 +1,6 @@
-"""1-D convolutions as 2-D ones with a height of 1, so that they take the NHWC layout, Winograd's
+"""1-D convolutions as 2-D ones of height 1, so they get conv2d's layout and schedules.
+
+1-D convolutions as 2-D ones with a height of 1, so that they take the NHWC layout, Winograd's
 neighbours' rules and ConvMatmul's register tiling like any conv2d.
 
 TVM has no CPU schedule for conv1d: the default rules left it a plain loop nest (an audio front
@@ -16,7 +18,7 @@ def conv1d_as_conv2d(mod):
     """Rewrite every NCW/OIW conv1d; returns (mod, count)."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     xq, z = wildcard(), is_const()
     pattern = is_op("relax.nn.conv1d")(wildcard(), wildcard())

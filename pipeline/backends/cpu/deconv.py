@@ -1,5 +1,6 @@
-"""Transposed convolutions whose kernel equals their stride (U-Net's 2x2, stride-2 up-sampling) as a
-1x1 convolution and a depth-to-space.
+"""Transposed convolutions whose kernel equals their stride, as a 1x1 convolution and a depth-to-space.
+
+U-Net's 2x2, stride-2 up-sampling is such a layer.
 
 TVM lowers ``conv2d_transpose`` in NCHW only (apache/tvm#19694), as a loop nest over a
 zero-dilated input: a U-Net-style decoder of four such layers ran 2.6x slower than ONNX Runtime,
@@ -21,7 +22,7 @@ def deconv_as_conv(mod):
     """Rewrite every kernel = stride transposed conv2d; returns (mod, count)."""
     from tvm import relax, tirx
     from tvm.relax.dpl import is_op, wildcard
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     pattern = is_op("relax.nn.conv2d_transpose")(wildcard(), wildcard())
     count = [0]

@@ -20,7 +20,7 @@ layout pass) turns each one into:
 with the weights packed at compile time to [CO/L, KH, KW, CI/4, L, 4] for L int32 lanes, the
 layout the instruction reads (one load per L output channels x 4 input channels). The kernel is
 a TE compute named after the instruction (``conv2d_nhwc_vnni``, ``conv2d_nhwc_sdot``); the
-default rules' ``Int8Dot`` (rules/int8_dot.py) tiles it and tensorizes its inner Lx4 block with the
+default rules' ``Int8Dot`` (rules/int8_dot_schedule.py) tiles it and tensorizes its inner Lx4 block with the
 instruction. Output channels are padded to a multiple of L (zero weights) and the extra outputs
 sliced off. An int8 matmul with constant [K, N] weights is a 1x1 convolution over the rows of its
 input: it is reshaped to one and takes the same kernel. Grouped and depthwise convolutions have no
@@ -134,7 +134,7 @@ def dot_rewrite(mod, isa: DotIsa):
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_op
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()
     matmul = is_op("relax.matmul")(x_pat, w_pat)

@@ -59,7 +59,7 @@ def grouped_as_float(mod):
     """Rewrite exact int8 grouped/depthwise conv2d (int32 output) into float32 compute; returns (mod, count)."""
     from tvm import relax
 
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
     from .int8_dot import int8_conv_patterns
 
     x_pat, w_pat, xq_pat, z_pat, conv, shifted, perm, conv_zp = int8_conv_patterns()

@@ -14,7 +14,7 @@ On these 2 cores the direct 3x3 convolutions of ResNet-18 already run near the F
 does ONNX Runtime's): only fewer multiplies make them faster. The matmuls are ordinary kernels
 (tuned like any other); ``pack`` and ``unpack`` are TE computes whose 6x6 (4x4) tile loops are
 unrolled by ``schedule`` so that every transform coefficient is a constant. The same schedule
-serves as the default (rules/winograd.py) and as MetaSchedule's custom rule
+serves as the default (rules/winograd_schedule.py) and as MetaSchedule's custom rule
 (the ``schedule_rule`` block annotation), which also samples its vector and chunk sizes.
 
 Only convolutions with enough output tiles are rewritten: the transformed weights are 4x larger
@@ -156,7 +156,7 @@ def winograd_rewrite(mod):
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
-    from ...optimize import rewrite_functions
+    from ...relax_helpers import rewrite_functions
 
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
     bb = relax.BlockBuilder(mod)
@@ -240,7 +240,7 @@ def _local_tile(sch, block, at, lanes: int) -> None:
 def schedule_pack(sch, block, lanes: int, vectors: int = 1) -> None:
     """Tiles x channel vectors parallel outside; per tile, the padded 6x6 window, its row and
     column transforms in registers (unrolled, so every coefficient is a constant)."""
-    from .rules.base import parallel
+    from .rules.rule_base import parallel
     eps, nu, p, c = sch.get_loops(block)
     split = _vec_split(sch, c, lanes, vectors)
     if split is None:
@@ -266,7 +266,7 @@ def schedule_pack(sch, block, lanes: int, vectors: int = 1) -> None:
 def schedule_unpack(sch, block, lanes: int, vectors: int = 1) -> None:
     """Elementwise consumers (bias, ReLU, residual add) inlined into the inverse transform; each
     4x4 output tile's transform unrolled in registers, channel vectors inside, tiles parallel."""
-    from .rules.base import parallel
+    from .rules.rule_base import parallel
     for consumer in sch.get_consumers(block):
         try:
             sch.reverse_compute_inline(consumer)

@@ -1,8 +1,8 @@
 """deploy's ONNX op converters, installed into TVM's ONNX frontend for the length of an import.
 
-One module per op (small_ops: a few small ones); each has ``install() -> undo`` (``base.replace``
+One module per op (small_ops: a few small ones); each has ``install() -> undo`` (``converter_base.replace``
 does the swap). Add a converter by adding a module and its name to ``MODULES``. A converter may
-emit a target family's fused kernel where the family has one (``base.KERNELS``), and the portable
+emit a target family's fused kernel where the family has one (``converter_base.KERNELS``), and the portable
 Relax ops otherwise.
 """
 
@@ -19,26 +19,26 @@ CONTRIB = {"com.microsoft": {"DynamicQuantizeLSTM"}}
 
 
 def notes() -> list[dict]:
-    """What the last import recorded of how some ops compute (``base.note``), for the manifest."""
-    from . import base
+    """What the last import recorded of how some ops compute (``converter_base.note``), for the manifest."""
+    from . import converter_base
 
-    return [dict(n, nodes=list(n["nodes"])) for n in base.NOTES]
+    return [dict(n, nodes=list(n["nodes"])) for n in converter_base.NOTES]
 
 
 @contextlib.contextmanager
 def installed(kernels=None):
     """The converters, for the length of an import. ``kernels`` is the target family's own fused
     kernels (``Backend.frontend_kernels``: the CPU's LSTM recurrence), or None where it has none."""
-    from . import base
+    from . import converter_base
 
     undo = []
-    base.KERNELS[0] = kernels
-    base.NOTES.clear()
+    converter_base.KERNELS[0] = kernels
+    converter_base.NOTES.clear()
     try:
         for name in MODULES:
             undo.append(importlib.import_module(f"{__name__}.{name}").install())
         yield
     finally:
-        base.KERNELS[0] = None
+        converter_base.KERNELS[0] = None
         for u in reversed(undo):
             u()

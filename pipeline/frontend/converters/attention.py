@@ -11,7 +11,7 @@ softmax (in ``softmax_precision`` when given) with fully masked rows zeroed, and
 
 from __future__ import annotations
 
-from .base import add_ops
+from .converter_base import add_ops
 
 _NEG_INF = float("-inf")
 

@@ -12,7 +12,7 @@ computes in float32."""
 from __future__ import annotations
 
 from ..half import HALF
-from .base import replace
+from .converter_base import replace
 
 
 def install():

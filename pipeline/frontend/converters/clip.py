@@ -7,7 +7,7 @@ EfficientNets) sat between two transposes in its own kernel.
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def install():

@@ -7,7 +7,7 @@ from the strides, pads and dilations, so no two threads write one pixel."""
 
 from __future__ import annotations
 
-from .base import add_ops, constant, plain
+from .converter_base import add_ops, constant, plain
 
 
 def col2im(bb, inputs, attr, params):

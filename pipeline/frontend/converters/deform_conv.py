@@ -1,4 +1,6 @@
-"""DeformConv (opset 19: deformable convolution, DCNv1 and, with a mask, DCNv2), which TVM 0.27
+"""DeformConv (deformable convolution, DCNv1 and DCNv2), which TVM 0.27 lacks.
+
+DeformConv (opset 19: deformable convolution, DCNv1 and, with a mask, DCNv2), which TVM 0.27
 lacks. 2-D, as detection models use it.
 
 Each output pixel's kernel taps are moved by the learned ``offset`` and read by bilinear
@@ -9,7 +11,7 @@ schedules deploy has for matmuls), plus the bias."""
 
 from __future__ import annotations
 
-from .base import add_ops, plain
+from .converter_base import add_ops, plain
 
 
 def deform_conv(bb, inputs, attr, params):

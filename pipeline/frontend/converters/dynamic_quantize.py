@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from .base import replace
+from .converter_base import replace
 
 LANES = 64
 

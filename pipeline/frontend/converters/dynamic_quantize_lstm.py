@@ -8,7 +8,7 @@ layout, and the node converts as an LSTM (rnn.py: the fused kernel where the tar
 every LSTM form otherwise). So deploy computes it in float32 with the quantized weights; ONNX
 Runtime also quantizes X and each step's H to uint8 at run time (per tensor) and multiplies in
 integers, so its outputs differ from deploy's by that activation rounding (3e-4 on outputs of
-0.2 in tests/test_rnn.py), and, on AVX2 CPUs without VNNI, by its uint8 x int8 kernel's 16-bit
+0.2 in tests/frontend/converters/test_rnn.py), and, on AVX2 CPUs without VNNI, by its uint8 x int8 kernel's 16-bit
 saturation with full-range int8 weights (quantize_dynamic without reduce_range: 0.015 there).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import DeployError
 from . import rnn
-from .base import add_ops, constant, note
+from .converter_base import add_ops, constant, note
 
 OP = "DynamicQuantizeLSTM"
 DOMAIN = "com.microsoft"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def install():

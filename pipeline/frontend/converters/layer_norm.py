@@ -7,7 +7,7 @@ computed only when the node has those outputs.
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def install():

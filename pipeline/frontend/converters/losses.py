@@ -9,7 +9,7 @@ divides the weighted sum by the weights' sum. SoftmaxCrossEntropyLoss is that ov
 
 from __future__ import annotations
 
-from .base import add_ops, text
+from .converter_base import add_ops, text
 
 
 def nll(bb, x, target, weight, attr):

@@ -1,4 +1,6 @@
-"""MaxPool's second output, Indices (SegNet-style encoders feed it to MaxUnpool), which TVM 0.27's
+"""MaxPool's Indices output and MaxUnpool's ``output_shape``, which TVM 0.27's converters lack.
+
+MaxPool's second output, Indices (SegNet-style encoders feed it to MaxUnpool), which TVM 0.27's
 converter does not produce ("Missing outputs"). 2-D. And MaxUnpool's ``output_shape``, which
 TVM's converter fails on as a constant: where it is the shape MaxUnpool infers, it is handed over
 as the numbers it holds; another one is refused, because there ONNX's reference (the values at
@@ -12,7 +14,7 @@ h * W + w``, or ``h + w * H`` within the plane for ``storage_order=1``. Padding 
 
 from __future__ import annotations
 
-from .base import add_ops, constant, replace, text
+from .converter_base import add_ops, constant, replace, text
 
 
 def install():

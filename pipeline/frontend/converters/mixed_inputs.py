@@ -1,4 +1,6 @@
-"""Forms of common ops TVM's converters reject though ONNX allows them:
+"""Forms of common ops TVM's converters reject though ONNX allows them.
+
+The forms, and how each is computed:
 
 - Pad with its constant_value fed at run time (TVM reads only a constant): padded with 0, then
   the value put where the padding is (``pad(x) + v * (1 - pad(ones))``);
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import replace, runtime_input, text
+from .converter_base import replace, runtime_input, text
 
 
 def _pad(original):

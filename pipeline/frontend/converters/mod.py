@@ -6,7 +6,7 @@ when x and y have the same sign (or x is 0) and y otherwise, for finite x.
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def install():

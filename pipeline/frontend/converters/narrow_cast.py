@@ -1,4 +1,6 @@
-"""deploy.CastFromBits and deploy.CastToBits: casts from and to the narrow types that
+"""deploy.CastFromBits and deploy.CastToBits: casts from and to the narrow types (float8, float4, int4/int2).
+
+deploy.CastFromBits and deploy.CastToBits: casts from and to the narrow types that
 ``frontend/narrow.py`` carries as uint8 bits (float8, float4 E2M1, 4- and 2-bit ints), exactly
 as ONNX's reference (ml_dtypes) computes them.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, plain
+from .converter_base import add_ops, plain
 
 
 def _ml_dtype(elem_type: int):

@@ -13,7 +13,7 @@ marks suppressed boxes with a score of -1, so scores are moved above 0 first whe
 
 from __future__ import annotations
 
-from .base import replace, runtime_input
+from .converter_base import replace, runtime_input
 
 
 def _scalar(bb, x):

@@ -8,7 +8,7 @@ has no shape, and the next Reshape fails. Where start, limit and delta are shape
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def install():

@@ -9,7 +9,7 @@ with the infinite identity. A bool reduction (which TVM cannot start at all) is 
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def _reduce(x, axes, keepdims: bool, is_max: bool, identity: float):

@@ -8,7 +8,7 @@ axes keep TVM's converter (its fused op).
 
 from __future__ import annotations
 
-from .base import replace
+from .converter_base import replace
 
 
 def install():

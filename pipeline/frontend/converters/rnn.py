@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import base
-from .base import add_ops, text
+from . import converter_base
+from .converter_base import add_ops, text
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
@@ -273,7 +273,7 @@ def _fused_lstm(bb, kind, attr, x, w, r, b, h0, c0, peep, layout, direction, num
     float32, a static batch): the caller unrolls it then."""
     from tvm import relax
 
-    kernels = base.KERNELS[0]
+    kernels = converter_base.KERNELS[0]
     names = [n.lower() for n in _activation_names(attr)]
     if (kernels is None or kind != "LSTM" or dtype != "float32" or not isinstance(batch, int)
             or (names and names != ["sigmoid", "tanh", "tanh"] * (len(names) // 3))

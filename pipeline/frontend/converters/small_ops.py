@@ -1,4 +1,6 @@
-"""Small ops TVM 0.27's ONNX frontend lacks, each a few Relax ops, as ONNX's reference computes them:
+"""Small ops TVM 0.27's ONNX frontend lacks, each a few Relax ops, as ONNX's reference computes them.
+
+The ops:
 
 - CumProd (``exclusive``, ``reverse``; the axis a constant);
 - LpNormalization (``x / sum(|x| ** p) ** (1 / p)`` over ``axis``, 0 where the norm is 0);
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, constant, plain, replace, runtime_input
+from .converter_base import add_ops, constant, plain, replace, runtime_input
 
 
 def _static(shape) -> list[int]:

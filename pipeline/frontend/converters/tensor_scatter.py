@@ -6,7 +6,7 @@ One gather-style kernel: each cache position reads the update it receives, or th
 
 from __future__ import annotations
 
-from .base import add_ops, plain, text
+from .converter_base import add_ops, plain, text
 
 
 def tensor_scatter(bb, inputs, attr, params):

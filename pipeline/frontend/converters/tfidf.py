@@ -1,4 +1,6 @@
-"""TfIdfVectorizer (opset 9: the n-gram counts of classic text classifiers, sklearn-onnx's
+"""TfIdfVectorizer (n-gram counts of classic text classifiers), which TVM 0.27 lacks.
+
+TfIdfVectorizer (opset 9: the n-gram counts of classic text classifiers, sklearn-onnx's
 CountVectorizer/TfidfVectorizer), which TVM 0.27 lacks. Integer tokens; string pools are refused
 (deploy's tensors have no strings).
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import add_ops, plain, text
+from .converter_base import add_ops, plain, text
 
 
 def _pool(attr) -> tuple[list[tuple[int, ...]], list[int], list[int]]:

@@ -32,7 +32,7 @@ from .... import log
 from ....errors import DeployError
 from ....files import make_cache_dir, output_file, sha256_file
 from ....host import host_arch
-from .runtime import RUNTIME_LIBS, SOURCE_BUILDS, cache_root, check_compiler, include_dir, runtime_dir, versions
+from .runtime_libs import RUNTIME_LIBS, SOURCE_BUILDS, cache_root, check_compiler, include_dir, runtime_dir, versions
 
 RUNNER_SOURCE = Path(str(files(__package__) / "src" / "deploy_runner.cc"))  # package data
 RUNNER_NAME = "runner"

@@ -45,14 +45,14 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from .... import log
 from ....errors import last_line
 
-from .base import serial_if_small
+from .rule_base import serial_if_small
 from .columns import Columns
 from .conv_matmul import ConvMatmul
 from .rows import Rows
 from .injective import Injective
-from .int8_dot import Int8Dot
+from .int8_dot_schedule import Int8Dot
 from .parallel import Parallel
-from .winograd import Winograd
+from .winograd_schedule import Winograd
 
 
 class Guarded(ScheduleRule):

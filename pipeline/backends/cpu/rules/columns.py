@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import extent, inline_into_last, parallel, pick, reduction_blocks, reduces_inner_axis, start
+from .rule_base import extent, inline_into_last, parallel, pick, reduction_blocks, reduces_inner_axis, start
 
 
 class Columns(CPUScheduleRule):

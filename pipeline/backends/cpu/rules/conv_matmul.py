@@ -6,7 +6,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..features import prepack_weights
 from ..vector import vector_lanes
-from .base import REDUCE, SPATIAL, extent, fuse_epilogue, parallel, pick, plain_block, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
+from .rule_base import REDUCE, SPATIAL, extent, fuse_epilogue, parallel, pick, plain_block, reduction_blocks, schedule_producers, start, vectorize_inner, weights_dominate
 
 
 class ConvMatmul(CPUScheduleRule):

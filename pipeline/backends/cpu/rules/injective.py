@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from ..vector import vector_lanes
-from .base import extent, parallel_outer, plain_block, reduction_blocks, start, vectorize_inner
+from .rule_base import extent, parallel_outer, plain_block, reduction_blocks, start, vectorize_inner
 
 
 class Injective(CPUScheduleRule):

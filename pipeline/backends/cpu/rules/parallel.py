@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import SPATIAL, parallel_outer, plain_block, start
+from .rule_base import SPATIAL, parallel_outer, plain_block, start
 
 
 class Parallel(CPUScheduleRule):

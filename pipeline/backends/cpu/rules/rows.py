@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .base import REDUCE, extent, inline_into_last, parallel, plain_block, reduces_inner_axis, reduction_blocks, start
+from .rule_base import REDUCE, extent, inline_into_last, parallel, plain_block, reduces_inner_axis, reduction_blocks, start
 
 
 class Rows(CPUScheduleRule):

@@ -1,0 +1,180 @@
+"""PyTorch models for the tests and benchmarks, exported with torch's ONNX exporter (no weights downloaded)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class EncoderBlock(nn.Module):
+    """A BERT-style encoder block: multi-head self-attention + GELU MLP, post-LayerNorm."""
+
+    def __init__(self, d: int = 64, heads: int = 4, ff: int = 128):
+        super().__init__()
+        self.heads = heads
+        self.scale = 1.0 / math.sqrt(d // heads)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln1 = nn.LayerNorm(d)
+        self.ff1 = nn.Linear(d, ff)
+        self.ff2 = nn.Linear(ff, d)
+        self.ln2 = nn.LayerNorm(d)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=-1)
+        q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+        k = k.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+        v = v.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+        att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, c)
+        x = self.ln1(x + self.proj(y))
+        return self.ln2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet(nn.Module):
+    """ResNet-18's architecture (torchvision's layout), width and depth configurable."""
+
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        layers, cin = [], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            for j in range(n):
+                layers.append(BasicBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def resnet18(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(ResNet(), seed)
+
+
+def small_resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(ResNet(widths=(8, 16), blocks=(1, 1), classes=10), seed)
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, dynamic: dict | None = None,
+           input_name: str = "input", output_name: str = "output") -> Path:
+    """Export with the TorchScript-based exporter, as most deployed models were made."""
+    torch.onnx.export(model.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name],
+                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    return path
+
+
+class PositionalEmbedding(nn.Module):
+    """Token features plus learned positions: torch.arange(seq) becomes Shape -> Range in ONNX."""
+
+    def __init__(self, d: int = 32, max_len: int = 64):
+        super().__init__()
+        self.pos = nn.Embedding(max_len, d)
+        self.lin = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.lin(x + self.pos(torch.arange(x.shape[1])))
+
+
+class PadToMultiple(nn.Module):
+    """Pad H and W up to a multiple of 8 (as windowed vision models do): pads computed from shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        h, w = x.shape[2], x.shape[3]
+        return self.conv(nn.functional.pad(x, (0, (8 - w % 8) % 8, 0, (8 - h % 8) % 8)))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2's architecture (torchvision's layout, width 1.0)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()]
+        cin = 32
+        for t, c, n, s in cfg:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def mobilenet_v2(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(MobileNetV2(), seed)
+
+
+class MiniLMEncoder(nn.Module):
+    """A BERT-style encoder the size of all-MiniLM-L6: 6 blocks, d=384, 12 heads, FFN 1536."""
+
+    def __init__(self, layers: int = 6, d: int = 384, heads: int = 12, ff: int = 1536):
+        super().__init__()
+        self.blocks = nn.Sequential(*[EncoderBlock(d, heads, ff) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+def minilm_encoder(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return MiniLMEncoder().eval()
