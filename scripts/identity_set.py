@@ -6,13 +6,15 @@
 The set: x86-64 fp32 (the bundled CNN), int8 (calibrated on fixed samples), a convolution that
 Winograd rewrites, CUDA fp16 (cuda-sm86, built without a GPU), rpi4, and one dynamic-batch build.
 Each is compiled by the CLI in its own process (``python -m pipeline.cli``, as PYTHONPATH resolves
-it); the lines are ``case/file sha256``, sorted. Files that record when or how long a build took
-(none today, they live in index.json) would differ by nature and are not listed.
+it); the lines are ``case/file sha256``, sorted. A manifest records when and how long its build
+took: it is hashed without ``build.time_utc`` and ``build.seconds``. The int8 build runs without the
+speed check (``--no-speed-check``), whose choice of layers kept in float depends on timings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +52,7 @@ def main(out: Path) -> None:
         np.savez(calib, **{name: np.random.default_rng(0).standard_normal((8, 1, 3, 32, 32)).astype(np.float32)})
     cases = {
         "x86-fp32": [cnn, "--target", "x86-64"],
-        "x86-int8": [cnn, "--target", "x86-64", "--precision", "int8", "--calibration", calib],
+        "x86-int8": [cnn, "--target", "x86-64", "--precision", "int8", "--calibration", calib, "--no-speed-check"],
         "x86-winograd": [wino, "--target", "x86-64"],
         "cuda-fp16": [cnn, "--target", "cuda-sm86", "--precision", "fp16"],
         "rpi4": [cnn, "--target", "rpi4"],
@@ -64,7 +66,13 @@ def main(out: Path) -> None:
         if r.returncode:
             sys.exit(f"{case}: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
         for f in sorted(p for p in art.rglob("*") if p.is_file()):
-            lines.append(f"{case}/{f.relative_to(art)} {hashlib.sha256(f.read_bytes()).hexdigest()}")
+            data = f.read_bytes()
+            if f.name == "manifest.json":
+                m = json.loads(data)
+                m["build"].pop("time_utc", None)
+                m["build"].pop("seconds", None)
+                data = json.dumps(m, sort_keys=True).encode()
+            lines.append(f"{case}/{f.relative_to(art)} {hashlib.sha256(data).hexdigest()}")
     print("\n".join(sorted(lines)))
 
 
