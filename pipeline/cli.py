@@ -81,16 +81,16 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
     """Opset, inputs/outputs, op histogram, parameters, and every op that cannot be imported."""
     from rich.table import Table
 
-    from .frontend.inspect import model_info
-    from .frontend.load import load_model
+    from .frontend.inspect import describe
 
-    info = model_info(load_model(model).model)
+    info = describe(model)
     if as_json:
         typer.echo(json.dumps({**info.__dict__, "inputs": [i.to_dict() for i in info.inputs],
                                "outputs": [o.to_dict() for o in info.outputs]}, indent=2))
     else:
         out = log.Console(highlight=False)
-        out.print(f"[bold]{escape(str(model))}[/bold]  opset {info.opset}  producer {escape(info.producer or '?')}")
+        kind = f"opset {info.opset}" if info.opset is not None else info.format
+        out.print(f"[bold]{escape(str(model))}[/bold]  {kind}  producer {escape(info.producer or '?')}")
         t = Table("", "name", "dtype", "shape")
         for kind, specs in (("input", info.inputs), ("output", info.outputs)):
             for s in specs:  # user strings: "[batch, 3, ...]" would otherwise read as a markup tag

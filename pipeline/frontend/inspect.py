@@ -26,6 +26,17 @@ class ModelInfo:
     unsupported: dict[str, list[str]] = field(default_factory=dict)
     gflop: float | None = None  # conv/matmul work per run; None while input shapes are dynamic
     dims: dict[str, list[str]] = field(default_factory=dict)  # dynamic dim -> the inputs' axes that have it
+    format: str = "onnx"  # or "tflite (schema 3)": frontend/tflite.py describes those
+
+
+def describe(path) -> ModelInfo:
+    """`deploy inspect`'s report of the model file at ``path``, ONNX or TFLite."""
+    from . import tflite
+    from .load import load_model
+
+    if tflite.is_tflite(path):
+        return tflite.model_info(tflite.load_tflite(path))
+    return model_info(load_model(path).model)
 
 
 def flops(model: onnx.ModelProto) -> int:
