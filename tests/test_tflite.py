@@ -48,7 +48,9 @@ def assert_matches_litert(art, model: Path, precision: str, seed: int = 1):
     return ours, ref
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", ["cnn_float", "cnn_int8",
+                                  # its LSTM unrolled into ~150 small ops: a minute of compile on 2 cores
+                                  pytest.param("audio_lstm", marks=pytest.mark.slow)])
 def test_tflite_compiles_for_x86_and_matches_litert(built, name):
     art = built(name)
     m = art.manifest
@@ -153,3 +155,26 @@ def test_a_corrupt_tflite_is_a_user_error(tmp_path):
     with pytest.raises(DeployError) as e:
         pipeline.compile(bad, "x86-64", output=tmp_path / "a")
     assert "bad.tflite" in e.value.message
+
+
+def test_bench_times_litert_as_the_peer(built, cli):
+    import json
+
+    art = built("cnn_float")
+    rc, out, err = cli("bench", art.path, "--model", DATA / "cnn_float.tflite", "--seconds", "0.5", "--json")
+    assert rc == 0, out + err
+    r = json.loads(out)
+    assert "litert" in r and "onnxruntime" not in r
+    assert r["litert"]["samples"] > 0 and r["ratio"] == pytest.approx(r["deploy"]["median_ms"] / r["litert"]["median_ms"])
+    assert "LiteRT" in r["ratio_definition"]
+
+
+def test_profile_of_a_tflite_artifact_times_its_kernels(built, cli, tmp_path):
+    import json
+
+    art = built("cnn_float")
+    rc, out, err = cli("profile", art.path, "--model", DATA / "cnn_float.tflite", "--json", "--runs", "3")
+    assert rc == 0, out + err
+    r = json.loads(out)
+    assert r["deploy"]["kernel_calls"] > 0 and r["deploy"]["kernels_ms"] > 0
+    assert "onnxruntime" not in r
