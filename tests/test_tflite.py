@@ -178,3 +178,19 @@ def test_profile_of_a_tflite_artifact_times_its_kernels(built, cli, tmp_path):
     r = json.loads(out)
     assert r["deploy"]["kernel_calls"] > 0 and r["deploy"]["kernels_ms"] > 0
     assert "onnxruntime" not in r
+
+
+def test_deploy_build_compiles_and_verifies_a_tflite_entry(cli, tmp_path):
+    import json
+    import shutil
+
+    shutil.copy(DATA / "cnn_float.tflite", tmp_path / "cnn.tflite")
+    (tmp_path / "deploy.toml").write_text(
+        '[build]\noutput = "out"\n\n[targets.x86-64]\n\n[models.cnn]\npath = "cnn.tflite"\n')
+    rc, out, err = cli("build", tmp_path / "deploy.toml", "--json")
+    assert rc == 0, out + err
+    (entry,) = json.loads(out)["entries"]
+    assert entry["status"] == "built" and entry["verification"]["status"] == "passed", entry  # against LiteRT
+    assert entry["verification"]["outputs"]["StatefulPartitionedCall_1:0"]["max_abs"] < 1e-4
+    m = json.loads(next((tmp_path / "out").rglob("manifest.json")).read_text())
+    assert m["model"]["format"] == "tflite"
