@@ -35,7 +35,10 @@ def describe(path) -> ModelInfo:
     from .load import load_model
 
     if tflite.is_tflite(path):
-        return tflite.model_info(tflite.load_tflite(path))
+        fields = tflite.model_info(tflite.load_tflite(path))
+        named = [TensorSpec(s.name, s.dtype, [f"{s.name} axis {k}" if d is None else d for k, d in enumerate(s.shape)])
+                 for s in fields["inputs"]]  # a dynamic axis of a .tflite has no name: named after its place
+        return ModelInfo(**fields, dims=dynamic_dims(named))
     return model_info(load_model(path).model)
 
 

@@ -265,19 +265,13 @@ def params(loaded: LoadedTFLite) -> tuple[int, int]:
     return count, size
 
 
-def model_info(loaded: LoadedTFLite):
-    """The `deploy inspect` report of a TFLite model (frontend.inspect.ModelInfo)."""
-    from .inspect import ModelInfo, dynamic_dims
-
+def model_info(loaded: LoadedTFLite) -> dict:
+    """The fields of `deploy inspect`'s report (frontend.inspect.ModelInfo) of a TFLite model."""
     count, size = params(loaded)
-    ins = inputs(loaded)
-    named = [TensorSpec(s.name, s.dtype, [f"{s.name} axis {k}" if d is None else d for k, d in enumerate(s.shape)])
-             for s in ins]
     desc = loaded.model.Description()
-    return ModelInfo(opset=None, producer=(desc.decode() if desc else ""), inputs=ins, outputs=outputs(loaded),
-                     op_counts=op_counts(loaded), param_count=count, param_bytes=size,
-                     unsupported=unsupported_ops(loaded), gflop=None, dims=dynamic_dims(named),
-                     format=f"tflite (schema {int(loaded.model.Version())})")
+    return dict(opset=None, producer=(desc.decode() if desc else ""), inputs=inputs(loaded), outputs=outputs(loaded),
+                op_counts=op_counts(loaded), param_count=count, param_bytes=size,
+                unsupported=unsupported_ops(loaded), gflop=None, format=f"tflite (schema {int(loaded.model.Version())})")
 
 
 def refuse(what: str, hint: str) -> None:
