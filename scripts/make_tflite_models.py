@@ -9,7 +9,8 @@ that has it (python3.11 -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cp
 - cnn_int8.tflite: the same network, full-integer post-training quantization with a
   representative dataset (int8 activations, per-channel int8 conv weights, float32 input/output);
 - audio_lstm.tflite: 8 frames of 40 mel bins -> conv1d -> LSTM (unrolled over the frames) ->
-  per-frame dense, float32.
+  per-frame dense, float32;
+- lstm_while.tflite: an LSTM left as a WHILE loop, which TVM's TFLite frontend cannot import.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def audio() -> tf.keras.Model:
     return tf.keras.Model(x, y)
 
 
+def lstm_while() -> tf.keras.Model:
+    """Keras 3's LSTM as it converts by default: a WHILE loop whose body slices the input at the
+    loop counter (a SLICE with its begin computed at run time), which TVM 0.27's TFLite frontend
+    cannot import: deploy lists it before compiling."""
+    tf.keras.utils.set_random_seed(2)
+    x = tf.keras.Input((8, 40), batch_size=1, name="mel")
+    y = tf.keras.layers.LSTM(16, return_sequences=True)(x)
+    return tf.keras.Model(x, y)
+
+
 def convert(model: tf.keras.Model, int8: bool = False) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
@@ -67,7 +78,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     net = cnn()
     for name, data in (("cnn_float", convert(net)), ("cnn_int8", convert(net, int8=True)),
-                       ("audio_lstm", convert(audio()))):
+                       ("audio_lstm", convert(audio())), ("lstm_while", convert(lstm_while()))):
         path = OUT / f"{name}.tflite"
         path.write_bytes(data)
         print(f"{path}: {len(data)} bytes")

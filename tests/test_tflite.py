@@ -138,6 +138,21 @@ def test_unsupported_ops_are_listed_at_once_before_compile(without_pool_and_dept
     assert not (tmp_path / "a").exists()
 
 
+def test_a_real_op_the_frontend_cannot_take_is_refused_by_name(cli, tmp_path):
+    """Keras 3's LSTM converted as a WHILE loop: its body SLICEs at the loop counter, which TVM's
+    converter reads as a constant (it failed with a raw TypeError); inspect lists it, compile
+    refuses it before the import, naming the operators and the subgraph."""
+    model = DATA / "lstm_while.tflite"
+    rc, out, _ = cli("inspect", model)
+    assert rc == 1 and "SLICE with its begin and size computed at run time" in " ".join(out.split())
+    with pytest.raises(DeployError) as e:
+        pipeline.compile(model, "x86-64", output=tmp_path / "a")
+    msg = " ".join(e.value.message.split())
+    assert "SLICE with its begin and size computed at run time" in msg and "in subgraph" in msg
+    assert "unroll=True" in e.value.hint
+    assert not (tmp_path / "a").exists()
+
+
 def test_what_applies_to_onnx_only_is_refused(tmp_path):
     with pytest.raises(DeployError) as e:
         pipeline.compile(DATA / "cnn_float.tflite", "x86-64", output=tmp_path / "q", precision="int8",

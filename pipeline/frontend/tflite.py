@@ -173,35 +173,49 @@ def op_counts(loaded: LoadedTFLite) -> dict[str, int]:
     return dict(Counter(op_name(loaded.model, g.Operators(i)) for i in range(g.OperatorsLength())).most_common())
 
 
-def _converter(loaded: LoadedTFLite):
+def _converter(loaded: LoadedTFLite, subgraph=None):
     from tvm.relax.frontend.tflite import tflite_frontend
 
-    return tflite_frontend.OperatorConverter(loaded.model, loaded.subgraph, tflite_frontend.ExprTable(), None)
+    return tflite_frontend.OperatorConverter(loaded.model, subgraph if subgraph is not None else loaded.subgraph,
+                                             tflite_frontend.ExprTable(), None)
+
+
+# ops whose converter reads some inputs as constants (get_tensor_value): input index -> what it is.
+# Fed at run time (a SLICE inside the WHILE loop Keras 3 converts an LSTM to), the converter fails
+# with a TypeError; listed here, they are refused with the others before the import.
+_CONSTANT_INPUTS = {"SLICE": "begin and size"}
 
 
 def unsupported_ops(loaded: LoadedTFLite) -> dict[str, list[str]]:
     """Every op TVM's TFLite frontend cannot convert, mapped to its operators: ops with no
     converter, quantized ops it converts only in float, and dynamic-range quantized ones (float
-    activations with int8 weights), as its own check_unsupported_ops decides, but all listed."""
-    conv = _converter(loaded)
-    g = loaded.subgraph
+    activations with int8 weights), as its own check_unsupported_ops decides, but all listed, in
+    every subgraph (a WHILE's body and condition too); and ops whose constant inputs are computed
+    at run time."""
     found: dict[str, list[str]] = {}
-    for i in range(g.OperatorsLength()):
-        op = g.Operators(i)
-        name = op_name(loaded.model, op)
-        label = _op_label(g, op, i)
-        if name not in conv.convert_map:
-            found.setdefault(name, []).append(label)
-            continue
-        ins, outs = conv.get_input_tensors(op), conv.get_output_tensors(op)
-        q_in = sum(t.qnn_params is not None for t in ins[:1])
-        q_w = sum(t.qnn_params is not None for t in ins[1:])
-        q_out = sum(t.qnn_params is not None for t in outs)
-        if q_in == 0 and q_out == 0 and q_w > 0:
-            found.setdefault(f"{name} with dynamic-range quantization (int8 weights, float activations)",
-                             []).append(label)
-        elif q_in + q_w + q_out > 0 and name not in conv._SUPPORTED_QUANTIZED_OPS:
-            found.setdefault(f"{name} quantized (TVM's TFLite frontend takes it in float only)", []).append(label)
+    for si in range(loaded.model.SubgraphsLength()):
+        g = loaded.model.Subgraphs(si)
+        conv = _converter(loaded, g)
+        for i in range(g.OperatorsLength()):
+            op = g.Operators(i)
+            name = op_name(loaded.model, op)
+            label = _op_label(g, op, i) + (f" in subgraph {si}" if si else "")
+            if name not in conv.convert_map:
+                found.setdefault(name, []).append(label)
+                continue
+            ins, outs = conv.get_input_tensors(op), conv.get_output_tensors(op)
+            if name in _CONSTANT_INPUTS and any(t.buffer is None or t.buffer.DataLength() == 0 for t in ins[1:]):
+                found.setdefault(f"{name} with its {_CONSTANT_INPUTS[name]} computed at run time (TVM's TFLite "
+                                 "frontend takes them as constants only)", []).append(label)
+                continue
+            q_in = sum(t.qnn_params is not None for t in ins[:1])
+            q_w = sum(t.qnn_params is not None for t in ins[1:])
+            q_out = sum(t.qnn_params is not None for t in outs)
+            if q_in == 0 and q_out == 0 and q_w > 0:
+                found.setdefault(f"{name} with dynamic-range quantization (int8 weights, float activations)",
+                                 []).append(label)
+            elif q_in + q_w + q_out > 0 and name not in conv._SUPPORTED_QUANTIZED_OPS:
+                found.setdefault(f"{name} quantized (TVM's TFLite frontend takes it in float only)", []).append(label)
     return found
 
 
@@ -213,7 +227,8 @@ def check_supported(loaded: LoadedTFLite) -> None:
         raise DeployError(
             f"{len(missing)} op type(s) in this TFLite model cannot be imported by TVM:\n    " + "\n    ".join(lines),
             hint="convert the model without these ops (TFLITE_BUILTINS only, no SELECT_TF_OPS or custom ops; "
-                 "full-integer or float quantization, not dynamic-range), or export it to ONNX instead")
+                 "full-integer or float quantization, not dynamic-range; Keras recurrent layers with unroll=True), "
+                 "or export it to ONNX instead")
 
 
 def import_tflite(loaded: LoadedTFLite, input_shapes: dict):
