@@ -209,3 +209,15 @@ def test_deploy_build_compiles_and_verifies_a_tflite_entry(cli, tmp_path):
     assert entry["verification"]["outputs"]["StatefulPartitionedCall_1:0"]["max_abs"] < 1e-4
     m = json.loads(next((tmp_path / "out").rglob("manifest.json")).read_text())
     assert m["model"]["format"] == "tflite"
+
+
+def test_input_shape_binds_a_tflite_batch(tmp_path):
+    model = DATA / "cnn_float.tflite"
+    art = pipeline.compile(model, "x86-64", output=tmp_path / "b2", input_shapes={"serving_default_image:0": [2, 32, 32, 3]})
+    assert art.manifest["model"]["inputs"][0]["shape"] == [2, 32, 32, 3]
+    assert art.manifest["model"]["outputs"][0]["shape"] == [2, 10]
+    assert art.manifest["check"]["status"] == "passed"  # LiteRT resized to the same batch
+    x = random_inputs(art.inputs, seed=4)
+    (k,) = ref = litert_outputs(model, x)
+    assert art(x)[k].shape == (2, 10)
+    np.testing.assert_allclose(art(x)[k], ref[k], atol=1e-4, rtol=1e-3)

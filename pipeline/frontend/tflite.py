@@ -51,6 +51,7 @@ class LoadedTFLite:
     model: object     # tflite.Model.Model
     sha256: str
     format: str = FORMAT
+    imported_outputs: list | None = None  # the outputs' specs as the import bound them (import_tflite)
 
     @property
     def name(self) -> str:
@@ -263,7 +264,26 @@ def import_tflite(loaded: LoadedTFLite, input_shapes: dict):
         mod = relax.transform.BindParams("main", {p: v for p, v in zip(list(main.params)[n:], params)})(mod)
         main = mod["main"]
     mod["main"] = main.without_attr("params")
+    loaded.imported_outputs = _output_specs(loaded, mod["main"])
     return mod
+
+
+def _output_specs(loaded: LoadedTFLite, main) -> list[TensorSpec]:
+    """The outputs' specs with the shapes the import gives them (a bound batch of 2 included)."""
+    from tvm import relax
+
+    ret = main.ret_ty
+    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    out = []
+    for spec, sinfo in zip(outputs(loaded), fields):
+        shape = spec.shape
+        if isinstance(sinfo, relax.TensorType) and sinfo.shape is not None:
+            try:
+                shape = [int(d) for d in sinfo.shape.values]
+            except (TypeError, AttributeError):
+                pass
+        out.append(TensorSpec(spec.name, spec.dtype, shape))
+    return out
 
 
 def params(loaded: LoadedTFLite) -> tuple[int, int]:
@@ -313,7 +333,7 @@ def manifest_model(loaded: LoadedTFLite, input_shapes: dict) -> dict:
         "sha256": loaded.sha256,
         "tflite_version": int(loaded.model.Version()),
         "inputs": [s.to_dict() for s in bind_inputs(loaded, input_shapes)],
-        "outputs": [s.to_dict() for s in outputs(loaded)],
+        "outputs": [s.to_dict() for s in (loaded.imported_outputs or outputs(loaded))],
     }
 
 
