@@ -184,6 +184,7 @@ def test_bench_times_litert_as_the_peer(built, cli):
     assert "LiteRT" in r["ratio_definition"]
 
 
+@pytest.mark.slow  # two worker processes that import TVM: ~40 s on 2 busy cores
 def test_profile_of_a_tflite_artifact_times_its_kernels(built, cli, tmp_path):
     import json
 
