@@ -256,7 +256,7 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
     with step("layer report"):
         try:
             layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources, layers.kernel_flops(mod),
-                                         getattr(prep.model, "graph", None))  # None: a .tflite
+                                         getattr(prep.loaded.model, "graph", None))  # None: a .tflite
             write_json(tmp / layers.LAYERS, layer_report)
             memory = dict(params_bytes=layers.param_bytes(mod), **plan)
         except Exception as e:  # noqa: BLE001 - a report must never break a compile
