@@ -81,16 +81,16 @@ def inspect(model: Path, as_json: Annotated[bool, typer.Option("--json", help="M
     """Opset, inputs/outputs, op histogram, parameters, and every op that cannot be imported."""
     from rich.table import Table
 
-    from .frontend.inspect import model_info
-    from .frontend.load import load_model
+    from .frontend.inspect import describe
 
-    info = model_info(load_model(model).model)
+    info = describe(model)
     if as_json:
         typer.echo(json.dumps({**info.__dict__, "inputs": [i.to_dict() for i in info.inputs],
                                "outputs": [o.to_dict() for o in info.outputs]}, indent=2))
     else:
         out = log.Console(highlight=False)
-        out.print(f"[bold]{escape(str(model))}[/bold]  opset {info.opset}  producer {escape(info.producer or '?')}")
+        kind = f"opset {info.opset}" if info.opset is not None else info.format
+        out.print(f"[bold]{escape(str(model))}[/bold]  {kind}  producer {escape(info.producer or '?')}")
         t = Table("", "name", "dtype", "shape")
         for kind, specs in (("input", info.inputs), ("output", info.outputs)):
             for s in specs:  # user strings: "[batch, 3, ...]" would otherwise read as a markup tag
@@ -463,12 +463,12 @@ def bench(
     typer.echo(line("deploy", d, r["memory"]["deploy"]))
     for p in r.get("ratios", {}):
         typer.echo(line(p, r[p], r["memory"][p]))
-    if "onnxruntime" in r:
+    if "ratio" in r:  # against ONNX Runtime, or LiteRT for a .tflite
         typer.echo(f"ratio        {r['ratio']:.3f}x ({'slower' if r['ratio'] > 1 else 'faster'}) = "
                    + r["ratio_definition"])
     if len(r.get("ratios", {})) > 1 or "openvino" in r.get("ratios", {}):
         for p, x in r["ratios"].items():
-            if p != "onnxruntime":
+            if p not in ("onnxruntime", "litert"):
                 typer.echo(f"ratio        {x:.3f}x vs {p} (deploy's median / {p}'s, alternating turns)")
         f = r["fastest_peer"]
         typer.echo(f"ratio        {f['ratio']:.3f}x vs the fastest peer ({f['engine']})")
@@ -478,7 +478,7 @@ def bench(
                    f"({mem['workspace_note']})")
     tp = r.get("throughput")
     if tp:
-        for name in ("deploy", "onnxruntime"):
+        for name in ("deploy", "onnxruntime", "litert"):
             if name in tp:
                 typer.echo(f"{'throughput':<12} {name}: {tp[name]['per_second']:.1f} inferences/s with "
                            f"{tp['concurrency']} in flight ({tp[name]['inferences']} in {tp[name]['seconds']} s)")

@@ -256,7 +256,7 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
     with step("layer report"):
         try:
             layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources, layers.kernel_flops(mod),
-                                         prep.loaded.model.graph)
+                                         getattr(prep.loaded.model, "graph", None))  # None: a .tflite
             write_json(tmp / layers.LAYERS, layer_report)
             memory = dict(params_bytes=layers.param_bytes(mod), **plan)
         except Exception as e:  # noqa: BLE001 - a report must never break a compile
@@ -377,7 +377,9 @@ def _check(tmp: Path, args: CompileArgs, prep, quantized, step) -> dict:
             raise DeployError(f"--check: {why}", hint="compile without --check, or check it where it runs "
                                                        "(`deploy verify ARTIFACT --model MODEL`)")
         return {"status": "skipped", "reason": why}
-    with step("check against ONNX Runtime"):
+    from .run.reference import reference_name
+
+    with step(f"check against {reference_name(prep.loaded.path)}"):
         inputs = load_check_inputs(args.check_inputs, art.inputs, art.dims, art.unused_inputs) if args.check_inputs else None
         reference = quantized.model if quantized is not None else prep.loaded.path
         return check_artifact(art, reference, prep.check_precision or args.precision, inputs,

@@ -11,7 +11,7 @@ from .backends import for_preset
 from .build import elf_machine
 from .errors import DeployError
 from .files import sha256_file
-from .frontend import narrow, training
+from .frontend import narrow, tflite, training
 from .frontend.specs import graph_inputs, value_spec
 from .version import __version__
 
@@ -37,19 +37,13 @@ def versions() -> dict:
 
 def make_manifest(args, preset, loaded, model, lib: Path, passes: dict) -> dict:
     """The manifest of a compile (``args``: compile.CompileArgs) of ``model`` into ``lib``."""
+    if getattr(loaded, "format", "onnx") == tflite.FORMAT:
+        section = tflite.manifest_model(loaded, args.input_shapes)
+    else:
+        section = _onnx_model(loaded, model)
     return {
         "format": 1,
-        "model": {
-            "name": loaded.name,
-            "file": loaded.path.name,
-            "sha256": loaded.sha256,
-            "opset": next((o.version for o in loaded.model.opset_import if o.domain in ("", "ai.onnx")), None),
-            "inputs": training.with_only_values(model, narrow.io_specs(loaded.model,
-                                                                        [s.to_dict() for s in graph_inputs(model)])),
-            "outputs": narrow.io_specs(loaded.model, [value_spec(v).to_dict() for v in model.graph.output],
-                                       outputs=True),
-            **unused_inputs(loaded.model, model),
-        },
+        "model": section,
         "target": {
             "preset": preset.name,
             "description": preset.description,
@@ -68,6 +62,22 @@ def make_manifest(args, preset, loaded, model, lib: Path, passes: dict) -> dict:
         "versions": versions(),
         "build": {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "host": platform.machine()},
+    }
+
+
+def _onnx_model(loaded, model) -> dict:
+    """The manifest's ``model`` section for an ONNX model (``model``: the cleaned-up graph)."""
+    return {
+        "name": loaded.name,
+        "file": loaded.path.name,
+        "format": "onnx",
+        "sha256": loaded.sha256,
+        "opset": next((o.version for o in loaded.model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": training.with_only_values(model, narrow.io_specs(loaded.model,
+                                                                    [s.to_dict() for s in graph_inputs(model)])),
+        "outputs": narrow.io_specs(loaded.model, [value_spec(v).to_dict() for v in model.graph.output],
+                                   outputs=True),
+        **unused_inputs(loaded.model, model),
     }
 
 

@@ -19,7 +19,7 @@ from .frontend.cleanup import cleanup
 from .frontend.dims import bind_shape, function_name, point_text, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
-from .frontend import provenance
+from .frontend import provenance, tflite
 from .frontend.specs import graph_inputs
 from .optimize import pipeline_for, run_stage
 from .quantize.qdq import has_qdq
@@ -99,6 +99,8 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     """
     step = step or (lambda name: contextlib.nullcontext())
     passes: dict[str, list[str]] = {}
+    if tflite.is_tflite(model):  # the one place the file type picks the frontend
+        return _prepare_tflite(model, preset, input_shapes, opt_level, dump_ir, step, onnx_hook, precision, dims)
     with step("load"):
         loaded = load_model(model)
         check_supported(loaded.model)
@@ -137,6 +139,12 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
             log_stats(stats)
             passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
         dump("int8", mod)
+    mod, passes, fallbacks, collector = _optimize(mod, backend, target, opt_level, precision, int8, passes, step, dump)
+    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized, notes)
+
+
+def _optimize(mod, backend, target, opt_level: int, precision: str, int8: bool, passes: dict, step, dump):
+    """The backend's optimize stages; an optional one that fails is skipped and recorded."""
     fallbacks: list[dict] = []
     collector = layers.Collector()
     for stage, make, optional in pipeline_for(backend, target, opt_level, precision=precision, int8=int8):
@@ -158,7 +166,34 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
         fallbacks += collector.skipped
         collector.skipped = []
         dump(stage, mod)
-    return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized, notes)
+    return mod, passes, fallbacks, collector
+
+
+def _prepare_tflite(model: Path, preset: Preset, input_shapes: dict, opt_level: int, dump_ir, step, onnx_hook,
+                    precision: str, dims) -> Prepared:
+    """A .tflite model: load -> import (TVM's TFLite frontend) -> optimize. The ONNX clean-up and
+    int8 calibration do not apply (a quantized .tflite computes with its own quantization)."""
+    if onnx_hook is not None:
+        tflite.refuse("int8 calibration (--precision int8)",
+                      "convert the model to int8 with TensorFlow's full-integer post-training quantization "
+                      "(a representative dataset) and compile that .tflite in fp32, or calibrate the ONNX export")
+    if dims:
+        tflite.refuse("--dim (a dynamic dim range)", "compile one artifact per shape with --input-shape")
+    with step("load"):
+        loaded = tflite.load_tflite(model)
+        tflite.check_supported(loaded)
+    backend, target = for_preset(preset), preset.tvm_target()
+    with step("import"):
+        mod = tflite.import_tflite(loaded, input_shapes)
+    dump = Dumper(Path(dump_ir) if dump_ir else None)
+    dump("imported", mod)
+    mod, passes, fallbacks, collector = _optimize(mod, backend, target, opt_level, precision, False, {}, step, dump)
+    notes = []
+    if tflite.quantized(loaded):
+        # the frontend dequantizes around each op: LiteRT's int8 kernels round differently
+        notes.append({"op": "quantized TFLite ops", "nodes": [], "reference": "int8",
+                      "computes": "dequantize -> float op -> quantize, as TVM's TFLite frontend lowers them"})
+    return Prepared(loaded, None, mod, passes, fallbacks, False, collector, [], notes)
 
 
 def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook,

@@ -7,7 +7,10 @@ models without downloading anything), exported to ONNX (TorchScript exporter, op
 for this CPU (the built-in check compares it with ONNX Runtime) and timed with deploy's bench:
 each engine in its own process, alternating turns, batch 1, the same thread count. The table gives
 ONNX Runtime's and deploy's median latency, the ratio (deploy / ORT: below 1 is faster) and
-deploy's GFLOP/s, then the geometric mean of the ratios.
+deploy's GFLOP/s, then the geometric mean of the ratios. The .tflite models (tflite_*, from
+tests/data/tflite) are checked and timed against LiteRT instead, in the same column ("against
+LiteRT" in the notes); crnn, lstm_in_if and lstm_quantize_dynamic are recurrent cases that must
+compile and verify.
 """
 
 from __future__ import annotations
@@ -189,6 +192,91 @@ class LSTMTagger(nn.Module):
         return self.fc(self.lstm(x)[0])
 
 
+class CRNN(nn.Module):
+    """Text recognition's CRNN: a conv stack to [batch, channels, 1, width], permuted to [width,
+    batch, features], a bidirectional LSTM over the width, a per-step classifier (tests/test_rnn.py's,
+    at a text-line size: 32 x 128 pixels, 37 classes)."""
+
+    def __init__(self, classes=37, hidden=64):
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                 nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                                 nn.MaxPool2d((2, 1), (2, 1)), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+                                 nn.MaxPool2d((2, 1), (2, 1)), nn.Conv2d(128, 128, (2, 1)), nn.ReLU())
+        self.rnn = nn.LSTM(128, hidden, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # [W, B, C]
+        y, _ = self.rnn(f)
+        t, b, h = y.size()
+        return self.fc(y.view(t * b, h)).view(t, b, -1)
+
+
+class _LstmHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(40, 64, num_layers=2)
+        self.head = nn.Linear(64, 12)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0])
+
+
+def _lstm_in_if(path: Path) -> Path:
+    """An If on a bool input whose branches are a forward and a reverse LSTM (hidden 64) over 50
+    steps of 40 features, each -> Squeeze (onnx.helper, as tests/test_rnn.py's)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(name, direction, seed):
+        rng = np.random.default_rng(seed)
+        h = 64
+        inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, f"{name}_{k}")
+                 for k, s in (("W", (1, 4 * h, 40)), ("R", (1, 4 * h, h)), ("B", (1, 8 * h)))]
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), f"{name}_axes"))
+        nodes = [helper.make_node("LSTM", ["X", f"{name}_W", f"{name}_R", f"{name}_B"], [f"{name}_Y"], hidden_size=h,
+                                  direction=direction),
+                 helper.make_node("Squeeze", [f"{name}_Y", f"{name}_axes"], [f"{name}_out"])]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT,
+                                                                                [50, 1, h])], inits)
+
+    node = helper.make_node("If", ["c"], ["output"], then_branch=branch("then", "forward", 0),
+                            else_branch=branch("else", "reverse", 1), name="if0")
+    g = helper.make_graph([node], "lstm_in_if", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                                 helper.make_tensor_value_info("X", TensorProto.FLOAT, [50, 1, 40])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [50, 1, 64])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path
+
+
+def _lstm_quantize_dynamic(path: Path) -> Path:
+    """A 2-layer LSTM (40 -> 64, 50 steps) with a Linear head, exported from torch and quantized by
+    ONNX Runtime's quantize_dynamic (DynamicQuantizeLSTM, the head as DynamicQuantizeLinear + MatMulInteger),
+    with reduce_range."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = path.with_name(path.stem + "-float.onnx")
+    torch.onnx.export(_LstmHead().eval(), (torch.randn(50, 1, 40),), str(src), input_names=["x"],
+                      output_names=["output"], dynamo=False)
+    # reduce_range (7-bit weights): ORT's uint8 x int8 kernels on CPUs without VNNI add pairs of
+    # products in 16 bits, which full-range weights overflow, and ORT is then the one off
+    # (tests/test_rnn.py measures it); ORT recommends reduce_range there
+    quantize_dynamic(str(src), str(path), weight_type=QuantType.QInt8, reduce_range=True)
+    return path
+
+
+# the recurrent cases that must compile and verify: name -> a writer of its ONNX file
+RECURRENT = {"lstm_in_if": _lstm_in_if, "lstm_quantize_dynamic": _lstm_quantize_dynamic}
+# .tflite models (scripts/make_tflite_models.py), timed against LiteRT: name -> file
+TFLITE = {f"tflite_{n}": ROOT / "tests" / "data" / "tflite" / f"{n}.tflite" for n in ("cnn_float", "cnn_int8", "audio_lstm")}
+
+
 # -- transformers' architectures, from configs (random weights, nothing downloaded)
 
 
@@ -225,10 +313,12 @@ def _hf(name: str):
 
 HAND = {"squeezenet": (SqueezeNet, (1, 3, 224, 224)), "shufflenet_v2": (ShuffleNetV2, (1, 3, 224, 224)),
         "yolo_style": (YoloStyle, (1, 3, 320, 320)), "unet_convtranspose": (UNetDecoder, (1, 3, 256, 256)),
-        "conv1d_audio": (Conv1dAudio, (1, 80, 300)), "lstm_tagger": (LSTMTagger, (1, 100, 80))}
+        "conv1d_audio": (Conv1dAudio, (1, 80, 300)), "lstm_tagger": (LSTMTagger, (1, 100, 80)),
+        "crnn": (CRNN, (1, 1, 32, 128))}
 HF = ["resnet50", "efficientnet_b0", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "vit_b_16", "swin_tiny",
       "bert_base", "distilbert", "gpt2_2layer", "wav2vec2_2layer"]
-ZOO = HF[:5] + ["squeezenet", "shufflenet_v2", "yolo_style", "unet_convtranspose"] + HF[5:] + ["conv1d_audio", "lstm_tagger"]
+ZOO = (HF[:5] + ["squeezenet", "shufflenet_v2", "yolo_style", "unet_convtranspose"] + HF[5:] + ["conv1d_audio", "lstm_tagger"]
+       + ["crnn"] + list(RECURRENT) + list(TFLITE))
 
 
 class _HFWrap(nn.Module):
@@ -243,9 +333,13 @@ class _HFWrap(nn.Module):
 
 def export(name: str, out: Path) -> Path:
     torch.manual_seed(0)
+    if name in TFLITE:
+        return TFLITE[name]
     path = out / f"{name}.onnx"
     if path.exists():
         return path
+    if name in RECURRENT:
+        return RECURRENT[name](path)
     if name in HAND:
         cls, shape = HAND[name]
         m, args, names = cls().eval(), (torch.randn(*shape),), ["input"]
@@ -270,7 +364,7 @@ def _gflop(art, model) -> float:
 
     report = layers.read(art.path)
     total = sum(k.get("flops", 0) for k in report["kernels"]) if report else 0
-    if not total:
+    if not total and Path(model).suffix == ".onnx":
         import onnx
 
         total = flops(onnx.load(str(model), load_external_data=False))
@@ -304,10 +398,12 @@ def main() -> None:
         compile_s = time.perf_counter() - t0
         gflop = _gflop(art, model)
         r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3)
-        return dict(model=name, gflop=gflop, ort_ms=r["onnxruntime"]["median_ms"],
+        peer = "litert" if "litert" in r else "onnxruntime"  # a .tflite's peer is LiteRT
+        return dict(model=name, gflop=gflop, ort_ms=r[peer]["median_ms"],
                     deploy_ms=r["deploy"]["median_ms"], ratio=r["ratio"],
                     gflops=gflop / (r["deploy"]["median_ms"] / 1e3) if gflop else None,
-                    check=art.manifest["check"]["status"], compile_s=compile_s)
+                    check=art.manifest["check"]["status"] + (" against LiteRT" if peer == "litert" else ""),
+                    compile_s=compile_s)
 
     run_rows(names, measure, _row, lambda rows: _table(rows, a), a.out)
 
@@ -351,7 +447,7 @@ def _table(rows: list[dict], a) -> str:
              f"{a.threads} threads, batch 1, {'tuned ' + a.tune if a.tune else 'untuned'}",
              f"# deploy {pipeline.__version__} (TVM {tvm.__version__}) vs ONNX Runtime {onnxruntime.__version__}; "
              "each engine in its own process, alternating turns; ratio = deploy p50 / ORT p50", "",
-             "| model | GFLOP | ORT ms | deploy ms | ratio | deploy GFLOP/s | notes |", "|---|---|---|---|---|---|---|"]
+             "| model | GFLOP | ORT ms (tflite_*: LiteRT ms) | deploy ms | ratio | deploy GFLOP/s | notes |", "|---|---|---|---|---|---|---|"]
     lines += [_row(r) for r in rows]
     ratios = [r["ratio"] for r in ok]
     lines += ["", f"geometric mean of the ratios over {len(ok)} models: {geomean(ratios):.2f}x; "

@@ -28,6 +28,20 @@ class ModelInfo:
     unsupported: dict[str, list[str]] = field(default_factory=dict)
     gflop: float | None = None  # conv/matmul work per run; None while input shapes are dynamic
     dims: dict[str, list[str]] = field(default_factory=dict)  # dynamic dim -> the inputs' axes that have it
+    format: str = "onnx"  # or "tflite (schema 3)": frontend/tflite.py describes those
+
+
+def describe(path) -> ModelInfo:
+    """`deploy inspect`'s report of the model file at ``path``, ONNX or TFLite."""
+    from . import tflite
+    from .load import load_model
+
+    if tflite.is_tflite(path):
+        fields = tflite.model_info(tflite.load_tflite(path))
+        named = [TensorSpec(s.name, s.dtype, [f"{s.name} axis {k}" if d is None else d for k, d in enumerate(s.shape)])
+                 for s in fields["inputs"]]  # a dynamic axis of a .tflite has no name: named after its place
+        return ModelInfo(**fields, dims=dynamic_dims(named))
+    return model_info(load_model(path).model)
 
 
 def flops(model: onnx.ModelProto) -> int:

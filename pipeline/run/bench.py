@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeployError, last_line
+from ..frontend.tflite import is_tflite
 from ..procs import sigint_ignored_by_children
 from .remote import connect, parse_tracker
 from .runtime import Artifact, check_inputs, inputs_for, read_npz, to_storage
@@ -149,6 +150,12 @@ def _serve(kind: str, path: str, threads: int, inputs_file: str, conn) -> None:
                 return Artifact(path).bind(inputs)
         elif kind == "openvino":
             make_run = _openvino_runner(path, threads, inputs)
+        elif kind == "litert":
+            from .frontend.tflite import LiteRTSession
+
+            def make_run():  # an interpreter per request in flight: one runs one invoke at a time
+                sess = LiteRTSession(path, threads)
+                return lambda: sess.run(None, inputs)
         else:
             from .reference import ort_session
 
@@ -232,6 +239,10 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     artifact.check_integrity()
     inputs = inputs_for(artifact.inputs, inputs, artifact.dims, artifact.unused_inputs)
     peers = (peers or ["onnxruntime"]) if model_path is not None else []
+    ref = "onnxruntime"
+    if model_path is not None and is_tflite(model_path):  # a .tflite's reference peer is LiteRT
+        ref = "litert"
+        peers = [ref if p == "onnxruntime" else p for p in peers]
     for p in peers:
         check_peer(p)
     kinds = [("deploy", artifact.path)] + [(p, Path(model_path)) for p in peers]
@@ -257,10 +268,10 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
         o = Latency.of(samples[p])
         out[p] = o.__dict__
         out["memory"][p] = memory[p]
-    if "onnxruntime" in peers:
-        out["ratio"] = out["deploy"]["median_ms"] / out["onnxruntime"]["median_ms"]
-        out["ratio_definition"] = RATIO_DEFINITION
-        out["turn_ratios"] = [round(a / b, 4) for a, b in zip(turns["deploy"], turns["onnxruntime"])]
+    if ref in peers:
+        out["ratio"] = out["deploy"]["median_ms"] / out[ref]["median_ms"]
+        out["ratio_definition"] = RATIO_DEFINITION.replace("ONNX Runtime", "LiteRT") if ref == "litert" else RATIO_DEFINITION
+        out["turn_ratios"] = [round(a / b, 4) for a, b in zip(turns["deploy"], turns[ref])]
     if peers:
         out["ratios"] = {p: out["deploy"]["median_ms"] / out[p]["median_ms"] for p in peers}
         fastest = min(peers, key=lambda p: out[p]["median_ms"])
@@ -268,9 +279,10 @@ def bench(artifact: Artifact, model_path: Path | None, threads: int = 2, repeat:
     if concurrency:
         best = {k: max(v, key=lambda r: r["per_second"]) for k, v in through.items()}
         out["throughput"] = dict(concurrency=concurrency, **best)
-        if "onnxruntime" in best:
-            out["throughput"]["ratio"] = best["onnxruntime"]["per_second"] / best["deploy"]["per_second"]
-            out["throughput"]["ratio_definition"] = THROUGHPUT_RATIO_DEFINITION
+        if ref in best:
+            out["throughput"]["ratio"] = best[ref]["per_second"] / best["deploy"]["per_second"]
+            out["throughput"]["ratio_definition"] = (THROUGHPUT_RATIO_DEFINITION.replace("ONNX Runtime", "LiteRT")
+                                                     if ref == "litert" else THROUGHPUT_RATIO_DEFINITION)
     return out
 
 

@@ -257,15 +257,18 @@ def check_artifact(artifact, reference_model, precision: str, inputs: dict | Non
                    seed: int = 0, float_model=None, tol: Tolerance | None = None) -> dict:
     """The built-in check of ``compile``: ``judge``, raising CheckFailed when an output differs;
     returns the manifest's ``check`` record."""
+    from .reference import reference_name
+
     tol = tol or TOLERANCES[precision]
     v = judge(artifact, reference_model, precision, inputs, seed, float_model, tol)
+    engine = reference_name(reference_model)  # ONNX Runtime, or LiteRT for a .tflite
     if v.status == "failed":
-        raise CheckFailed("the compiled artifact's outputs differ from ONNX Runtime's "
+        raise CheckFailed(f"the compiled artifact's outputs differ from {engine}'s "
                           f"({tol.describe()}):\n    " + "\n    ".join(v.problems),
                           hint="nothing was written; try --opt-level 2 (fewer optimizations), or report the "
                                "model; --no-check keeps the artifact anyway")
     if v.status == "passed":
-        log.info(f"  matches ONNX Runtime on {v.record['inputs']} inputs: {len(v.outputs)} output(s), "
+        log.info(f"  matches {engine} on {v.record['inputs']} inputs: {len(v.outputs)} output(s), "
                  f"max abs error {v.max_abs:.3g}")
     return v.record
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import layers
+from .. import layers, log
 from ..backends import for_family
 from ..frontend import provenance
 from .bench import set_threads
@@ -147,6 +147,12 @@ def profile(art: Artifact, model: Path | None = None, threads: int = 2, runs: in
     art.check_integrity()
     if model is not None and not Path(model).is_file():
         raise DeployError(f"model {model} does not exist", hint="pass the .onnx file the artifact was compiled from")
+    from ..frontend.tflite import is_tflite
+
+    if model is not None and is_tflite(model):  # the peer's per-node times are ONNX Runtime's profiler's
+        log.warn(f"{model}: a .tflite has no ONNX Runtime profile to set beside the kernels; deploy's kernels alone "
+                 "(`deploy bench --model` times LiteRT end to end)")
+        model = None
     inputs = inputs_for(art.inputs, inputs, art.dims, art.unused_inputs)
     layer_report = layers.read(art.path)
     with tempfile.TemporaryDirectory(prefix="deploy-profile-") as td:

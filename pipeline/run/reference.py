@@ -19,6 +19,10 @@ def ort_session(model, threads: int = 0, optimize: bool = True, options=None):
     ``options``: SessionOptions to start from (the profiler's)."""
     import onnxruntime as ort
 
+    from ..frontend import tflite
+
+    if tflite.is_tflite(model):  # a .tflite model's reference is LiteRT (frontend/tflite.py)
+        return tflite.LiteRTSession(model, threads)
     opts = options or ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -34,6 +38,13 @@ def ort_session(model, threads: int = 0, optimize: bool = True, options=None):
                           hint="pass the .onnx file the artifact was compiled from")
 
 
+def reference_name(model) -> str:
+    """The reference engine of ``model`` (a path or an onnx.ModelProto), as messages name it."""
+    from ..frontend import tflite
+
+    return "LiteRT" if tflite.is_tflite(model) else "ONNX Runtime"
+
+
 def reference_outputs(model_path: str | Path, inputs: dict[str, np.ndarray], threads: int = 0) -> dict[str, np.ndarray]:
     sess = ort_session(model_path, threads)
     names = [o.name for o in sess.get_outputs()]
@@ -45,6 +56,10 @@ def ort_deviations(model) -> dict[str, str]:
     own definition, mapped to why: the built-in check cannot hold the artifact to them."""
     import onnx
 
+    from ..frontend import tflite
+
+    if tflite.is_tflite(model):
+        return {}
     m = onnx.load(str(model), load_external_data=False) if isinstance(model, (str, Path)) else model
     out = {}
     for n in m.graph.node:
