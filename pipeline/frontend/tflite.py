@@ -1,5 +1,7 @@
-"""TFLite models: load a .tflite flatbuffer, describe it, list the ops TVM's TFLite frontend lacks,
-and import it into Relax (``tvm.relax.frontend.tflite``). LiteRT (``ai-edge-litert``) is the
+"""TFLite models: load, describe, list the ops TVM lacks, import into Relax; LiteRT as their reference.
+
+Loads a .tflite flatbuffer, describes it, lists the ops TVM's TFLite frontend lacks, and imports it
+into Relax (``tvm.relax.frontend.tflite``). LiteRT (``ai-edge-litert``) is the
 reference a TFLite artifact is checked against, as ONNX Runtime is for an ONNX model
 (``LiteRTSession``: the few calls of an ONNX Runtime session ``check.judge`` and ``bench`` make).
 
