@@ -50,3 +50,35 @@ def test_wide_or_patch_conv1d_is_a_matmul(tmp_path, ci, co, length, k, s, p):
     main = [c for c in conv if "matmul" in c["kernel"]]
     assert main and main[0]["schedule"] == "default: ConvMatmul", conv  # gathered windows x weights
     assert not any("conv2d" in c["kernel"] for c in conv), conv
+
+
+def _shuffle_block(groups=4, c=16, hw=10):
+    """conv -> channel shuffle (Reshape [N,C,H,W] -> [N,g,C/g,H,W], Transpose, Reshape) -> conv,
+    and the residual joined by a variadic ``Sum`` as in opset-7 era exports (ResNet-50, ShuffleNet
+    from caffe2): TVM imports it as a 5-D stack + sum, which ConvertLayout cannot convert."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[1, 1], group=groups, name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Reshape", ["r1", "s5"], ["g5"], name="shuffle_reshape"),
+             helper.make_node("Transpose", ["g5"], ["t5"], perm=[0, 2, 1, 3, 4], name="shuffle_transpose"),
+             helper.make_node("Reshape", ["t5", "s4"], ["sh"], name="shuffle_back"),
+             helper.make_node("Conv", ["sh", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Sum", ["c2", "x"], ["s"], name="residual_sum"),
+             helper.make_node("Relu", ["s"], ["y"], name="relu2")]
+    inits = [("w1", _w(c, c // groups, 1, 1)), ("b1", _w(c)), ("w2", _w(c, c, 3, 3, scale=0.1)), ("b2", _w(c)),
+             ("s5", np.array([1, groups, c // groups, hw, hw], np.int64)), ("s4", np.array([1, c, hw, hw], np.int64))]
+    return _model(nodes, [("x", [1, c, hw, hw])], ["y"], inits, opset=13)
+
+
+def test_layout_falls_back_per_operator(tmp_path):
+    """The op TVM cannot give the NHWC layout keeps its own (listed in the manifest); both convs
+    stay NHWC, and the model matches ONNX Runtime."""
+    onnx.save(_shuffle_block(), tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    assert not any(f["stage"] == "layout" for f in art.manifest.get("fallbacks", [])), art.manifest["fallbacks"]
+    kept = art.manifest["layout"]["kept"]
+    assert kept and {k["node"] for k in kept} == {"residual_sum"}, kept
+    convs = [k for k in _kernels(art, "Conv") if any(n in ("conv1", "conv2") for _, n in k["nodes"])]
+    assert {n for k in convs for _, n in k["nodes"]} >= {"conv1", "conv2"}
+    assert all("NHWC" in k["layouts"] for k in convs if k["layouts"]), convs
+    assert sum("NHWC" in k["layouts"] for k in convs) >= 1, convs
