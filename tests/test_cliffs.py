@@ -82,3 +82,18 @@ def test_layout_falls_back_per_operator(tmp_path):
     assert {n for k in convs for _, n in k["nodes"]} >= {"conv1", "conv2"}
     assert all("NHWC" in k["layouts"] for k in convs if k["layouts"]), convs
     assert sum("NHWC" in k["layouts"] for k in convs) >= 1, convs
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)], ids=["NN", "NT", "TN", "TT"])
+def test_batch1_gemm_is_a_prepacked_gemv_whatever_its_transposes(tmp_path, ta, tb):
+    """A classifier's Gemm (batch 1, constant B, bias): the Gemv rule with the weights prepacked
+    into panels (a ``*_prepacked`` kernel), for every transA/transB."""
+    k, n = 256, 200
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transA=ta, transB=tb, alpha=1.0, beta=1.0)]
+    m = _model(nodes, [("x", [k, 1] if ta else [1, k])], ["y"],
+               [("w", _w(*((n, k) if tb else (k, n)), scale=0.05)), ("b", _w(n))], opset=13)
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    gemm = _kernels(art, "Gemm")
+    assert [g["schedule"] for g in gemm if g["kernel"].endswith("_prepacked")] == ["default: Gemv"], gemm
