@@ -97,3 +97,28 @@ def test_batch1_gemm_is_a_prepacked_gemv_whatever_its_transposes(tmp_path, ta, t
     assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
     gemm = _kernels(art, "Gemm")
     assert [g["schedule"] for g in gemm if g["kernel"].endswith("_prepacked")] == ["default: Gemv"], gemm
+
+
+def test_a_call_on_a_cpu_reuses_aligned_input_buffers(tmp_path):
+    """run() copies each input into a 64-byte-aligned buffer kept for it, which the kernels read in
+    place (no device tensor made per call); results of earlier calls stay the caller's own."""
+    from conftest import ort_run
+    from pipeline import examples
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(examples.tiny_mlp(), path)
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "a")
+    inputs = art.random_inputs()
+    other = {k: (v * 2 + 1).astype(v.dtype) for k, v in inputs.items()}
+    first = art.run(inputs)
+    kept = {k: v.copy() for k, v in first.items()}
+    second = art.run(other)
+    for got, feed in ((first, inputs), (second, other)):
+        ref = ort_run(path, feed)
+        for k in ref:
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5)
+    for k in first:
+        np.testing.assert_array_equal(first[k], kept[k])  # not overwritten by the second call
+    assert len(art._staging) == len(art.inputs)  # one buffer per input, reused by the second call
+    for buf, tensor in art._staging.values():
+        assert buf.ctypes.data % 64 == 0 and np.shares_memory(buf, np.from_dlpack(tensor))
