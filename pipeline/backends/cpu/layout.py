@@ -17,7 +17,8 @@ from __future__ import annotations
 
 _PREFIX = "deploy.layout_kept."
 _NEVER = {"relax.nn.conv2d", "relax.nn.conv2d_transpose"}
-MAX_TRIES = 160  # conversions tried in the search; past it, a larger (working) set is kept
+MAX_TRIES = 160  # conversions tried in the search; past it, or MAX_SECONDS, a larger (working) set is kept
+MAX_SECONDS = 30.0
 
 
 def _hider(hide: set[int]):
@@ -110,21 +111,25 @@ def _try(mod, convert, hide: set[int]):
     return _rewrite(converted, _unhider(m.hidden))[1]
 
 
-def _minimal(cands: list[int], works, budget: list[int]) -> list[int]:
+def _minimal(cands: list[int], works, budget: list[int], seconds: float = MAX_SECONDS) -> list[int]:
     """A small subset of ``cands`` (for which ``works`` holds) for which ``works`` still holds:
-    chunks are dropped while the conversion still succeeds, halving the chunk size (ddmin)."""
+    chunks are dropped while the conversion still succeeds, halving the chunk size (ddmin).
+    Past ``budget`` tries or ``seconds``, the (working) set found so far."""
+    import time
+
+    end = time.monotonic() + seconds
     keep = list(cands)
     chunk = max(1, len(keep) // 2)
     while keep:
         i = 0
-        while i < len(keep) and budget[0] > 0:
+        while i < len(keep) and budget[0] > 0 and time.monotonic() < end:
             trial = keep[:i] + keep[i + chunk:]
             budget[0] -= 1
             if works(trial):
                 keep = trial
             else:
                 i += chunk
-        if chunk == 1 or budget[0] <= 0:
+        if chunk == 1 or budget[0] <= 0 or time.monotonic() >= end:
             break
         chunk = max(1, chunk // 2)
     return keep
@@ -155,7 +160,7 @@ def convert_keeping(mod, convert):
 
     wide = [i for i, _, _, r in calls if r > 4]
     budget = [MAX_TRIES]
-    for cands in (wide, [i for i, *_ in calls]):
+    for cands in (wide, [i for i, *_ in calls]):  # those with a tensor of over 4 dims first, then any
         if cands and works(cands):
             keep = _minimal(cands, works, budget)
             out = attempt(keep)
