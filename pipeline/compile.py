@@ -277,6 +277,8 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
             manifest["functions"] = prep.specialized
         if prep.fallbacks:
             manifest["fallbacks"] = prep.fallbacks
+        if prep.collector is not None and prep.collector.layout_kept:
+            manifest["layout"] = {"kept": prep.collector.layout_kept}  # the rest of the model took the NHWC layout
         if prep.notes:
             manifest["notes"] = prep.notes
         # a model that brings its own QDQ pairs computes in int8 whatever was asked

@@ -19,6 +19,15 @@ from .frontend import provenance
 LAYERS = "layers.json"
 SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast", "Expand"}
 _LAYOUT_ATTRS = ("data_layout", "layout")
+KEPT_ATTR = "deploy_layout_kept"  # module attribute: the ops a layout stage left in their layout (JSON)
+
+
+def take_kept(mod) -> tuple[object, list[dict]]:
+    """The module without its ``KEPT_ATTR``, and the ops it lists ({"node", "onnx_op", "op"})."""
+    kept = mod.attrs.get(KEPT_ATTR) if mod.attrs is not None else None
+    if kept is None:
+        return mod, []
+    return mod.without_attr(KEPT_ATTR), json.loads(str(kept))
 
 
 class Collector:
@@ -28,6 +37,7 @@ class Collector:
         self._calls: list = []                   # main's call bindings before the pass
         self.sites: dict = {}                    # main's call var -> labels of the nodes it computes
         self.skipped: list[dict] = []            # optional passes TVM failed on ({"stage", "reason"})
+        self.layout_kept: list[dict] = []        # ops the layout stage left in their own layout
 
     def before(self, mod, name: str) -> dict:
         if name == "LegalizeOps":
@@ -36,6 +46,8 @@ class Collector:
         return provenance.labels_of(mod)
 
     def after(self, mod, name: str, known: dict):
+        mod, kept = take_kept(mod)
+        self.layout_kept += kept
         if name == "FuseOps":
             self._read_fused(mod)
             self._read_groups(mod)

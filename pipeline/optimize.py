@@ -136,7 +136,9 @@ def run_stage(mod, passes: list, target, collector=None):
 
     with target, tvm.transform.PassContext(opt_level=3):
         if collector is None:
-            return tvm.transform.Sequential(passes)(mod)
+            from .layers import take_kept
+
+            return take_kept(tvm.transform.Sequential(passes)(mod))[0]
         for p in passes:
             name = str(p.info.name)
             known = collector.before(mod, name)

@@ -48,8 +48,10 @@ def _has_conv2d(mod) -> bool:
 
 
 def _layout() -> list:
-    """NHWC/HWIO convolutions, only in modules that have a conv2d: TVM's layout inference fails on
-    ops it has no rule for (reductions, squeeze, ...), and there is nothing to gain without convs."""
+    """NHWC/HWIO convolutions, only in modules that have a conv2d (nothing to gain without convs).
+    TVM's layout inference fails on some ops (a 5-D stack + sum, reductions, squeeze, ...): those
+    ops keep their layout, the rest of the model converts (``layout.convert_keeping``); the kept
+    ops are recorded in the module's ``deploy_layout_kept`` attribute (JSON), for the manifest."""
     import tvm
     from tvm import relax
 
@@ -60,7 +62,19 @@ def _layout() -> list:
 
     @tvm.transform.module_pass(opt_level=0, name="ConvertLayoutWhereConv2d")
     def where_conv(mod, _ctx):
-        return convert(mod) if _has_conv2d(mod) else mod
+        import json
+
+        from ...layers import KEPT_ATTR
+        from .layout import convert_keeping
+
+        if not _has_conv2d(mod):
+            return mod
+        new, kept = convert_keeping(mod, convert)
+        if kept:
+            log.warn(f"layout: {len(kept)} op(s) TVM cannot give the NHWC layout keep their own, with layout "
+                     f"transforms at their edges; the rest of the model is NHWC (manifest: layout.kept)")
+            new = new.with_attr(KEPT_ATTR, json.dumps(kept))
+        return new
 
     return [where_conv, t.FoldConstant(), t.DeadCodeElimination()]
 

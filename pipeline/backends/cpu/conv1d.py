@@ -9,9 +9,50 @@ end of six Conv1d ran 17x slower than ONNX Runtime, a wav2vec2 feature encoder 2
 with the same strides, padding, dilation and groups on the width axis. An int8 conv1d with a
 zero point reads ``int16(x_q) - z`` (quantize/rewrite.py); its expand_dims goes onto ``x_q``, so
 that the conv2d reads the same form and the dot-product rewrite (int8_dot.py) recognizes it.
+
+A wide float conv1d (kernel of ``WIDE`` taps or more: an STFT as a convolution, 1 -> 402 channels,
+kernel 400, stride 160) or one whose stride is its kernel (patches: a byte-embedding conv) is a
+matmul instead: its input windows are gathered once (``take`` with constant indices, im2col,
+[N, W_out, C_in * K]) and multiplied by the weights as [C_in * K, C_out], which ConvMatmul
+tiles like any dense layer (the conv2d form ran the STFT at 2 GFLOP/s, 16x ONNX Runtime's time:
+its register block has 400 taps of one input channel to walk and no reuse along the width).
 """
 
 from __future__ import annotations
+
+
+WIDE = 32  # taps from which a conv1d is gathered into a matmul
+
+
+def _im2col(x, w, a):
+    """``conv1d(x, w)`` (NCW/OIW, groups 1, static shapes, float) as gather + matmul, or None."""
+    import numpy as np
+    from tvm import relax
+
+    try:
+        n, ci, width = (int(d) for d in x.ty.shape)
+        co, wci, k = (int(d) for d in w.ty.shape)
+    except (TypeError, AttributeError):  # a dynamic dim
+        return None
+    stride, dil = int(a.strides[0]), int(a.dilation[0])
+    left, right = (int(p) for p in a.padding)
+    if int(a.groups) != 1 or wci != ci or not str(x.ty.dtype).startswith("float") \
+            or str(a.out_dtype) not in ("", "None", "void", str(x.ty.dtype)):
+        return None
+    if k < WIDE and not (k > 1 and stride == k and dil == 1):
+        return None
+    span = dil * (k - 1) + 1
+    w_out = (width + left + right - span) // stride + 1
+    if w_out < 1:
+        return None
+    if left or right:
+        x = relax.op.nn.pad(x, [0, 0, 0, 0, left, right])
+    idx = (np.arange(w_out)[:, None] * stride + np.arange(k)[None, :] * dil).astype("int32")
+    cols = relax.op.take(x, relax.const(idx), axis=2)  # [N, C_in, W_out, K]
+    cols = relax.op.reshape(relax.op.permute_dims(cols, [0, 2, 1, 3]), [n, w_out, ci * k])
+    wm = relax.op.permute_dims(relax.op.reshape(w, [co, ci * k]), [1, 0])  # [C_in * K, C_out], folded
+    y = relax.op.matmul(cols, wm)  # [N, W_out, C_out]
+    return relax.op.permute_dims(y, [0, 2, 1])
 
 
 def conv1d_as_conv2d(mod):
@@ -31,6 +72,11 @@ def conv1d_as_conv2d(mod):
         if str(a.data_layout) != "NCW" or str(a.kernel_layout) != "OIW" or str(a.out_layout) != "NCW":
             return orig
         x, w = orig.args
+        if xq not in m:
+            gathered = _im2col(x, w, a)
+            if gathered is not None:
+                count[0] += 1
+                return gathered
         left, right = (int(p) for p in a.padding)
         x2 = relax.op.expand_dims(x, 2)
         if xq in m and len(m[z].ty.shape) == 0:  # cast(x_q) - z -> cast(expand_dims(x_q)) - z, a scalar z

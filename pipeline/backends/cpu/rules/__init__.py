@@ -17,6 +17,8 @@ give every kernel a schedule that is parallel over cores and vectorized:
   rows along the next spatial axis. The reduction runs inside the block, the accumulators stay
   in registers, and the epilogue is applied to each block as it leaves registers. When the
   weights outweigh the activations, output-channel blocks are the outer loop.
+- ``Gemv``: ConvMatmul for a single output row (a batch-1 dense layer) with constant weights: the
+  output channels outermost, up to 4 vectors a step, the weights prepacked as panels.
 - ``Columns``: a norm reduced along an outer, strided axis (an instance norm after an NHWC conv):
   channel blocks in parallel, each stage with the steps outside and the block's channels as vectors.
 - ``Rows``: a softmax or norm over a dynamic dim, or along long static rows: one parallel loop
@@ -48,6 +50,7 @@ from ....errors import last_line
 from .rule_base import serial_if_small
 from .columns import Columns
 from .conv_matmul import ConvMatmul
+from .gemv import Gemv
 from .rows import Rows
 from .injective import Injective
 from .int8_dot_schedule import Int8Dot
@@ -76,7 +79,7 @@ class Guarded(ScheduleRule):
 
 
 def rules(failures: list | None = None, chosen: dict | None = None) -> list:
-    plain = [Winograd(), Int8Dot(), ConvMatmul(), Columns(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
+    plain = [Winograd(), Int8Dot(), Gemv(), ConvMatmul(), Columns(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
              Parallel()]
     return [Guarded(r, failures if failures is not None else [], chosen) for r in plain]
 

@@ -12,6 +12,8 @@ from .rule_base import REDUCE, SPATIAL, extent, fuse_epilogue, parallel, pick, p
 class ConvMatmul(CPUScheduleRule):
     """Register-blocked conv2d / matmul with the epilogue fused into each output block."""
 
+    gemv_only = False  # the Gemv rule (rules/gemv.py) takes the single-row ones
+
     def __init__(self, max_rows: int = 8, max_accumulators: int = 16, max_vectors: int = 2):
         self.max_rows = max_rows
         self.max_vectors = max_vectors
@@ -60,11 +62,16 @@ class ConvMatmul(CPUScheduleRule):
         big = 1 << 30
         s_ext = [big if e is None else e for e in ext[:n_s]]
         v_ext = s_ext[-1]
-        vec = pick(v_ext, [k * lanes for k in range(self.max_vectors, 0, -1)]) if v_ext >= lanes else v_ext
-        if v_ext >= lanes and v_ext % lanes or ext[n_s - 1] is None:
-            vec = lanes
         # rows share the weight vector: never along the groups, whose weights differ
         row_axis = next((i for i in range(n_s - 2, -1, -1) if s_ext[i] > 1 and i != group_axis), None)
+        gemv = row_axis is None and group_axis is None and not dynamic and _constant_weights(sch, main)
+        if self.gemv_only != gemv:
+            return None
+        # a single row (a batch-1 dense layer): up to 4 vectors a tile, for independent accumulators
+        max_vectors = 4 if gemv else self.max_vectors
+        vec = pick(v_ext, [k * lanes for k in range(max_vectors, 0, -1)]) if v_ext >= lanes else v_ext
+        if v_ext >= lanes and v_ext % lanes or ext[n_s - 1] is None:
+            vec = lanes
         nvec = max(1, vec // lanes)
         max_rows = max(1, min(self.max_rows, self.max_acc // nvec))
         rows = pick(s_ext[row_axis], list(range(max_rows, 0, -1))) if row_axis is not None else 1
@@ -83,10 +90,11 @@ class ConvMatmul(CPUScheduleRule):
             inner = [v_i]
         # weights larger than the activations (late conv layers, transformer matmuls): walk the
         # output channels outermost so each weight slice is read from memory once, not once per row
-        first = [v_o, *outer] if weights_dominate(sch, main, row_axis) else [*outer, v_o]
+        # (a single row: every weight is read once, each task its own panel of output channels)
+        first = [v_o, *outer] if gemv or weights_dominate(sch, main, row_axis) else [*outer, v_o]
         sch.reorder(*first, *r_loops, *inner)
         if first[0] is v_o:  # weights outermost: each task streams its own panel
-            pack_weights(sch, main, vec, target)
+            pack_weights(sch, main, vec, target, padded=gemv)
         par = sch.fuse(*first) if outer else v_o
         parallel(sch, par)
         if dynamic:
@@ -154,10 +162,11 @@ class ConvMatmul(CPUScheduleRule):
         loops, kinds = plain
         n_s = kinds.index(REDUCE) if REDUCE in kinds else len(kinds)
         ext = [extent(lp, sch) for lp in loops]
-        if n_s < 2:
+        if n_s < 1:
             return False
         lanes = vector_lanes(target, str(sch.get(main).writes[0].source.dtype))
-        v_ext, r_ext = ext[n_s - 1], ext[n_s - 2]
+        # a single row (the unit batch loop dropped): only the width can be ragged
+        v_ext, r_ext = ext[n_s - 1], (ext[n_s - 2] if n_s >= 2 else 1)
         ragged_vec = v_ext is None or (v_ext >= lanes and v_ext % lanes)
         # rows with no divisor near a full register block (197 is prime): a guarded ragged block
         # ran ViT's matmuls 1.45x slower than 200 padded rows
@@ -170,7 +179,7 @@ class ConvMatmul(CPUScheduleRule):
             # squeezenet head at 8 accumulators
             wide = self.max_vectors * lanes
             padding[n_s - 1] = wide if v_ext is not None and (-v_ext % wide) * 32 <= v_ext else lanes
-        if r_ext is None or (r_ext > self.max_rows and r_ext % self.max_rows):
+        if n_s >= 2 and (r_ext is None or (r_ext > self.max_rows and r_ext % self.max_rows)):
             padding[n_s - 2] = self.max_rows
         try:
             sch.pad_einsum(main, padding)
@@ -189,6 +198,23 @@ def mark_weight_pads(sch, main) -> None:
         reads = sch.get(producer).reads
         if reads and all(_constant(sch, r.source) for r in reads):
             sch.annotate(producer, "meta_schedule.layout_rewrite_preproc", True)
+
+
+def _weight_pad(sch, main, buf):
+    """The block padding constant weights into ``buf`` at build time (``mark_weight_pads``), or None."""
+    for producer in sch.get_producers(main):
+        b = sch.get(producer)
+        if b.annotations.get("meta_schedule.layout_rewrite_preproc") is not None and b.writes \
+                and b.writes[0].source.same_as(buf):
+            return producer
+    return None
+
+
+def _constant_weights(sch, main) -> bool:
+    """Whether the block reads a constant (layout-free) buffer of 2 dims or more, or one padded
+    from such at build time: a weight."""
+    return any(len(r.source.shape) >= 2 and (_constant(sch, r.source) or _weight_pad(sch, main, r.source) is not None)
+               for r in sch.get(main).reads)
 
 
 def _constant(sch, buf) -> bool:
@@ -270,11 +296,13 @@ def _strided(sch, producer, out) -> bool:
     return pixels_in >= 1.9 * pixels_out
 
 
-def pack_weights(sch, main, width: int, target) -> bool:
+def pack_weights(sch, main, width: int, target, padded: bool = False) -> bool:
     """Constant weights read a tile of ``width`` output channels at a time are laid out as panels,
     [N / width, ..., width], so each task streams one contiguous panel instead of a ``width``-wide
     column of rows N apart (a layout rewrite, folded into the constants at build time: x86 hosts,
-    where TVM runs the rewrite; elsewhere nothing changes). False where it does not apply."""
+    where TVM runs the rewrite; elsewhere nothing changes). With ``padded``, weights padded to
+    whole tiles at build time (``mark_weight_pads``) are padded straight into panels. False where
+    it does not apply."""
     from tvm import tirx
 
     if not prepack_weights(target):
@@ -283,7 +311,8 @@ def pack_weights(sch, main, width: int, target) -> bool:
     oc = b.iter_vars[-1 - sum(int(iv.iter_type) == REDUCE for iv in b.iter_vars)].var  # the last spatial var
     for idx, region in enumerate(b.reads):
         buf = region.source
-        if not _constant(sch, buf):
+        pad = _weight_pad(sch, main, buf) if padded else None
+        if pad is None and not _constant(sch, buf):
             continue
         last = region.region[-1].min
         n = buf.shape[-1]
@@ -292,6 +321,9 @@ def pack_weights(sch, main, width: int, target) -> bool:
             continue
         ndim = len(buf.shape)
         index_map = tirx.IndexMap.from_func(lambda *i: [i[-1] // width, *i[:-1], i[-1] % width], ndim=ndim)
+        if pad is not None:  # the padding block writes the panels
+            sch.transform_layout(main, ("read", idx), index_map)
+            return True
         cached = sch.cache_read(main, idx, "global")
         sch.transform_layout(main, ("read", idx), index_map)
         sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
