@@ -193,9 +193,12 @@ def profile(
     warmup: Annotated[int, typer.Option(help="Inferences per engine before timing.")] = 5,
     top: Annotated[int, typer.Option(help="Kernels in the table and the chart.")] = 15,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole profile as JSON.")] = False,
+    against: Annotated[Optional[str], typer.Option("--against", help="Peers profiled on --model: ort, openvino, or ort,openvino (default: ort).")] = None,
 ):
     """Where the time goes: each kernel's time, share and GFLOP/s with the ONNX nodes it computes, next to
-    ONNX Runtime's time for those nodes; writes report.html (charts) and profile.png."""
+    ONNX Runtime's time for those nodes (and OpenVINO's per op type with --against ort,openvino), each
+    engine in its own process; writes report.html (charts) and profile.png."""
+    from .run import bench as b
     from .run import profile as prof
     from .files import check_output_path
     from .run.profile_report import write_report
@@ -206,7 +209,13 @@ def profile(
     art = Artifact(artifact)
     out = output or artifact.parent / f"{artifact.name}-profile"
     check_output_path(out, "-o", is_dir=True)
-    result = prof.profile(art, model, threads=threads, runs=runs, warmup=warmup, inputs=_load_inputs(input or []))
+    peers = b.parse_peers(against)
+    if against and model is None:
+        raise DeployError("--against profiles the peers on the ONNX model", hint="pass it with --model MODEL.onnx")
+    for p in peers if model is not None else []:
+        b.check_peer(p)
+    result = prof.profile(art, model, threads=threads, runs=runs, warmup=warmup, inputs=_load_inputs(input or []),
+                          peers=tuple(peers))
     try:
         files = write_report(result, out, top=top)
     except OSError as e:

@@ -32,6 +32,9 @@ ANCHORS = ("Conv", "ConvTranspose", "QLinearConv", "MatMul", "Gemm", "QLinearMat
            "LayerNormalization", "Softmax", "Resize", "Gather", "Einsum", "Gelu", "Erf")
 # what an anchor is called in the per-op-type summary (erf is how exporters spell GELU)
 ANCHOR_NAMES = {"Erf": "Gelu"}
+# OpenVINO layer types under the ONNX op they compute, for layers not named after an ONNX node
+OPENVINO_TYPES = {"Convolution": "Conv", "GroupConvolution": "Conv", "ConvolutionBackpropData": "ConvTranspose",
+                  "FullyConnected": "MatMul"}
 # ONNX Runtime's fused node types, counted under the ONNX op they start from
 ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcFusedConv": "Conv",
              "QuickGelu": "Gelu", "BiasGelu": "Gelu", "FastGelu": "Gelu", "SkipLayerNormalization": "LayerNormalization",
@@ -102,6 +105,35 @@ def _ort_child(model: str, threads: int, inputs_file: str, runs: int, warmup: in
     return {"e2e_ms": float(np.median(e2e)) * 1e3, "nodes": nodes}
 
 
+def _openvino_child(model: str, threads: int, inputs_file: str, runs: int, warmup: int) -> dict:
+    """OpenVINO's CPU plugin on the model (f32, latency hint, as ``deploy bench --against``) with its
+    per-layer performance counters: each executed layer's median time and the type it ran as."""
+    import openvino as ov
+
+    from .bench import OPENVINO_CONFIG
+
+    inputs = read_npz(inputs_file)
+    core = ov.Core()
+    m = core.read_model(model)
+    m.reshape({i.get_any_name(): list(inputs[i.get_any_name()].shape) for i in m.inputs if i.get_any_name() in inputs})
+    compiled = core.compile_model(m, "CPU", {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
+    req = compiled.create_infer_request()
+    feed = {i.get_any_name(): inputs[i.get_any_name()] for i in m.inputs if i.get_any_name() in inputs}
+    for _ in range(warmup):
+        req.infer(feed)
+    e2e, times, types = [], {}, {}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        req.infer(feed)
+        e2e.append(time.perf_counter() - t0)
+        for p in req.profiling_info:
+            if str(p.status).endswith("EXECUTED"):
+                times.setdefault(p.node_name, []).append(p.real_time.total_seconds() * 1e3)
+                types[p.node_name] = p.node_type
+    nodes = [{"name": k, "op_type": types[k], "ms": float(np.median(v))} for k, v in times.items()]
+    return {"e2e_ms": float(np.median(e2e)) * 1e3, "nodes": nodes}
+
+
 def _in_process(fn, *args):
     """Run ``fn(*args)`` in a fresh process (spawned: TVM in a forked process is not safe)."""
     import multiprocessing
@@ -140,9 +172,10 @@ def anchor(nodes: list) -> str:
 
 
 def profile(art: Artifact, model: Path | None = None, threads: int = 2, runs: int = 20, warmup: int = 5,
-            inputs: dict[str, np.ndarray] | None = None) -> dict:
-    """Per-kernel times of ``art`` (and ONNX Runtime's per-node times, given ``model``), joined on
-    the ONNX nodes each kernel computes."""
+            inputs: dict[str, np.ndarray] | None = None, peers: tuple[str, ...] = ("onnxruntime",)) -> dict:
+    """Per-kernel times of ``art`` (and, given ``model``, ONNX Runtime's per-node times, and
+    OpenVINO's per-layer times where ``peers`` names it), joined on the ONNX nodes each kernel
+    computes. Each engine runs in its own process."""
     check_profilable(art)
     art.check_integrity()
     if model is not None and not Path(model).is_file():
@@ -159,8 +192,36 @@ def profile(art: Artifact, model: Path | None = None, threads: int = 2, runs: in
         f = Path(td) / "inputs.npz"
         np.savez(f, **inputs)
         ours = _in_process(_deploy_child, str(art.path), threads, str(f), runs, warmup)
-        theirs = _in_process(_ort_child, str(model), threads, str(f), runs, warmup) if model else None
-    return join(art, ours, theirs, layer_report, threads, runs, model)
+        theirs = _in_process(_ort_child, str(model), threads, str(f), runs, warmup) \
+            if model and "onnxruntime" in peers else None
+        ov = _in_process(_openvino_child, str(model), threads, str(f), runs, warmup) \
+            if model and "openvino" in peers else None
+    out = join(art, ours, theirs, layer_report, threads, runs, model)
+    if ov is not None:
+        add_openvino(out, ov, model)
+    return out
+
+
+def add_openvino(out: dict, ov: dict, model: Path) -> None:
+    """OpenVINO's layers in the per-op-type summary: a layer named after an ONNX node counts under
+    that node's op type, any other (layers its optimizer made) under OpenVINO's own type name."""
+    names, onnx_ops = _onnx_names(model)
+    by_op: dict[str, float] = {}
+    matched = 0
+    for n in ov["nodes"]:
+        onnx_name = provenance.original_node(n["name"], names)
+        op = onnx_ops.get(onnx_name) if onnx_name else None
+        matched += op is not None
+        op = ANCHOR_NAMES.get(op, op) if op else OPENVINO_TYPES.get(n["op_type"], n["op_type"])
+        by_op[op] = by_op.get(op, 0.0) + n["ms"]
+    types = {t["op_type"]: t for t in out["op_types"]}
+    for op, ms in by_op.items():
+        types.setdefault(op, {"op_type": op, "deploy_ms": 0.0, "onnxruntime_ms": 0.0, "deploy_kernels": 0})
+        types[op]["openvino_ms"] = ms
+    out["op_types"] = sorted(types.values(), key=lambda s: -max(s["deploy_ms"], s["onnxruntime_ms"],
+                                                                s.get("openvino_ms", 0.0)))
+    out["openvino"] = {"e2e_ms": ov["e2e_ms"], "layers_ms": sum(n["ms"] for n in ov["nodes"]), "layers": ov["nodes"],
+                       "matched_layers": matched, "total_layers": len(ov["nodes"])}
 
 
 def join(art: Artifact, ours: dict, theirs: dict | None, layer_report: dict | None, threads: int, runs: int,
@@ -277,13 +338,17 @@ def print_profile(result: dict, top: int = 15) -> None:
     con = _console()
     con.print(t)
     s = Table(title="by op type (a fused kernel counts under its main op)", title_justify="left")
-    for col in ("op type", "deploy ms", "kernels") + (("ORT ms", "ratio") if o else ()):
+    v = result.get("openvino")
+    for col in ("op type", "deploy ms", "kernels") + (("ORT ms", "ratio") if o else ()) + (("OpenVINO ms", "ratio ") if v else ()):
         s.add_column(col, justify="left" if col == "op type" else "right")
     for r in result["op_types"][:top]:
         cells = [escape(r["op_type"]), f"{r['deploy_ms']:.3f}", str(r["deploy_kernels"])]
         if o:
             ratio = r["deploy_ms"] / r["onnxruntime_ms"] if r["onnxruntime_ms"] else None
             cells += [f"{r['onnxruntime_ms']:.3f}", f"{ratio:.2f}x" if ratio else "-"]
+        if v:
+            ov_ms = r.get("openvino_ms")
+            cells += [f"{ov_ms:.3f}" if ov_ms else "-", f"{r['deploy_ms'] / ov_ms:.2f}x" if ov_ms and r["deploy_ms"] else "-"]
         s.add_row(*cells)
     con.print(s)
     cover = d["kernels_ms"] / d["e2e_ms"] if d["e2e_ms"] else 0
@@ -293,6 +358,9 @@ def print_profile(result: dict, top: int = 15) -> None:
         con.print(f"onnxruntime: nodes {o['nodes_ms']:.3f} ms; end to end {o['e2e_ms']:.3f} ms; "
                   f"{o['matched_nodes']} of {o['total_nodes']} of its nodes ({o['matched_ms']:.3f} ms) matched to deploy "
                   "kernels by name (the others are nodes its optimizer made, counted by op type)")
+    if v:
+        con.print(f"openvino: layers {v['layers_ms']:.3f} ms; end to end {v['e2e_ms']:.3f} ms; {v['matched_layers']} of "
+                  f"{v['total_layers']} executed layers named after an ONNX node (the others counted by OpenVINO's type)")
     if not result["node_names"]:
         con.print("note: this artifact has no layers.json (built by an older deploy): recompile it to see the "
                   "ONNX nodes of each kernel")

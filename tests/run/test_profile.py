@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_program
+from conftest import needs_module, needs_program
 import torch
 
 import pipeline
@@ -139,3 +139,26 @@ def test_profile_refuses_an_arm_artifact(cli, models, tmp_path):
     art = pipeline.compile(models / "cnn.onnx", "rpi4", output=tmp_path / "rpi4")
     rc, out, err = cli("profile", art.path)
     assert rc == 2 and "do not run natively here" in err
+
+
+def test_profile_against_openvino_adds_its_layers_per_op_type(cli, models, tmp_path):
+    """--against ort,openvino: OpenVINO's CPU plugin profiled in its own process, its executed layers'
+    times summed per ONNX op type beside deploy's kernels and ONNX Runtime's nodes."""
+    needs_module("openvino")
+    art = pipeline.compile(models / "cnn.onnx", "x86-64", output=tmp_path / "cnn")
+    rc, out, err = cli("profile", art.path, "--model", models / "cnn.onnx", "--runs", "3", "--against", "ort,openvino",
+                       "-o", tmp_path / "rep", "--json")
+    assert rc == 0, err
+    r = json.loads(out[out.index("{"):])
+    ov = r["openvino"]
+    assert ov["e2e_ms"] > 0 and ov["total_layers"] > 0 and ov["layers_ms"] == pytest.approx(
+        sum(n["ms"] for n in ov["layers"]))
+    conv = next(t for t in r["op_types"] if t["op_type"] == "Conv")
+    assert conv["deploy_ms"] > 0 and conv["openvino_ms"] > 0  # OpenVINO's Convolution layers counted as Conv
+    assert r["onnxruntime"]["e2e_ms"] > 0
+    rc, out, err = cli("profile", art.path, "--model", models / "cnn.onnx", "--runs", "2", "--against", "openvino",
+                       "-o", tmp_path / "rep2")
+    assert rc == 0, err
+    assert "openvino: layers" in out and "onnxruntime:" not in out
+    rc, _, err = cli("profile", art.path, "--against", "openvino")
+    assert rc == 2 and "--model" in err
