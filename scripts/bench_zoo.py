@@ -3,11 +3,13 @@
     .venv/bin/python scripts/bench_zoo.py [--models resnet50,vit_b_16] [--tune 10m] [--out benchmarks/zoo.txt]
 
 Every model is built locally with random weights (torch 2.13 CPU; transformers' configs build
-models without downloading anything), exported to ONNX (TorchScript exporter, opset 17), compiled
+models without downloading anything), exported to ONNX (TorchScript exporter, opset 17; the
+*_dynamo entries with the dynamo exporter, *_opset9/*_opset7 as old files), compiled
 for this CPU (the built-in check compares it with ONNX Runtime) and timed with deploy's bench:
 each engine in its own process, alternating turns, batch 1, the same thread count. The table gives
-ONNX Runtime's and deploy's median latency, the ratio (deploy / ORT: below 1 is faster) and
-deploy's GFLOP/s, then the geometric mean of the ratios. The .tflite models (tflite_*, from
+ONNX Runtime's, OpenVINO's (--no-openvino leaves it out) and deploy's median latency, deploy's
+ratio to each and to the faster of the two (below 1 is faster) and deploy's GFLOP/s, then the
+geometric means and the models above 1.5x the faster peer. The .tflite models (tflite_*, from
 tests/data/tflite) are checked and timed against LiteRT instead, in the same column ("against
 LiteRT" in the notes); crnn, lstm_in_if and lstm_quantize_dynamic are recurrent cases that must
 compile and verify.
@@ -271,6 +273,64 @@ def _lstm_quantize_dynamic(path: Path) -> Path:
     return path
 
 
+class MelFrontEnd(nn.Module):
+    """An audio front end as exporters write it: an STFT as a strided wide Conv1D (400 taps, hop 160,
+    real and imaginary filters), power, a mel matrix, log, then a small CNN classifier."""
+
+    def __init__(self, n_fft=400, hop=160, mels=64, classes=35):
+        super().__init__()
+        self.stft = nn.Conv1d(1, 2 * (n_fft // 2 + 1), n_fft, hop, bias=False)
+        self.mel = nn.Linear(n_fft // 2 + 1, mels, bias=False)
+        with torch.no_grad():
+            self.mel.weight.abs_()  # mel filters are non-negative: the log sees a positive energy
+        self.f = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU())
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, wav):  # [1, 1, 16000]
+        re, im = self.stft(wav).chunk(2, 1)
+        mel = torch.log(self.mel((re * re + im * im).transpose(1, 2)) + 1e-6)  # [1, frames, mels]
+        return self.fc(self.f(mel.unsqueeze(1)).mean((2, 3)))
+
+
+class ByteConv(nn.Module):
+    """A jax2tf-style byte model: one-hot bytes [1, 256, 2048] -> a patch Conv1D (kernel = stride = 4),
+    channels-last transposes around each convolution as jax2tf writes them, a pooled classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv1d(256, 256, 4, 4)
+        self.conv = nn.Conv1d(256, 256, 5, 1, 2)
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.embed(x)).transpose(1, 2)  # NWC, as jax2tf keeps it
+        y = torch.relu(self.conv(y.transpose(1, 2))).transpose(1, 2)
+        return self.fc(y.mean(1))
+
+
+class KeywordMLP(nn.Module):
+    """A wake-word classifier of a few microseconds: 49 frames x 10 MFCCs -> 2 x 64 -> 12 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(nn.Linear(490, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 12))
+
+    def forward(self, x):
+        return self.f(x)
+
+
+class TinyVAD(nn.Module):
+    """A voice-activity detector: 10 frames x 40 features -> LSTM(32) -> speech probability per frame."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(40, 32, batch_first=True)
+        self.fc = nn.Linear(32, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(self.lstm(x)[0]))
+
+
 # the recurrent cases that must compile and verify: name -> a writer of its ONNX file
 RECURRENT = {"lstm_in_if": _lstm_in_if, "lstm_quantize_dynamic": _lstm_quantize_dynamic}
 # .tflite models (scripts/make_tflite_models.py), timed against LiteRT: name -> file
@@ -314,11 +374,17 @@ def _hf(name: str):
 HAND = {"squeezenet": (SqueezeNet, (1, 3, 224, 224)), "shufflenet_v2": (ShuffleNetV2, (1, 3, 224, 224)),
         "yolo_style": (YoloStyle, (1, 3, 320, 320)), "unet_convtranspose": (UNetDecoder, (1, 3, 256, 256)),
         "conv1d_audio": (Conv1dAudio, (1, 80, 300)), "lstm_tagger": (LSTMTagger, (1, 100, 80)),
-        "crnn": (CRNN, (1, 1, 32, 128))}
+        "crnn": (CRNN, (1, 1, 32, 128)), "mel_stft": (MelFrontEnd, (1, 1, 16000)),
+        "byte_conv": (ByteConv, (1, 256, 2048)), "kws_tiny": (KeywordMLP, (1, 490)), "vad_tiny": (TinyVAD, (1, 10, 40))}
 HF = ["resnet50", "efficientnet_b0", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "vit_b_16", "swin_tiny",
       "bert_base", "distilbert", "gpt2_2layer", "wav2vec2_2layer"]
+# the same networks from the dynamo exporter (opset 18), and old-opset files (TorchScript at opset 9;
+# *_opset7 converted down with onnx's version converter, as model-zoo files of that era are)
+DYNAMO = ["squeezenet", "shufflenet_v2", "mobilenet_v2", "conv1d_audio", "distilbert"]
+OLD_OPSET = {"squeezenet_opset9": ("squeezenet", 9), "yolo_style_opset7": ("yolo_style", 7)}
 ZOO = (HF[:5] + ["squeezenet", "shufflenet_v2", "yolo_style", "unet_convtranspose"] + HF[5:] + ["conv1d_audio", "lstm_tagger"]
-       + ["crnn"] + list(RECURRENT) + list(TFLITE))
+       + ["crnn"] + list(RECURRENT) + list(TFLITE) + [f"{n}_dynamo" for n in DYNAMO] + list(OLD_OPSET)
+       + ["mel_stft", "byte_conv", "kws_tiny", "vad_tiny"])
 
 
 class _HFWrap(nn.Module):
@@ -340,6 +406,29 @@ def export(name: str, out: Path) -> Path:
         return path
     if name in RECURRENT:
         return RECURRENT[name](path)
+    base, opset, dynamo = name, 17, False
+    if name.endswith("_dynamo"):
+        base, dynamo = name[: -len("_dynamo")], True
+    elif name in OLD_OPSET:
+        base, opset = OLD_OPSET[name]
+    m, args, names = _module(base)
+    with torch.no_grad():
+        if dynamo:
+            prog = torch.onnx.export(m, args, input_names=names, output_names=["output"], dynamo=True)
+            prog.save(str(path))
+        else:
+            torch.onnx.export(m, args, str(path), input_names=names, output_names=["output"],
+                              opset_version=max(opset, 9), dynamo=False)
+    if opset < 9:
+        import onnx
+        from onnx import version_converter
+
+        onnx.save(version_converter.convert_version(onnx.load(str(path)), opset), str(path))
+    return path
+
+
+def _module(name: str):
+    """(module, example args, input names) of a zoo architecture."""
     if name in HAND:
         cls, shape = HAND[name]
         m, args, names = cls().eval(), (torch.randn(*shape),), ["input"]
@@ -352,10 +441,7 @@ def export(name: str, out: Path) -> Path:
             args, names = (torch.randint(0, 1000, (1, 128)),), ["input_ids"]
         else:
             args, names = (torch.randn(1, 16000),), ["input_values"]
-    with torch.no_grad():
-        torch.onnx.export(m, args, str(path), input_names=names, output_names=["output"], opset_version=17,
-                          dynamo=False)
-    return path
+    return m, args, names
 
 
 def _gflop(art, model) -> float:
@@ -385,6 +471,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per engine and model")
     ap.add_argument("--work", type=Path, default=ROOT / "artifacts" / "zoo")
     ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument("--no-openvino", dest="openvino", action="store_false",
+                    help="time ONNX Runtime alone (OpenVINO is in the peers extra)")
     a = ap.parse_args()
     names = a.models.split(",") if a.models else ZOO
     a.work.mkdir(parents=True, exist_ok=True)
@@ -397,9 +485,13 @@ def main() -> None:
                                tune_budget=parse_duration(a.tune) if a.tune else None, db=a.db)
         compile_s = time.perf_counter() - t0
         gflop = _gflop(art, model)
-        r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3)
-        peer = "litert" if "litert" in r else "onnxruntime"  # a .tflite's peer is LiteRT
+        tflite = name in TFLITE  # a .tflite's peer is LiteRT alone
+        peers = ["onnxruntime"] if tflite or not a.openvino else ["onnxruntime", "openvino"]
+        r = bench(art, model, threads=a.threads, repeat=10, min_seconds=a.seconds, warmup=3, peers=peers)
+        peer = "litert" if "litert" in r else "onnxruntime"
         return dict(model=name, gflop=gflop, ort_ms=r[peer]["median_ms"],
+                    ov_ms=r["openvino"]["median_ms"] if "openvino" in r else None,
+                    vs_ov=r["ratios"].get("openvino"), vs_best=r["fastest_peer"]["ratio"],
                     deploy_ms=r["deploy"]["median_ms"], ratio=r["ratio"],
                     gflops=gflop / (r["deploy"]["median_ms"] / 1e3) if gflop else None,
                     check=art.manifest["check"]["status"] + (" against LiteRT" if peer == "litert" else ""),
@@ -430,28 +522,34 @@ def run_rows(names: list[str], measure, row, table, out: Path | None) -> None:
 
 def _row(r: dict) -> str:
     if "error" in r:
-        return f"| {r['model']} | - | - | - | - | - | failed: {r['error']} |"
+        return f"| {r['model']} | - | - | - | - | - | - | - | - | failed: {r['error']} |"
     g = f"{r['gflops']:.1f}" if r.get("gflops") else "-"
-    return (f"| {r['model']} | {r['gflop']:.2f} | {r['ort_ms']:.2f} | {r['deploy_ms']:.2f} | {r['ratio']:.2f}x | {g} | "
-            f"{r['check']}, compiled in {r['compile_s']:.0f} s |")
+    ov = f"{r['ov_ms']:.3f}" if r.get("ov_ms") else "-"
+    vs_ov = f"{r['vs_ov']:.2f}x" if r.get("vs_ov") else "-"
+    return (f"| {r['model']} | {r['gflop']:.2f} | {r['ort_ms']:.3f} | {ov} | {r['deploy_ms']:.3f} | {r['ratio']:.2f}x | "
+            f"{vs_ov} | {r['vs_best']:.2f}x | {g} | {r['check']}, compiled in {r['compile_s']:.0f} s |")
 
 
 def _table(rows: list[dict], a) -> str:
-    import platform
-
-    import onnxruntime
-    import tvm
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from provenance import header
 
     ok = [r for r in rows if "error" not in r]
-    lines = [f"# deploy model zoo, {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
-             f"{a.threads} threads, batch 1, {'tuned ' + a.tune if a.tune else 'untuned'}",
-             f"# deploy {pipeline.__version__} (TVM {tvm.__version__}) vs ONNX Runtime {onnxruntime.__version__}; "
-             "each engine in its own process, alternating turns; ratio = deploy p50 / ORT p50", "",
-             "| model | GFLOP | ORT ms (tflite_*: LiteRT ms) | deploy ms | ratio | deploy GFLOP/s | notes |", "|---|---|---|---|---|---|---|"]
+    lines = [header(f"deploy model zoo: {a.threads} threads, batch 1, {'tuned ' + a.tune if a.tune else 'untuned'}",
+                    "openvino", "ai-edge-litert"),
+             "# each engine in its own process, alternating turns; vs ORT = deploy p50 / ONNX Runtime p50 (tflite_*: "
+             "LiteRT), vs OV = deploy p50 / OpenVINO p50 (CPU plugin, f32, latency hint), vs best = against the faster "
+             "peer", "",
+             "| model | GFLOP | ORT ms | OpenVINO ms | deploy ms | vs ORT | vs OV | vs best | deploy GFLOP/s | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(r) for r in rows]
     ratios = [r["ratio"] for r in ok]
-    lines += ["", f"geometric mean of the ratios over {len(ok)} models: {geomean(ratios):.2f}x; "
-                  f"faster than ORT on {sum(1 for x in ratios if x < 1)}; slowest {max(ratios, default=float('nan')):.2f}x"
+    vs_ov = [r["vs_ov"] for r in ok if r.get("vs_ov")]
+    vs_best = [r["vs_best"] for r in ok]
+    lines += ["", f"over {len(ok)} models: geometric mean vs ONNX Runtime {geomean(ratios):.2f}x, vs OpenVINO "
+                  f"{geomean(vs_ov):.2f}x ({len(vs_ov)} models), vs the faster peer {geomean(vs_best):.2f}x; faster than "
+                  f"both on {sum(1 for x in vs_best if x < 1)}; above 1.5x the faster peer: "
+                  f"{', '.join(r['model'] for r in ok if r['vs_best'] > 1.5) or 'none'}"
                   + (f"; {len(rows) - len(ok)} failed" if len(ok) < len(rows) else "")]
     return "\n".join(lines) + "\n"
 
