@@ -9,64 +9,40 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from . import layers, log
 from .backends import for_family, for_preset
 from .build import build_library, check_toolchain
-from .frontend.dims import Dim, parse_dims
 from .errors import CheckFailed, CodegenError, DeployError, last_line
 from .files import write_json
 from .manifest import LIB_NAME, MANIFEST, make_manifest
 from .package import atomic_dir, check_output
-from .prepare import Steps, prepare_module
-from .quantize import options as quant_options
+from .prepare import Request, Steps
 from .quantize.options import QuantOptions
 from .runtime import Artifact, read_npz
 from .schedule import apply_database
 from .targets import Preset, get_preset
 from .tune.database import path_for
+from .tune.tuner import tune_module, tuning_runner
 
 
-@dataclass
-class CompileArgs:
-    model: Path
-    target: str
+@dataclass(frozen=True)
+class CompileArgs(Request):
+    """A compile: the shared request (prepare.Request) and where and how the artifact is made."""
+
+    COMMAND: ClassVar[str] = "deploy compile"
+
     output: Path | None = None
-    input_shapes: dict[str, list] = field(default_factory=dict)  # sizes, or dim names (a range in dims)
-    dims: dict[str, Dim] = field(default_factory=dict)  # dynamic dims: name -> range (frontend.dims)
-    opt_level: int = 3
     dump_ir: Path | None = None
     force: bool = False
-    db: Path | None = None          # tuning database root; default: the per-user one
     runner: bool | None = None      # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
     tune_budget: float | None = None  # seconds of tuning before the build (records kept in db)
-    precision: str = "fp32"         # fp32 | fp16 | int8 (calibrated post-training quantization)
-    quant: QuantOptions = field(default_factory=QuantOptions)  # how int8 is calibrated and gated
     check: bool | None = None       # compare with ONNX Runtime before writing; None: where it runs natively
     check_inputs: Path | None = None  # .npz of inputs for the check (default: seeded random)
     report: bool = False            # print the layer report (kernels, their ONNX nodes, schedules)
-
-    def display(self) -> None:
-        log.info("[bold]deploy compile[/bold]")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "dims":
-                if value:
-                    log.info(f"  {'dims':<13} {' '.join(str(d) for d in value.values())}")
-                continue
-            if f.name == "quant":
-                if self.int8:
-                    for k, v in value.display().items():
-                        log.info(f"  {k:<13} {v}")
-                continue
-            if value not in (None, {}, False, []) or f.name in ("opt_level",):
-                log.info(f"  {f.name:<13} {value}")
-
-    @property
-    def int8(self) -> bool:
-        return self.precision == "int8"
 
 
 def default_output(model: Path, target: str) -> Path:
@@ -78,8 +54,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
     t0 = time.perf_counter()
     preset: Preset = get_preset(args.target)
     out = Path(args.output) if args.output else default_output(Path(args.model), preset.name)
-    if not 0 <= args.opt_level <= 3:
-        raise DeployError(f"--opt-level {args.opt_level} is out of range", hint="use 0, 1, 2 or 3")
+    args = args.checked()
     check_output(out, args.force)
     check_toolchain(preset)
     backend = for_preset(preset)
@@ -89,13 +64,8 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
                           hint="use a CPU preset (for Jetson Orin's CPU: --target jetson-orin-cpu)")
     if want_runner:
         backend.check_runner(preset)  # fetch the runtime (once) before the long part, to fail fast offline
-    quant_options.check(args.precision, args.quant)
     if args.check_inputs is not None:
         read_npz(args.check_inputs, "--check-inputs")  # a wrong file fails now, not after the build
-    args.dims = parse_dims(args.dims)
-    if args.dims and args.int8:
-        raise DeployError("--quantize int8 takes static shapes only: calibration runs one shape",
-                          hint="compile int8 with --input-shape sizes (one artifact per shape), or fp32/fp16 with --dim")
     backend.check_precision(preset, args.precision)
     if show:
         args.display()
@@ -107,19 +77,15 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
 def _compile(args: CompileArgs, preset: Preset, out: Path, backend, want_runner: bool, show: bool,
              t0: float, final: bool = True) -> Artifact:
     hook = args.quant.hook() if args.int8 else None
-    precision = "fp16" if args.precision == "fp16" else "fp32"  # int8 builds on a float32 graph
-    if args.tune_budget:
-        from .tune import TuneArgs, tune_model
-
-        tune_model(TuneArgs(model=Path(args.model), target=args.target, input_shapes=args.input_shapes,
-                            dims=args.dims, trials=10**6, time_budget=args.tune_budget, db=args.db,
-                            # the budget is the limit: a kernel worth more trials gets them
-                            trials_per_task=10**4,
-                            opt_level=args.opt_level,
-                            precision=args.precision, quant=args.quant), show=show)
+    t_tune = time.perf_counter()  # a tuning budget counts from here, the front half included
+    runner = tuning_runner(preset) if args.tune_budget else None  # fails fast where nothing measures here
     step = Steps()
-    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, args.dump_ir, step,
-                          onnx_hook=hook, precision=precision, dims=args.dims)
+    prep = args.prepare(preset, step, args.dump_ir)
+    if args.tune_budget:
+        # the module just prepared is the one tuned: its tasks are the kernels this build looks up
+        tune_module(prep, preset, runner, step, db=args.db, trials=10**6, time_budget=args.tune_budget,
+                    # the budget is the limit: a kernel worth more trials gets them
+                    trials_per_task=10**4, show=show, t0=t_tune)
     sources: dict = {}
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks, sources=sources)

@@ -7,24 +7,93 @@ fused TIR functions up in the tuning database.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from . import layers, log
 from .errors import DeployError, last_line
 from .backends import for_preset
 from .frontend import converters, qoperator
 from .frontend.cleanup import cleanup
-from .frontend.dims import bind_shape, function_name, point_text, specializations
+from .frontend.dims import bind_shape, function_name, parse_dims, point_text, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
 from .frontend import provenance
 from .frontend.specs import graph_inputs
 from .optimize import pipeline_for, run_stage
+from .quantize import options as quant_options
+from .quantize.options import QuantOptions
 from .quantize.qdq import has_qdq
 from .quantize.rewrite import int8_rewrite, log_stats
 from .targets import Preset
+
+
+@dataclass(frozen=True)
+class Request:
+    """What compile and tune are asked to do: the model, the target, and how the front half
+    prepares it. ``compile.CompileArgs`` and ``tune.TuneArgs`` add their own fields; both are
+    checked by ``checked()`` and shown by ``display()``, and neither is changed once made."""
+
+    COMMAND: ClassVar[str] = "deploy"
+
+    model: Path
+    target: str
+    input_shapes: dict[str, list] = field(default_factory=dict)  # sizes, or dim names (a range in dims)
+    dims: dict = field(default_factory=dict)  # dynamic dims: name -> range (frontend.dims), or --dim texts
+    opt_level: int = 3
+    db: Path | None = None          # tuning database root; default: the per-user one
+    precision: str = "fp32"         # fp32 | fp16 | int8 (calibrated post-training quantization)
+    quant: QuantOptions = field(default_factory=QuantOptions)  # how int8 is calibrated (and gated)
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8"
+
+    @property
+    def float_precision(self) -> str:
+        """The float precision the graph is optimized for: int8 builds on a float32 graph."""
+        return "fp16" if self.precision == "fp16" else "fp32"
+
+    def checked(self) -> "Request":
+        """The request with its dims parsed, or a DeployError naming what is wrong."""
+        if not 0 <= self.opt_level <= 3:
+            raise DeployError(f"--opt-level {self.opt_level} is out of range", hint="use 0, 1, 2 or 3")
+        self.check_own()
+        quant_options.check(self.precision, self.quant)
+        dims = parse_dims(self.dims)
+        if dims and self.int8:
+            raise DeployError("--quantize int8 takes static shapes only: calibration runs one shape",
+                              hint="compile int8 with --input-shape sizes (one artifact per shape), "
+                                   "or fp32/fp16 with --dim")
+        return dataclasses.replace(self, dims=dims)
+
+    def check_own(self) -> None:
+        """The checks of a subclass's own fields."""
+
+    def display(self) -> None:
+        log.info(f"[bold]{self.COMMAND}[/bold]")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dims":
+                if value:
+                    log.info(f"  {'dims':<16} {' '.join(str(d) for d in value.values())}")
+                continue
+            if f.name == "quant":
+                if self.int8:
+                    for k, v in value.display().items():
+                        log.info(f"  {k:<16} {v}")
+                continue
+            if value not in (None, {}, False, []) or f.name == "opt_level":
+                log.info(f"  {f.name:<16} {value}")
+
+    def prepare(self, preset: Preset, step=None, dump_ir: Path | None = None) -> "Prepared":
+        """The front half (``prepare_module``) of this request."""
+        return prepare_module(Path(self.model), preset, self.input_shapes, self.opt_level, dump_ir, step,
+                              onnx_hook=self.quant.hook() if self.int8 else None,
+                              precision=self.float_precision, dims=self.dims)
 
 
 class Steps:

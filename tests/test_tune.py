@@ -156,10 +156,24 @@ def test_rpc_tuning_on_loopback(models, tmp_path):
                 p.wait()
 
 
-def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, cli):
+def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, cli, monkeypatch):
+    """`compile --tune` tunes the module it builds: load, clean-up, import and optimize run once."""
+    from pipeline import prepare
+
+    calls = []
+    real = prepare.prepare_module
+    monkeypatch.setattr(prepare, "prepare_module", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     rc, _, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a", "--db", tmp_path / "db",
-                     "--tune", "10s")
+                     "--tune", "3s")
     assert rc == 0, err
+    assert len(calls) == 1
+    steps = [ln[2:].strip() for ln in err.splitlines() if ln.startswith("> ")]
+    for name in ("load", "clean-up", "import", "extract tasks", "tune", "apply tuning", "build"):
+        assert steps.count(name) == 1, (name, steps)
+    optimize = [s for s in steps if s.startswith("optimize: ")]
+    assert optimize and len(optimize) == len(set(optimize))
+    assert steps.index("extract tasks") > max(steps.index(s) for s in optimize)  # tuned after the front half
+    assert err.count("deploy compile") == 1 and "deploy tune" not in err  # one request, shown once
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["tuning"]["tuned_kernels"] >= 1 and _lines(tmp_path / "db")
     assert_matches_ort(pipeline.load(tmp_path / "a"), models / "cnn.onnx")
@@ -311,3 +325,4 @@ def test_default_records_are_timed_with_the_arguments_the_kernel_takes(tmp_path)
     art = pipeline.compile(tmp_path / "mm.onnx", "x86-64", output=tmp_path / "a", db=db)
     assert art.manifest["tuning"]["tuned_kernels"] == 1
     assert_matches_ort(art, tmp_path / "mm.onnx", atol=1e-4, rtol=1e-4)
+
