@@ -1,7 +1,8 @@
-"""The front half that compile and tune share: load -> clean-up -> import -> int8 rewrite -> optimize.
+"""The front half that compile and tune share, and the request both are given.
 
-Both must see the same module: tuning extracts its tasks from it, and compile looks the same
-fused TIR functions up in the tuning database.
+Its steps, in the order README.md ("The pipeline") lists them, steps 1-6. Both must see the same
+module: tuning extracts its tasks from it, and compile looks the same fused TIR functions up in
+the tuning database; ``compile --tune`` prepares it once and tunes that module.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from .frontend.cleanup import cleanup
 from .frontend.dims import bind_shape, function_name, parse_dims, point_text, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
-from .frontend import provenance
 from .frontend.specs import graph_inputs
 from .optimize import pipeline_for, run_stage
 from .quantize import options as quant_options
 from .quantize.options import QuantOptions
-from .quantize.qdq import has_qdq
-from .quantize.rewrite import int8_rewrite, log_stats
+from .quantize.after_import import PASSES as AFTER_IMPORT_PASSES
+from .quantize.after_import import after_import
+from .quantize.before_import import before_import
 from .targets import Preset
 
 
@@ -158,10 +159,9 @@ class Prepared:
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
                    dump_ir: Path | None = None, step=None, onnx_hook=None, precision: str = "fp32",
                    dims: dict | None = None) -> Prepared:
-    """load -> clean-up -> import -> optimize, shared by compile and tune.
+    """The front half (README.md, "The pipeline", steps 1-6), shared by compile and tune.
 
-    ``onnx_hook`` transforms the cleaned-up ONNX model before import (int8 calibration writes
-    QDQ there); QDQ pairs around conv2d/matmul become int8 compute right after import.
+    ``onnx_hook``: the int8 hook (quantize/int8.py) ``quantize.before_import`` runs.
     ``precision`` is the float precision the graph is optimized for (fp32 under int8).
     ``dims`` (frontend.dims) keeps those input dims symbolic; each combination of their optimized
     sizes is imported again with the sizes bound, as a function of its own (``main_S128``).
@@ -175,14 +175,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     with step("clean-up"):
         cleaned = cleanup(loaded.model, input_shapes, dims)
     notes = qoperator.notes(cleaned)
-    if qoperator.present(cleaned):
-        with step("quantize: QOperator -> QDQ"):
-            cleaned = qoperator.to_qdq(cleaned)
-    if onnx_hook is not None:
-        with step("quantize: calibrate"):
-            if hasattr(onnx_hook, "original"):  # the user's node names, for --exclude and the report
-                onnx_hook.original = provenance.name_index(loaded.model.graph)
-            cleaned = onnx_hook(cleaned)
+    cleaned = before_import(cleaned, onnx_hook, step, loaded.model.graph)
     backend, target = for_preset(preset), preset.tvm_target()
     kernels = backend.frontend_kernels(target)
     with step("import"):
@@ -194,17 +187,14 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     for binding in specializations(dims):
         name = function_name(binding)
         with step(f"import: {name} ({point_text(binding)})"):
-            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook,
+            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, onnx_hook,
                                       kernels, backend.half_in_float32)
         specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
-    int8 = has_qdq(cleaned)
+    mod, int8 = after_import(mod, cleaned, step)
     if int8:
-        with step("quantize: int8 rewrite"):
-            mod, stats = int8_rewrite(mod)
-            log_stats(stats)
-            passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
+        passes["quantize"] = list(AFTER_IMPORT_PASSES)
         dump("int8", mod)
     fallbacks: list[dict] = []
     collector = layers.Collector()
@@ -230,17 +220,13 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized, notes)
 
 
-def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook,
+def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, onnx_hook,
                         kernels=None, half_in_float32: bool = False):
     """``mod`` with one more function: the model imported with the dims in ``binding`` bound
     (clean-up folds what those sizes make constant, as for a static model)."""
     shapes = {s.name: bind_shape(input_shapes.get(s.name, s.shape), binding) for s in graph_inputs(model)}
     rest = {n: d for n, d in dims.items() if n not in binding}
-    cleaned = cleanup(model, shapes, rest)
-    if qoperator.present(cleaned):
-        cleaned = qoperator.to_qdq(cleaned)
-    if onnx_hook is not None:
-        cleaned = onnx_hook(cleaned)
+    cleaned = before_import(cleanup(model, shapes, rest), onnx_hook)
     spec = import_model(cleaned, rest, kernels, half_in_float32)
     out = mod.clone()
     out[name] = spec["main"].with_attr("global_symbol", name)

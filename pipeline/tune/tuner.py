@@ -1,7 +1,9 @@
 """Tune: MetaSchedule (evolutionary search + XGBoost cost model) per target.
 
-The model goes through the same front half as ``compile`` (so the tasks are exactly the fused
-TIR functions the compile will look up), its tasks are extracted, tasks whose workload already
+``tune_module`` tunes a prepared module (prepare.py), as TVM's static_shape_tuning_pipeline tunes
+the module it is given: ``compile --tune`` passes the one it then builds, and ``tune_model``
+(`deploy tune`) prepares the model through the same front half first, so the tasks are exactly the
+fused TIR functions the compile will look up. Its tasks are extracted, tasks whose workload already
 has enough records in the target's database are skipped (shared with other models, or done by
 an earlier run that was interrupted), and the rest are tuned. Every measured candidate is
 appended to the database as it is measured.
