@@ -70,7 +70,7 @@ def compile_model(args: CompileArgs, show: bool = True) -> Artifact:
         args.display()
     if args.int8 and args.quant.speed_check and backend.timed_here(preset):
         t0 = time.perf_counter()
-        with Steps()("quantize: int8 where it pays (quantize/select.py)"):
+        with Steps()("quantize: int8 where it pays"):
             by_measured_speed(args, out, lambda a: _compile(a, preset, a.output, backend, want_runner, show,
                                                             time.perf_counter(), final=False))
         return _wrote(out, args, t0)

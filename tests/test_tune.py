@@ -78,23 +78,41 @@ def test_db_cli_stats_export_import_merge(tuned, cli, tmp_path):
     assert tuning_db.list_dbs(tmp_path / "copy")[0].stats()["records"] == stats[0]["records"]
 
 
-def test_kill_9_loses_no_record_and_rerun_resumes(models, tmp_path):
-    db = tmp_path / "db"
-    cmd = [sys.executable, "-m", "pipeline.cli", "tune", str(models / "cnn.onnx"), "--target", "x86-64",
-           "--trials", "64", "--trials-per-task", "8", "--db", str(db), "--json"]
+def _per_workload(lines: list[str]) -> dict[int, int]:
+    """Records per workload (a record line is ``[workload index, [trace, run secs, ...]]``)."""
+    counts: dict[int, int] = {}
+    for ln in lines:
+        w = json.loads(ln)[0]
+        counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def test_kill_9_loses_no_record_and_rerun_resumes(tmp_path):
+    """kill -9 once the first kernel has all its trials: no measured record is lost, and the
+    re-run tunes only the kernel left. tiny_mlp: two kernels, 4 trials each, one search batch each
+    (1 default + 4 searched records make a kernel finished)."""
+    onnx.save(examples.tiny_mlp(), tmp_path / "mlp.onnx")
+    db, per_task = tmp_path / "db", 4
+    cmd = [sys.executable, "-m", "pipeline.cli", "tune", str(tmp_path / "mlp.onnx"), "--target", "x86-64",
+           "--trials", "64", "--trials-per-task", str(per_task), "--db", str(db), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(_lines(db)) < 40 and proc.poll() is None:
-        time.sleep(0.5)
+    deadline = time.time() + 600
+    while time.time() < deadline and max(_per_workload(_lines(db)).values(), default=0) <= per_task \
+            and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "tuning ended before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _lines(db)
-    assert len(before) >= 40, "tuning did not get far enough before the kill"
-    s = tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=64, trials_per_task=8, db=db), show=False)
+    done = {w for w, n in _per_workload(before).items() if n > per_task}
+    assert len(done) == 1 and len(_per_workload(before)) == 2, "not killed with one kernel tuned and one to go"
+    s = tune_model(TuneArgs(model=tmp_path / "mlp.onnx", target="x86-64", trials=64, trials_per_task=per_task, db=db),
+                   show=False)
     after = _lines(db)
     assert after[: len(before)] == before                   # every measured record survived
-    assert s.tasks_reused >= 1                               # finished kernels are not measured again
-    assert len(after) - len(before) == s.trials < 64
+    assert s.tasks == 2 and s.tasks_reused == 1              # the finished kernel is not measured again
+    new = _per_workload(after[len(before):])
+    assert not done & set(new) and len(after) - len(before) == s.trials == sum(new.values()) >= 1
 
 
 def test_gpu_and_board_targets_need_a_device_to_measure(models):
