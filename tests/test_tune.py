@@ -344,3 +344,29 @@ def test_default_records_are_timed_with_the_arguments_the_kernel_takes(tmp_path)
     assert art.manifest["tuning"]["tuned_kernels"] == 1
     assert_matches_ort(art, tmp_path / "mm.onnx", atol=1e-4, rtol=1e-4)
 
+
+
+def test_compile_and_tune_share_one_frozen_request(models):
+    """CompileArgs and TuneArgs are prepare.Request: one check, and nothing changes a request."""
+    import dataclasses
+
+    from pipeline.compile import CompileArgs
+    from pipeline.prepare import Request
+
+    c = CompileArgs(model=models / "cnn_dyn.onnx", target="x86-64", dims=["N=1..8@4"])
+    t = TuneArgs(model=models / "cnn_dyn.onnx", target="x86-64", dims=["N=1..8@4"])
+    assert isinstance(c, Request) and isinstance(t, Request)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.dims = {}
+    checked = c.checked()
+    assert c.dims == ["N=1..8@4"] and list(checked.dims) == ["N"] and checked.dims["N"].opt == [4]
+    assert t.checked().dims == checked.dims
+    for bad, match in ((dict(opt_level=4), "--opt-level 4 is out of range"),
+                       (dict(precision="int8", random_calibration=True), "static shapes only")):
+        quant = {"quant": pipeline.QuantOptions(random_calibration=True)} if "random_calibration" in bad else {}
+        bad = {k: v for k, v in bad.items() if k != "random_calibration"}
+        for cls in (CompileArgs, TuneArgs):
+            with pytest.raises(DeployError, match=match):
+                cls(model=models / "cnn_dyn.onnx", target="x86-64", dims=["N=1..8@4"], **bad, **quant).checked()
+    with pytest.raises(DeployError, match="--trials must be at least 1"):
+        TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=0).checked()
