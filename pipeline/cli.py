@@ -176,7 +176,7 @@ def compile(
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, max_accuracy_drop,
                              random_calibration, speed_check, dynamic)
-    compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes, dims=dim or [],
+    compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes, dims=dim or {},
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
                               tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,
                               check=check, check_inputs=check_inputs, report=report))
@@ -257,7 +257,7 @@ def tune(
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, None,
                              random_calibration, dynamic=dynamic)
-    summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, dims=dim or [], trials=trials,
+    summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, dims=dim or {}, trials=trials,
                                   trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
                                   opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, precision=prec,
                                   quant=quant),

@@ -1,30 +1,101 @@
-"""The front half that compile and tune share: load -> clean-up -> import -> int8 rewrite -> optimize.
+"""The front half that compile and tune share, and the request both are given.
 
-Both must see the same module: tuning extracts its tasks from it, and compile looks the same
-fused TIR functions up in the tuning database.
+Its steps, in the order README.md ("The pipeline") lists them, steps 1-6. Both must see the same
+module: tuning extracts its tasks from it, and compile looks the same fused TIR functions up in
+the tuning database; ``compile --tune`` prepares it once and tunes that module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from . import layers, log
 from .errors import DeployError, last_line
 from .backends import for_preset
 from .frontend import converters, qoperator
 from .frontend.cleanup import cleanup
-from .frontend.dims import bind_shape, function_name, point_text, specializations
+from .frontend.dims import bind_shape, function_name, parse_dims, point_text, specializations
 from .frontend.importer import check_supported, import_model
 from .frontend.load import load_model
 from .frontend import provenance, tflite
 from .frontend.specs import graph_inputs
 from .optimize import pipeline_for, run_stage
-from .quantize.qdq import has_qdq
-from .quantize.rewrite import int8_rewrite, log_stats
+from .quantize import options as quant_options
+from .quantize.options import QuantOptions
+from .quantize.after_import import PASSES as AFTER_IMPORT_PASSES
+from .quantize.after_import import after_import
+from .quantize.before_import import before_import
 from .targets import Preset
+
+
+@dataclass(frozen=True)
+class Request:
+    """What compile and tune are asked to do: the model, the target, and how the front half
+    prepares it. ``compile.CompileArgs`` and ``tune.TuneArgs`` add their own fields; both are
+    checked by ``checked()`` and shown by ``display()``, and neither is changed once made."""
+
+    COMMAND: ClassVar[str] = "deploy"
+
+    model: Path
+    target: str
+    input_shapes: dict[str, list] = field(default_factory=dict)  # sizes, or dim names (a range in dims)
+    dims: dict = field(default_factory=dict)  # dynamic dims: name -> range (frontend.dims), or --dim texts
+    opt_level: int = 3
+    db: Path | None = None          # tuning database root; default: the per-user one
+    precision: str = "fp32"         # fp32 | fp16 | int8 (calibrated post-training quantization)
+    quant: QuantOptions = field(default_factory=QuantOptions)  # how int8 is calibrated (and gated)
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8"
+
+    @property
+    def float_precision(self) -> str:
+        """The float precision the graph is optimized for: int8 builds on a float32 graph."""
+        return "fp16" if self.precision == "fp16" else "fp32"
+
+    def checked(self) -> "Request":
+        """The request with its dims parsed, or a DeployError naming what is wrong."""
+        if not 0 <= self.opt_level <= 3:
+            raise DeployError(f"--opt-level {self.opt_level} is out of range", hint="use 0, 1, 2 or 3")
+        self.check_own()
+        quant_options.check(self.precision, self.quant)
+        dims = parse_dims(self.dims)
+        if dims and self.int8:
+            raise DeployError("--quantize int8 takes static shapes only: calibration runs one shape",
+                              hint="compile int8 with --input-shape sizes (one artifact per shape), "
+                                   "or fp32/fp16 with --dim")
+        return dataclasses.replace(self, dims=dims)
+
+    def check_own(self) -> None:
+        """The checks of a subclass's own fields."""
+
+    def display(self) -> None:
+        log.info(f"[bold]{self.COMMAND}[/bold]")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dims":
+                if value:
+                    log.info(f"  {'dims':<16} {' '.join(str(d) for d in value.values())}")
+                continue
+            if f.name == "quant":
+                if self.int8:
+                    for k, v in value.display().items():
+                        log.info(f"  {k:<16} {v}")
+                continue
+            if value not in (None, {}, False, []) or f.name == "opt_level":
+                log.info(f"  {f.name:<16} {value}")
+
+    def prepare(self, preset: Preset, step=None, dump_ir: Path | None = None) -> "Prepared":
+        """The front half (``prepare_module``) of this request."""
+        return prepare_module(Path(self.model), preset, self.input_shapes, self.opt_level, dump_ir, step,
+                              onnx_hook=self.quant.hook() if self.int8 else None,
+                              precision=self.float_precision, dims=self.dims)
 
 
 class Steps:
@@ -89,10 +160,9 @@ class Prepared:
 def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: int,
                    dump_ir: Path | None = None, step=None, onnx_hook=None, precision: str = "fp32",
                    dims: dict | None = None) -> Prepared:
-    """load -> clean-up -> import -> optimize, shared by compile and tune.
+    """The front half (README.md, "The pipeline", steps 1-6), shared by compile and tune.
 
-    ``onnx_hook`` transforms the cleaned-up ONNX model before import (int8 calibration writes
-    QDQ there); QDQ pairs around conv2d/matmul become int8 compute right after import.
+    ``onnx_hook``: the int8 hook (quantize/int8.py) ``quantize.before_import`` runs.
     ``precision`` is the float precision the graph is optimized for (fp32 under int8).
     ``dims`` (frontend.dims) keeps those input dims symbolic; each combination of their optimized
     sizes is imported again with the sizes bound, as a function of its own (``main_S128``).
@@ -108,14 +178,7 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     with step("clean-up"):
         cleaned = cleanup(loaded.model, input_shapes, dims)
     notes = qoperator.notes(cleaned)
-    if qoperator.present(cleaned):
-        with step("quantize: QOperator -> QDQ"):
-            cleaned = qoperator.to_qdq(cleaned)
-    if onnx_hook is not None:
-        with step("quantize: calibrate"):
-            if hasattr(onnx_hook, "original"):  # the user's node names, for --exclude and the report
-                onnx_hook.original = provenance.name_index(loaded.model.graph)
-            cleaned = onnx_hook(cleaned)
+    cleaned = before_import(cleaned, onnx_hook, step, loaded.model.graph)
     backend, target = for_preset(preset), preset.tvm_target()
     kernels = backend.frontend_kernels(target)
     with step("import"):
@@ -127,17 +190,14 @@ def prepare_module(model: Path, preset: Preset, input_shapes: dict, opt_level: i
     for binding in specializations(dims):
         name = function_name(binding)
         with step(f"import: {name} ({point_text(binding)})"):
-            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, qoperator, onnx_hook,
+            mod = _add_specialization(mod, name, loaded.model, input_shapes, dims, binding, onnx_hook,
                                       kernels, backend.half_in_float32)
         specialized.append({"name": name, "dims": binding})
     dump = Dumper(Path(dump_ir) if dump_ir else None)
     dump("imported", mod)
-    int8 = has_qdq(cleaned)
+    mod, int8 = after_import(mod, cleaned, step)
     if int8:
-        with step("quantize: int8 rewrite"):
-            mod, stats = int8_rewrite(mod)
-            log_stats(stats)
-            passes["quantize"] = ["Int8ConvMatmulRewrite", "DeadCodeElimination"]
+        passes["quantize"] = list(AFTER_IMPORT_PASSES)
         dump("int8", mod)
     mod, passes, fallbacks, collector = _optimize(mod, backend, target, opt_level, precision, int8, passes, step, dump)
     return Prepared(loaded, cleaned, mod, passes, fallbacks, int8, collector, specialized, notes)
@@ -196,17 +256,13 @@ def _prepare_tflite(model: Path, preset: Preset, input_shapes: dict, opt_level: 
     return Prepared(loaded, None, mod, passes, fallbacks, False, collector, [], notes)
 
 
-def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, qoperator, onnx_hook,
+def _add_specialization(mod, name: str, model, input_shapes: dict, dims: dict, binding: dict, onnx_hook,
                         kernels=None, half_in_float32: bool = False):
     """``mod`` with one more function: the model imported with the dims in ``binding`` bound
     (clean-up folds what those sizes make constant, as for a static model)."""
     shapes = {s.name: bind_shape(input_shapes.get(s.name, s.shape), binding) for s in graph_inputs(model)}
     rest = {n: d for n, d in dims.items() if n not in binding}
-    cleaned = cleanup(model, shapes, rest)
-    if qoperator.present(cleaned):
-        cleaned = qoperator.to_qdq(cleaned)
-    if onnx_hook is not None:
-        cleaned = onnx_hook(cleaned)
+    cleaned = before_import(cleanup(model, shapes, rest), onnx_hook)
     spec = import_model(cleaned, rest, kernels, half_in_float32)
     out = mod.clone()
     out[name] = spec["main"].with_attr("global_symbol", name)

@@ -1,7 +1,8 @@
 """The frontend: an ONNX file in, a Relax module out.
 
-``load`` (read, external data, onnx.checker) -> ``cleanup`` (bind input shapes, fold shape
-subgraphs, shape inference) -> ``qoperator`` (QOperator models to QDQ) -> ``importer`` (the
-pre-check of unsupported ops, then TVM's ONNX frontend with deploy's converters). ``specs``
-describes inputs and outputs; ``inspect`` is the `deploy inspect` report.
+``load`` reads the file (external data, onnx.checker), ``cleanup`` binds input shapes, folds shape
+subgraphs and infers shapes, ``qoperator`` rewrites QOperator models to QDQ, ``importer`` pre-checks
+unsupported ops and runs TVM's ONNX frontend with deploy's converters; the order they run in, with
+quantization's steps between them, is README.md's ("The pipeline"). ``specs`` describes inputs and
+outputs; ``inspect`` is the `deploy inspect` report.
 """

@@ -14,7 +14,22 @@ float32 build is the artifact, and the manifest says why.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import log
+from ..run.bench import compare
+from ..files import write_json
+from ..manifest import MANIFEST
+from ..package import atomic_dir
+from ..run.profile import profile
+from ..run.runtime import Artifact
+from .options import QuantOptions
 
 
 @dataclass
@@ -84,3 +99,72 @@ def select(float_kernels: list[dict], int8_kernels: list[dict], layers: list[str
     ``serves``: the int8 model's QuantizeLinear/DequantizeLinear nodes -> the layers they serve."""
     f, q = charge(float_kernels, layers), charge(int8_kernels, layers, serves)
     return Selection([LayerTime(name, q.get(name), f.get(name)) for name in layers])
+
+
+def by_measured_speed(args, out: Path, build) -> None:
+    """int8 only where it pays: build int8 and float32, keep the layers int8 makes slower in float,
+    rebuild, and write whichever build is faster end to end into ``out``. ``args``: the compile's
+    (compile.CompileArgs); ``build(args)``: a candidate built into ``args.output``."""
+    t0 = time.perf_counter()
+    plain = dict(force=True, report=False)
+    hook = args.quant.hook()
+    with atomic_dir(out, args.force) as tmp:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.candidates-", dir=tmp.parent))
+        try:
+            def candidate(name: str, **changes) -> Artifact:
+                return build(dataclasses.replace(args, output=work / name, **plain, **changes))
+
+            q = candidate("int8")
+            layers_q = list(hook.result.info["quantized_layers"])
+            # the layer report names kernels after the user's nodes; clean-up may have renamed them
+            user = {name: hook.user_name(name) for name in layers_q}
+            serves = {k: [user.get(u, u) for u in v] for k, v in hook.result.serves.items()}
+            log.info("[bold]int8 where it pays[/bold]: the float32 build, to time both layer by layer")
+            f = candidate("fp32", precision="fp32", quant=QuantOptions(), tune_budget=None, dump_ir=None)
+            kern = {n: profile(a, None, runs=10, warmup=3)["deploy"]["kernels"] for n, a in (("fp32", f), ("int8", q))}
+            sel = select(kern["fp32"], kern["int8"], [user[n] for n in layers_q], serves)
+            kept = sel.kept_float()  # the user's names
+            slow = dict(zip(hook.user_names(list(kept)), kept.values()))  # the cleaned-up model's
+            for name, why in kept.items():
+                log.info(f"  {name}: kept in float32 ({why})")
+            candidates = {"float32": f.path, "int8": q.path}
+            if slow and len(slow) < len(layers_q):
+                log.info(f"  rebuilding int8 with {len(slow)} of {len(layers_q)} layer(s) in float32")
+                hook.keep_float(slow)
+                chosen = candidate("int8-chosen", tune_budget=None)
+                # per-kernel times are noisy: the all-int8 build stays a candidate, end to end decides
+                candidates = {"float32": f.path, "int8": chosen.path, "int8 (all layers)": q.path}
+            ms = compare(candidates)
+            if "int8 (all layers)" in ms:
+                if ms["int8 (all layers)"] < ms["int8"]:
+                    log.info(f"  all layers in int8 are faster end to end ({ms['int8 (all layers)']:.3f} vs "
+                             f"{ms['int8']:.3f} ms): the per-layer choice is dropped")
+                    kept, slow = {}, {}
+                    ms["int8 (layers kept float)"] = ms.pop("int8")
+                    ms["int8"] = ms.pop("int8 (all layers)")
+                else:
+                    q = chosen
+            pays = bool(layers_q) and len(slow) < len(layers_q) and ms["int8"] < ms["float32"]
+            why = (f"int8 {ms['int8']:.3f} ms vs float32 {ms['float32']:.3f} ms end to end, both built here "
+                   "and timed in alternating turns")
+            if pays:
+                log.info(f"  [green]int8 pays[/green]: {why} ({ms['float32'] / ms['int8']:.2f}x)")
+            else:
+                log.warn("int8 does not pay on this target: " + ("no layer is faster in int8" if len(slow) == len(layers_q)
+                                                                 else why) + "; the artifact is the float32 build")
+            win = q if pays else f
+            layer_times = sel.to_dict()
+            manifest = dict(win.manifest)
+            manifest["precision"] = dict(manifest["precision"], requested="int8", selection={
+                "chosen": "int8" if pays else "fp32", "why": why, "end_to_end_ms": {k: round(v, 4) for k, v in ms.items()},
+                # named as quantization.layers names them (the cleaned-up model's nodes)
+                "layers": dict(zip(hook.user_names(list(layer_times)), layer_times.values())),
+                "kept_float_for_speed": slow})
+            if not pays:
+                manifest["precision"]["int8_candidate"] = hook.result.info
+            manifest["build"]["seconds"] = dict(manifest["build"]["seconds"], total=round(time.perf_counter() - t0, 3))
+            write_json(win.path / MANIFEST, manifest)
+            for p in win.path.iterdir():
+                os.rename(p, tmp / p.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

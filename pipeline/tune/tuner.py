@@ -1,7 +1,9 @@
 """Tune: MetaSchedule (evolutionary search + XGBoost cost model) per target.
 
-The model goes through the same front half as ``compile`` (so the tasks are exactly the fused
-TIR functions the compile will look up), its tasks are extracted, tasks whose workload already
+``tune_module`` tunes a prepared module (prepare.py), as TVM's static_shape_tuning_pipeline tunes
+the module it is given: ``compile --tune`` passes the one it then builds, and ``tune_model``
+(`deploy tune`) prepares the model through the same front half first, so the tasks are exactly the
+fused TIR functions the compile will look up. Its tasks are extracted, tasks whose workload already
 has enough records in the target's database are skipped (shared with other models, or done by
 an earlier run that was interrupted), and the rest are tuned. Every measured candidate is
 appended to the database as it is measured.
@@ -17,52 +19,37 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from .. import log
 from ..backends import for_preset
 from ..errors import DeployError, last_line
-from ..prepare import Steps, prepare_module
-from ..quantize import options as quant_options
-from ..quantize.options import QuantOptions
+from ..prepare import Prepared, Request, Steps
 from ..run.remote import connect, parse_tracker
-from ..frontend.dims import parse_dims, static_shapes
+from ..frontend.dims import static_shapes
 from ..targets import Preset, get_preset
 from . import database as tuning_db
 from .progress import Progress, stops_on
 
 
-@dataclass
-class TuneArgs:
-    model: Path
-    target: str
-    input_shapes: dict[str, list] = field(default_factory=dict)
-    dims: dict = field(default_factory=dict)  # dynamic dims (frontend.dims): their specializations are tuned
+@dataclass(frozen=True)
+class TuneArgs(Request):
+    """A tuning run: the shared request (prepare.Request) and how long and where to measure."""
+
+    COMMAND: ClassVar[str] = "deploy tune"
+
     trials: int = 64 * 20            # measured candidates in all
     trials_per_task: int = 64
     time_budget: float | None = None  # seconds
-    db: Path | None = None
-    opt_level: int = 3
     rpc_tracker: str | None = None    # HOST:PORT
     rpc_key: str | None = None
     seed: int = 0
-    precision: str = "fp32"           # the kernels compile --precision fp16 / int8 builds
-    quant: QuantOptions = field(default_factory=QuantOptions)  # int8: how to calibrate, as for compile
 
-    def display(self) -> None:
-        log.info("[bold]deploy tune[/bold]")
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "quant":
-                if self.precision == "int8":
-                    for k, q in v.display().items():
-                        log.info(f"  {k:<16} {q}")
-                continue
-            if f.name == "dims":
-                v = " ".join(str(d) for d in v.values()) if v else None
-            if v not in (None, {}, False):
-                log.info(f"  {f.name:<16} {v}")
+    def check_own(self) -> None:
+        if self.trials < 1 or self.trials_per_task < 1:
+            raise DeployError("--trials must be at least 1", hint="e.g. --trials 1000")
 
 
 @dataclass
@@ -100,16 +87,18 @@ def parse_duration(text: str | None) -> float | None:
         raise DeployError(f"bad duration '{text}'", hint="write it like 90s, 20m or 1h")
 
 
-def _runner(args: TuneArgs, preset: Preset):
+def tuning_runner(preset: Preset, rpc_tracker: str | None = None, rpc_key: str | None = None):
+    """What measures the candidates: the device at an RPC tracker, else this machine (or an error
+    saying that the target cannot be measured here)."""
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
-    if args.rpc_tracker:
-        if not args.rpc_key:
+    if rpc_tracker:
+        if not rpc_key:
             raise DeployError("--rpc-tracker needs --rpc-key", hint="pass the key the device registered with")
-        host, port = parse_tracker(args.rpc_tracker)
-        connect(args.rpc_tracker, args.rpc_key)
-        cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=args.rpc_key,
+        host, port = parse_tracker(rpc_tracker)
+        connect(rpc_tracker, rpc_key)
+        cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc_key,
                                   session_timeout_sec=120)
         return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator, max_workers=1)
     for_preset(preset).check_measurable(preset)
@@ -210,24 +199,31 @@ def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float],
 
 
 def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
-    from tvm.s_tir import meta_schedule as ms
-
+    """Prepare the model (prepare.py) and tune its kernels (``tune_module``)."""
     t0 = time.perf_counter()
     preset = get_preset(args.target)
-    backend = for_preset(preset)
-    if args.trials < 1 or args.trials_per_task < 1:
-        raise DeployError("--trials must be at least 1", hint="e.g. --trials 1000")
-    quant_options.check(args.precision, args.quant)
-    args.dims = parse_dims(args.dims)
-    runner = _runner(args, preset)
+    args = args.checked()
+    runner = tuning_runner(preset, args.rpc_tracker, args.rpc_key)
     if show:
         args.display()
     step = Steps()
-    hook = args.quant.hook() if args.precision == "int8" else None
-    prep = prepare_module(Path(args.model), preset, args.input_shapes, args.opt_level, None, step,
-                          onnx_hook=hook, precision="fp16" if args.precision == "fp16" else "fp32", dims=args.dims)
+    prep = args.prepare(preset, step)
+    return tune_module(prep, preset, runner, step, db=args.db, trials=args.trials,
+                       trials_per_task=args.trials_per_task, time_budget=args.time_budget, seed=args.seed,
+                       show=show, t0=t0)
+
+
+def tune_module(prep: Prepared, preset: Preset, runner, step, *, db: Path | None, trials: int,
+                trials_per_task: int, time_budget: float | None = None, seed: int = 0, show: bool = True,
+                t0: float | None = None) -> TuneSummary:
+    """Tune the kernels of a prepared module (as TVM's static_shape_tuning_pipeline tunes the module
+    it is given): ``compile --tune`` passes the one it builds. ``t0``: where the time budget starts."""
+    from tvm.s_tir import meta_schedule as ms
+
+    t0 = time.perf_counter() if t0 is None else t0
+    backend = for_preset(preset)
     target = preset.tvm_target()
-    tdb = tuning_db.for_target(preset, args.db)
+    tdb = tuning_db.for_target(preset, db)
     database = tdb.open()
     with step("extract tasks"), log.tvm_quiet():
         tasks = ms.relax_integration.extract_tasks(prep.mod, target)
@@ -240,10 +236,10 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
                     "(give optimized sizes, --dim S=1..512@128, to get kernels that tune)"))
     records = {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks}
     best_before, est_before = _estimate(tasks, records)
-    todo = [t for t in tasks if len(records[t.task_name]) < args.trials_per_task]
+    todo = [t for t in tasks if len(records[t.task_name]) < trials_per_task]
     reused = len(tasks) - len(todo)
     log.info(f"{len(tasks)} tasks: {reused} already tuned in {tdb.path}, {len(todo)} to tune")
-    trials = min(args.trials, args.trials_per_task * len(todo))
+    trials = min(trials, trials_per_task * len(todo))
     stopped_by = "nothing to tune"
     measured = 0
     if todo and trials > 0:
@@ -261,25 +257,25 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
                 n = _record_defaults(todo, database, builder, runner, target, backend)
             log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
         cost = (_estimate(todo, {t.task_name: _records_for(database, t.dispatched[0]) for t in todo})[0]
-                if args.time_budget else {})  # only a budget chooses by cost
-        todo, left, share = _focus(todo, cost, args.time_budget)
+                if time_budget else {})  # only a budget chooses by cost
+        todo, left, share = _focus(todo, cost, time_budget)
         if left:
             log.info(f"  the budget goes to the {len(todo)} kernels that take {share:.0%} of the measured time; "
                      f"{len(left)} keep their default schedules")
-        trials = min(trials, args.trials_per_task * len(todo))
+        trials = min(trials, trials_per_task * len(todo))
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(work), seed=args.seed,
+            todo, work_dir=str(work), seed=seed,
             # no initial candidates replayed from the database: a default schedule's record with
             # pre-packed weights, replayed under the search's own layout-rewrite postprocessing,
             # stops the whole run (IndexMap "args.size() == initial_indices_orig.size()")
             strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32,
                                                            init_measured_ratio=0.0),
             num_threads=os.cpu_count() or 1)
-        progress = Progress(todo, trials, args.time_budget, best_before, show, t0)
+        progress = Progress(todo, trials, time_budget, best_before, show, t0)
         with step("tune"), progress, log.tvm_quiet(), stops_on(progress):
             ms.tune.tune_tasks(
                 tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,
-                max_trials_per_task=args.trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder, runner=runner,
+                max_trials_per_task=trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder, runner=runner,
                 database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1),
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.callback()],
                 task_scheduler="gradient")

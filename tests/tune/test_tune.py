@@ -78,23 +78,41 @@ def test_db_cli_stats_export_import_merge(tuned, cli, tmp_path):
     assert tuning_db.list_dbs(tmp_path / "copy")[0].stats()["records"] == stats[0]["records"]
 
 
-def test_kill_9_loses_no_record_and_rerun_resumes(models, tmp_path):
-    db = tmp_path / "db"
-    cmd = [sys.executable, "-m", "pipeline.cli", "tune", str(models / "cnn.onnx"), "--target", "x86-64",
-           "--trials", "64", "--trials-per-task", "8", "--db", str(db), "--json"]
+def _per_workload(lines: list[str]) -> dict[int, int]:
+    """Records per workload (a record line is ``[workload index, [trace, run secs, ...]]``)."""
+    counts: dict[int, int] = {}
+    for ln in lines:
+        w = json.loads(ln)[0]
+        counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def test_kill_9_loses_no_record_and_rerun_resumes(tmp_path):
+    """kill -9 once the first kernel has all its trials: no measured record is lost, and the
+    re-run tunes only the kernel left. tiny_mlp: two kernels, 4 trials each, one search batch each
+    (1 default + 4 searched records make a kernel finished)."""
+    onnx.save(examples.tiny_mlp(), tmp_path / "mlp.onnx")
+    db, per_task = tmp_path / "db", 4
+    cmd = [sys.executable, "-m", "pipeline.cli", "tune", str(tmp_path / "mlp.onnx"), "--target", "x86-64",
+           "--trials", "64", "--trials-per-task", str(per_task), "--db", str(db), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(_lines(db)) < 40 and proc.poll() is None:
-        time.sleep(0.5)
+    deadline = time.time() + 600
+    while time.time() < deadline and max(_per_workload(_lines(db)).values(), default=0) <= per_task \
+            and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "tuning ended before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _lines(db)
-    assert len(before) >= 40, "tuning did not get far enough before the kill"
-    s = tune_model(TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=64, trials_per_task=8, db=db), show=False)
+    done = {w for w, n in _per_workload(before).items() if n > per_task}
+    assert len(done) == 1 and len(_per_workload(before)) == 2, "not killed with one kernel tuned and one to go"
+    s = tune_model(TuneArgs(model=tmp_path / "mlp.onnx", target="x86-64", trials=64, trials_per_task=per_task, db=db),
+                   show=False)
     after = _lines(db)
     assert after[: len(before)] == before                   # every measured record survived
-    assert s.tasks_reused >= 1                               # finished kernels are not measured again
-    assert len(after) - len(before) == s.trials < 64
+    assert s.tasks == 2 and s.tasks_reused == 1              # the finished kernel is not measured again
+    new = _per_workload(after[len(before):])
+    assert not done & set(new) and len(after) - len(before) == s.trials == sum(new.values()) >= 1
 
 
 def test_gpu_and_board_targets_need_a_device_to_measure(models):
@@ -156,10 +174,24 @@ def test_rpc_tuning_on_loopback(models, tmp_path):
                 p.wait()
 
 
-def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, cli):
+def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, cli, monkeypatch):
+    """`compile --tune` tunes the module it builds: load, clean-up, import and optimize run once."""
+    from pipeline import prepare
+
+    calls = []
+    real = prepare.prepare_module
+    monkeypatch.setattr(prepare, "prepare_module", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     rc, _, err = cli("compile", models / "cnn.onnx", "--target", "x86-64", "-o", tmp_path / "a", "--db", tmp_path / "db",
-                     "--tune", "10s")
+                     "--tune", "3s")
     assert rc == 0, err
+    assert len(calls) == 1
+    steps = [ln[2:].strip() for ln in err.splitlines() if ln.startswith("> ")]
+    for name in ("load", "clean-up", "import", "extract tasks", "tune", "apply tuning", "build"):
+        assert steps.count(name) == 1, (name, steps)
+    optimize = [s for s in steps if s.startswith("optimize: ")]
+    assert optimize and len(optimize) == len(set(optimize))
+    assert steps.index("extract tasks") > max(steps.index(s) for s in optimize)  # tuned after the front half
+    assert err.count("deploy compile") == 1 and "deploy tune" not in err  # one request, shown once
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["tuning"]["tuned_kernels"] >= 1 and _lines(tmp_path / "db")
     assert_matches_ort(pipeline.load(tmp_path / "a"), models / "cnn.onnx")
@@ -311,3 +343,30 @@ def test_default_records_are_timed_with_the_arguments_the_kernel_takes(tmp_path)
     art = pipeline.compile(tmp_path / "mm.onnx", "x86-64", output=tmp_path / "a", db=db)
     assert art.manifest["tuning"]["tuned_kernels"] == 1
     assert_matches_ort(art, tmp_path / "mm.onnx", atol=1e-4, rtol=1e-4)
+
+
+
+def test_compile_and_tune_share_one_frozen_request(models):
+    """CompileArgs and TuneArgs are prepare.Request: one check, and nothing changes a request."""
+    import dataclasses
+
+    from pipeline.compile import CompileArgs
+    from pipeline.prepare import Request
+
+    c = CompileArgs(model=models / "cnn_dyn.onnx", target="x86-64", dims=["N=1..8@4"])
+    t = TuneArgs(model=models / "cnn_dyn.onnx", target="x86-64", dims=["N=1..8@4"])
+    assert isinstance(c, Request) and isinstance(t, Request)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.dims = {}
+    checked = c.checked()
+    assert c.dims == ["N=1..8@4"] and list(checked.dims) == ["N"] and checked.dims["N"].opt == [4]
+    assert t.checked().dims == checked.dims
+    for bad, match in ((dict(opt_level=4), "--opt-level 4 is out of range"),
+                       (dict(precision="int8", random_calibration=True), "static shapes only")):
+        quant = {"quant": pipeline.QuantOptions(random_calibration=True)} if "random_calibration" in bad else {}
+        bad = {k: v for k, v in bad.items() if k != "random_calibration"}
+        for cls in (CompileArgs, TuneArgs):
+            with pytest.raises(DeployError, match=match):
+                cls(model=models / "cnn_dyn.onnx", target="x86-64", dims=["N=1..8@4"], **bad, **quant).checked()
+    with pytest.raises(DeployError, match="--trials must be at least 1"):
+        TuneArgs(model=models / "cnn.onnx", target="x86-64", trials=0).checked()
