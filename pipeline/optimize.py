@@ -31,6 +31,8 @@ def _simplify(opt_level: int) -> list:
 def _lower(backend, target, opt_level: int) -> list:
     tvm_backend = backend.tvm_pipeline()
     passes = tvm_backend.library_dispatch_passes(target) + tvm_backend.legalize_passes(target)
+    if backend.has_default_schedules:  # the backend's own rules schedule at "apply tuning" (schedule.py)
+        passes = [p for p in passes if "ApplyDefaultSchedule" not in str(p.info.name)]
     if opt_level < 2:
         names = ("FuseOps", "FuseTIR")
         passes = [p for p in passes if not any(n in str(p.info.name) for n in names)]
