@@ -66,6 +66,11 @@ class TensorCore(ScheduleRule):
         out_dtype = str(stmt.writes[0].source.dtype)
         if out_dtype not in ("float16", "float32"):
             return None
+        units = [iv for iv in stmt.iter_vars if _const(iv.dom.extent) == 1]
+        if units and len(units) < len(stmt.iter_vars):  # a 1x1 conv's kh, kw: reindex drops them, the maps would not
+            keep = [iv.var for iv in stmt.iter_vars if _const(iv.dom.extent) != 1]
+            sch.transform_block_layout(main, tirx.IndexMap([iv.var for iv in stmt.iter_vars], keep, None))
+            stmt = sch.get(main)
         maps = get_index_map(stmt)
         if maps is None:
             return None
@@ -74,14 +79,14 @@ class TensorCore(ScheduleRule):
         # normalize to C[S, I, J] += A[S, I, K] * B[S, J, K]
         ra = sch.reindex(main, ("read", 0))
         rb = sch.reindex(main, ("read", 1))
-        # an operand whose contiguous axis in memory is M or N (a [K, N] weight, HWIO filters):
-        # its shared-memory copy is loaded along that axis, so global reads stay coalesced
-        strided = {0: _k_not_last(sch, ra, a_map), 1: _k_not_last(sch, rb, b_map)}
         rc = sch.reindex(main, ("write", 0))
         sch.transform_layout(ra, ("write", 0), a_map)
         sch.transform_layout(rb, ("write", 0), b_map)
         sch.transform_layout(rc, ("read", 0), c_map)
         sch.transform_block_layout(main, matmul_map)
+        # an operand whose contiguous axis in memory is M or N (a [K, N] weight, HWIO filters):
+        # its shared-memory copy is loaded along that axis, so global reads stay coalesced
+        strided = {0: _k_not_last(sch, ra), 1: _k_not_last(sch, rb)}
         body = sch.get(main)
         if len(body.iter_vars) != 4:
             return None
@@ -180,23 +185,15 @@ class TensorCore(ScheduleRule):
         return sch
 
 
-def _k_not_last(sch, reindex_block, operand_map) -> bool:
-    """Whether the source of a reindexed operand varies fastest with its M/N axis rather than K:
-    its last index uses the reindex block's variables that ``operand_map`` sends to the M/N axis."""
+def _k_not_last(sch, reindex_block) -> bool:
+    """Whether the source of a reindexed operand (after its layout became [S, M|N, K]) varies
+    fastest with its M/N axis rather than K: the variables of the source's last index appear in
+    the written M/N index."""
     blk = sch.get(reindex_block)
-    src = blk.body.value if hasattr(blk.body, "value") else None
-    if src is None or not hasattr(src, "indices"):
+    store = blk.body
+    src = getattr(store, "value", None)
+    if src is None or not hasattr(src, "indices") or not hasattr(store, "indices") or len(store.indices) != 3:
         return False
-    last = src.indices[-1]
-    ivs = [iv.var for iv in blk.iter_vars]
-    used = tirx.analysis.undefined_vars(last)
-    pos = [i for i, v in enumerate(ivs) if any(v.same_as(u) for u in used)]
-    if not pos:
-        return False
-    # the operand map sends (reindex iters...) to (S, M|N, K): which output depends on them?
-    outs = operand_map.map_indices(ivs)
-    for out_idx, e in enumerate(outs):
-        dep = tirx.analysis.undefined_vars(e)
-        if any(ivs[p].same_as(d) for p in pos for d in dep):
-            return out_idx == 1
-    return False
+    used = tirx.analysis.undefined_vars(src.indices[-1])
+    mn = tirx.analysis.undefined_vars(store.indices[1])
+    return any(u.same_as(v) for u in used for v in mn)
