@@ -108,7 +108,7 @@ def _check_heavy_on_tensor_cores(report, ptx, min_flops, expect):
         assert not k["schedule"].startswith("TVM plain"), k
 
 
-@pytest.mark.parametrize("target", ["cuda-sm80", "cuda-sm90", "jetson-orin"])
+@pytest.mark.parametrize("target", ["cuda-sm90", "jetson-orin", pytest.param("cuda-sm80", marks=pytest.mark.slow)])
 def test_bert_block_fp16_runs_on_tensor_cores(tmp_path, monkeypatch, target):
     model = bert_block(tmp_path / "bert.onnx")
     art, report, ptx = _compile(model, target, tmp_path, monkeypatch)
@@ -128,3 +128,44 @@ def test_resnet_bottleneck_fp16_convs_are_implicit_gemms_on_tensor_cores(tmp_pat
     assert len(convs) == 3
     assert all("NHWC" in k["layouts"] for k in convs), [k["layouts"] for k in convs]
     _check_heavy_on_tensor_cores(report, ptx, 1e8, expect=3)
+
+
+def _te_matmul(m, n, k, dtype):
+    from tvm import te
+
+    a = te.placeholder((m, k), dtype, "a")
+    w = te.placeholder((k, n), dtype, "w")
+    r = te.reduce_axis((0, k), "r")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r].astype("float32") * w[r, j].astype("float32"), axis=r), "c")
+    return te.create_prim_func([a, w, c])
+
+
+def _target(arch):
+    from pipeline.backends.cuda.toolkit import prepare_driver
+
+    prepare_driver()
+    import tvm
+
+    return tvm.target.Target({"kind": "cuda", "arch": arch, "max_threads_per_block": 1024,
+                              "max_shared_memory_per_block": 49152, "thread_warp_size": 32}, host={"kind": "llvm"})
+
+
+@pytest.mark.parametrize("shape,dtype,arch,takes", [
+    ((128, 3072, 768), "float16", "sm_90", True),
+    ((1, 3072, 768), "float16", "sm_90", False),    # batch-1 GEMV: left to dlight's GEMV rules
+    ((128, 3072, 768), "float32", "sm_90", False),  # float32 has no tensor-core path here
+    ((128, 3072, 768), "float16", "sm_75", False),  # m16n8k16 with ldmatrix needs sm_80
+])
+def test_tensor_core_rule_takes_only_float16_gemms_on_sm80_plus(shape, dtype, arch, takes):
+    from pipeline.backends.cuda.rules import TensorCore, default_schedule
+
+    target = _target(arch)
+    func = _te_matmul(*shape, dtype)
+    with target:
+        sch = TensorCore().apply(func, target, False)
+    assert (sch is not None) == takes
+    if takes:
+        text = sch.mod.script()
+        assert "ptx_legacy.ldmatrix(" in text and "ptx_legacy.mma(" in text
+    else:  # another rule still schedules it: a GPU kernel is never left without threads
+        assert default_schedule(func, target) is not None
