@@ -7,7 +7,7 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
   ``int8-vnni`` / ``int8-dotprod``, ``int8-grouped-float`` and ``winograd`` (backends/cpu).
 - fp16 (``--precision fp16``): mixed precision with float32 accumulation.
 - lower: dispatch to libraries, legalize to TensorIR, fuse (opt >= 2), and for GPUs apply
-  dlight's default schedules. TVM's own pass lists per backend are reused (relax/backend/*).
+  the backend's default schedules at "apply tuning" (schedule.py). TVM's own pass lists per backend are reused (relax/backend/*).
 """
 
 from __future__ import annotations

@@ -169,3 +169,45 @@ def test_tensor_core_rule_takes_only_float16_gemms_on_sm80_plus(shape, dtype, ar
         assert "ptx_legacy.ldmatrix(" in text and "ptx_legacy.mma(" in text
     else:  # another rule still schedules it: a GPU kernel is never left without threads
         assert default_schedule(func, target) is not None
+
+
+def mobilenet_block(path, ch=32, expand=6, size=56):
+    """A MobileNetV2 inverted residual at its stage-2 shapes: 1x1 expand, 3x3 depthwise, 1x1 project."""
+    wide = ch * expand
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=wide),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], kernel_shape=[1, 1]), helper.make_node("Add", ["c3", "x"], ["y"]),
+    ]
+    inits = [_w("w1", (wide, ch, 1, 1)), _w("w2", (wide, 1, 3, 3)), _w("w3", (ch, wide, 1, 1))]
+    g = helper.make_graph(nodes, "mbv2_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ch, size, size])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, ch, size, size])], inits)
+    return _save(g, path)
+
+
+def vit_patch_embed(path):
+    """ViT-B/16's patch embedding: a 16x16 stride-16 conv, 3 -> 768 channels, on 224x224."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[16, 16], strides=[16, 16])]
+    g = helper.make_graph(nodes, "vit_patch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 768, 14, 14])],
+                          [_w("w", (768, 3, 16, 16)), _w("b", (768,))])
+    return _save(g, path)
+
+
+def test_mobilenet_block_pointwise_on_tensor_cores_depthwise_not(tmp_path, monkeypatch):
+    art, report, ptx = _compile(mobilenet_block(tmp_path / "mb.onnx"), "cuda-sm90", tmp_path, monkeypatch)
+    convs = {k["kernel"]: k for k in report["kernels"]  # not the layout transposes labelled with a conv
+             if any(op == "Conv" for op, _ in k["nodes"]) and k.get("flops", 0) > 0}
+    assert len(convs) == 3
+    tc = [k for k in convs.values() if k["schedule"] == "default: TensorCore"]
+    assert len(tc) == 2  # the two 1x1 convs; the depthwise one has K = 9: no 16x16x16 fragments
+    other = [k for k in convs.values() if k not in tc][0]
+    assert other["schedule"].startswith("default: ") and other.get("flops", 0) > 0
+    for k in tc:
+        assert "mma.sync.aligned.m16n8k16" in next(b for n, b in ptx.items() if n.startswith(k["kernel"]))
+
+
+def test_vit_patch_embedding_strided_conv_on_tensor_cores(tmp_path, monkeypatch):
+    art, report, ptx = _compile(vit_patch_embed(tmp_path / "vit.onnx"), "cuda-sm90", tmp_path, monkeypatch)
+    _check_heavy_on_tensor_cores(report, ptx, 1e8, expect=1)  # 2 * 196 * 768 * 768 FLOPs

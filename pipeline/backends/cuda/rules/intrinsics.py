@@ -3,7 +3,9 @@
 Importing ``tvm.s_tir.tensor_intrin.cuda`` registers every CUDA intrinsic TVM knows (over a
 hundred TVMScript functions parsed at import): 1.5 CPU-minutes on these machines, paid by every
 compile. ``ensure`` runs that module's definitions without its registrations, then registers
-only the intrinsics named (five for one GEMM schedule), unless they are registered already.
+only the intrinsics named (five for one GEMM schedule), under deploy's own names
+("deploy.<TVM's name>"): TVM's module, when something imports it later (dlight's WMMA path, a
+tuning run), registers its own names without a clash.
 """
 
 from __future__ import annotations
@@ -50,15 +52,21 @@ def namespace() -> dict:
     return _load()
 
 
-def ensure(*intrinsics: str) -> None:
+def ensure(intrinsic: str) -> str:
+    """Register TVM's CUDA intrinsic ``intrinsic`` as "deploy.<intrinsic>" (once); returns that name."""
     from tvm.s_tir import TensorIntrin
 
-    missing = [n for n in intrinsics if TensorIntrin.get(n, allow_missing=True) is None]
-    if not missing:
-        return
+    own = f"deploy.{intrinsic}"
+    if TensorIntrin.get(own, allow_missing=True) is not None:
+        return own
     ns = _load()
-    for name in missing:
-        node = _registers.get(name)
-        if node is None:
-            raise KeyError(f"TVM defines no CUDA tensor intrinsic '{name}'")
-        exec(compile(ast.Module(body=[node], type_ignores=[]), "<tensor intrinsic>", "exec"), ns)  # noqa: S102
+    node = _registers.get(intrinsic)
+    if node is None:
+        raise KeyError(f"TVM defines no CUDA tensor intrinsic '{intrinsic}'")
+    call = node.value
+    args = list(call.args)
+    args[0] = ast.Constant(own)
+    stmt = ast.Expr(ast.Call(func=call.func, args=args, keywords=call.keywords))
+    mod = ast.fix_missing_locations(ast.Module(body=[stmt], type_ignores=[]))
+    exec(compile(mod, "<tensor intrinsic>", "exec"), ns)  # noqa: S102 - TVM's own source
+    return own

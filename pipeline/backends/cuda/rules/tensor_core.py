@@ -87,6 +87,8 @@ class TensorCore(ScheduleRule):
         # an operand whose contiguous axis in memory is M or N (a [K, N] weight, HWIO filters):
         # its shared-memory copy is loaded along that axis, so global reads stay coalesced
         strided = {0: _k_not_last(sch, ra), 1: _k_not_last(sch, rb)}
+        # 16-byte loads need 8 consecutive K elements in memory (not a 3-channel image's patches)
+        vector = {i: _contiguous(sch, r, self.vector) for i, r in ((0, ra), (1, rb))}
         body = sch.get(main)
         if len(body.iter_vars) != 4:
             return None
@@ -126,10 +128,13 @@ class TensorCore(ScheduleRule):
                 sch.reorder(y, x)
                 fused = sch.fuse(y, x)
                 _, tz, ty, tx = sch.split(fused, [None, wm, wn, 32])
-            else:
+            elif vector[idx]:
                 fused = sch.fuse(x, y)
                 _, tz, ty, tx, vec = sch.split(fused, [None, wm, wn, 32, self.vector])
                 sch.vectorize(vec)
+            else:
+                fused = sch.fuse(x, y)
+                _, tz, ty, tx = sch.split(fused, [None, wm, wn, 32])
             sch.bind(tz, "threadIdx.z")
             sch.bind(ty, "threadIdx.y")
             sch.bind(tx, "threadIdx.x")
@@ -166,7 +171,7 @@ class TensorCore(ScheduleRule):
         group = ns["get_mma_intrin_group"](load_scope="shared.dyn", store_scope="shared.dyn", in_dtype="float16",
                                      out_dtype=out_dtype,
                                      trans_a=False, trans_b=True)
-        intrinsics.ensure(*group.values())
+        group = {k: intrinsics.ensure(v) for k, v in group.items()}
         sch.tensorize(sch.get_loops(init_inner)[-2], group["init"])
         sch.tensorize(sch.get_loops(a_w)[-2], group["load_a"])
         sch.tensorize(sch.get_loops(b_w)[-2], group["load_b"])
@@ -183,6 +188,15 @@ class TensorCore(ScheduleRule):
         sch.annotate(k0, "software_pipeline_stage", [0, 0, 1])
         sch.annotate(k0, "software_pipeline_order", [0, 1, 2])
         return sch
+
+
+def _contiguous(sch, reindex_block, vector: int) -> bool:
+    """Whether the operand's source rows hold a multiple of ``vector`` elements (a static last dim)."""
+    src = getattr(sch.get(reindex_block).body, "value", None)
+    if src is None or not hasattr(src, "buffer"):
+        return False
+    last = _const(src.buffer.shape[-1])
+    return last is not None and last % vector == 0
 
 
 def _k_not_last(sch, reindex_block) -> bool:
