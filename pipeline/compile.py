@@ -145,7 +145,8 @@ def _write_artifact(tmp: Path, mod, *, args, preset, prep, quantized, tuning, wa
         plan = build_library(mod, preset, lib)
     with step("layer report"):
         try:
-            layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources, layers.kernel_flops(mod),
+            layer_report = layers.report(layers.kernel_sites(mod, prep.collector), sources,
+                                         layers.kernel_flops(mod, prep.mod),
                                          getattr(prep.loaded.model, "graph", None))  # None: a .tflite
             write_json(tmp / layers.LAYERS, layer_report)
             memory = dict(params_bytes=layers.param_bytes(mod), **plan)

@@ -7,7 +7,7 @@ A pipeline is a list of (name, pass factory) stages; each stage can be dumped as
   ``int8-vnni`` / ``int8-dotprod``, ``int8-grouped-float`` and ``winograd`` (backends/cpu).
 - fp16 (``--precision fp16``): mixed precision with float32 accumulation.
 - lower: dispatch to libraries, legalize to TensorIR, fuse (opt >= 2), and for GPUs apply
-  dlight's default schedules. TVM's own pass lists per backend are reused (relax/backend/*).
+  the backend's default schedules at "apply tuning" (schedule.py). TVM's own pass lists per backend are reused (relax/backend/*).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def _simplify(opt_level: int) -> list:
 def _lower(backend, target, opt_level: int) -> list:
     tvm_backend = backend.tvm_pipeline()
     passes = tvm_backend.library_dispatch_passes(target) + tvm_backend.legalize_passes(target)
+    if backend.has_default_schedules:  # the backend's own rules schedule at "apply tuning" (schedule.py)
+        passes = [p for p in passes if "ApplyDefaultSchedule" not in str(p.info.name)]
     if opt_level < 2:
         names = ("FuseOps", "FuseTIR")
         passes = [p for p in passes if not any(n in str(p.info.name) for n in names)]

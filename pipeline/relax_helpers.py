@@ -36,3 +36,19 @@ def undefined_shape_vars(mod) -> set[str]:
         if isinstance(f, relax.Function) and not (f.attrs and "Primitive" in f.attrs):  # FuseOps' kernels
             out |= {str(v.name) for v in relax.analysis.free_symbolic_vars(f)}
     return out
+
+
+def has_conv2d(mod) -> bool:
+    """Whether any Relax function of ``mod`` calls relax.nn.conv2d."""
+    from tvm import relax
+
+    found = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d":
+            found.append(e)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)

@@ -51,6 +51,8 @@ def apply_database(mod, preset: Preset, root: Path | None, fallbacks: list | Non
         unscheduled = {gv.name_hint: f for gv, f in mod.functions_items()}
         if default_schedules:
             mod = backend.apply_default_schedules(mod, target, chosen)
+        else:
+            mod = backend.fallback_schedules(mod, target, chosen)
         if sources is not None:
             for gv in funcs:
                 rule = chosen.get(unscheduled.get(gv.name_hint))

@@ -147,6 +147,22 @@ def test_a_family_is_one_folder():
     assert bad == [], "a family's code imported outside backends/: " + ", ".join(bad)
 
 
+def test_families_do_not_import_each_other():
+    """What two families share (Guarded rules, Relax helpers) lives outside both: backends/cuda never
+    imports backends/cpu, nor the other way round."""
+    from pipeline.backends import families
+
+    bad = []
+    for m, p in MODULES.items():
+        own = next((f for f in families() if m == f"pipeline.backends.{f}" or m.startswith(f"pipeline.backends.{f}.")), None)
+        if own is None:
+            continue
+        bad += [f"{p.relative_to(PKG.parent)}:{line} imports {dep}" for dep, _, line in _imports(m, p)
+                for other in families() if other != own
+                and (dep == f"pipeline.backends.{other}" or dep.startswith(f"pipeline.backends.{other}."))]
+    assert bad == [], "one family imports another: " + ", ".join(bad)
+
+
 def _is_kind_name(node) -> bool:
     """``X.kind.name`` or ``kind.name``: a TVM target's kind."""
     return (isinstance(node, ast.Attribute) and node.attr == "name"

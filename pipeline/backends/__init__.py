@@ -86,6 +86,11 @@ class Backend:
     def default_schedule(self, func, target):
         return None
 
+    def fallback_schedules(self, mod, target, chosen: dict | None = None):
+        """What kernels get when the default schedules failed the build or the check: by default
+        nothing (``unscheduled``: TVM's plain loops, which CPUs run)."""
+        return mod
+
     def post_tuning_passes(self, target) -> list:
         return []
 

@@ -18,6 +18,7 @@ from .. import Backend, PassList
 from ... import log
 from ...errors import DeployError
 from ...host import host_arch, missing_features
+from ...relax_helpers import has_conv2d
 from .features import is_x86, prepack_weights, required_features
 
 
@@ -30,21 +31,6 @@ def _rewrite_pass(name: str, rewrite):
         return rewrite(mod)[0]
 
     return _pass
-
-
-def _has_conv2d(mod) -> bool:
-    from tvm import relax
-
-    found = []
-
-    def visit(e):
-        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d":
-            found.append(e)
-
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
-    return bool(found)
 
 
 def _layout() -> list:
@@ -67,7 +53,7 @@ def _layout() -> list:
         from ...layers import KEPT_ATTR
         from .layout import convert_keeping
 
-        if not _has_conv2d(mod):
+        if not has_conv2d(mod):
             return mod
         new, kept = convert_keeping(mod, convert)
         if kept:

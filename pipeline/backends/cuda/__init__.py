@@ -1,4 +1,5 @@
-"""The CUDA backend: NVIDIA GPUs, TVM's dlight schedules, kernels compiled by nvcc into a fatbin.
+"""The CUDA backend: NVIDIA GPUs, deploy's GPU schedule rules (rules/: tensor cores for float16,
+dlight's GPU rules for the rest), kernels compiled by nvcc into a fatbin.
 
 Builds need no GPU (``toolkit`` stands in for the driver so TVM's CUDA code generator loads);
 tuning and running do.
@@ -13,7 +14,31 @@ from ...errors import DeployError
 class CudaBackend(Backend):
     family = "cuda"
     tvm_kinds = ("cuda",)
-    unscheduled = "dlight (TVM's GPU default schedules)"
+    has_default_schedules = True
+    unscheduled = "TVM plain loops"
+
+    def graph_stages(self, target, opt_level: int, precision: str, int8: bool):
+        """float16 at -O 3: NHWC convolutions with OHWI filters, so each one is an implicit GEMM
+        whose K (kh, kw, c) is contiguous in both operands (rules/tensor_core.py)."""
+        if opt_level < 3 or precision != "fp16":
+            return []
+        return [("layout", _nhwc)]
+
+    def apply_default_schedules(self, mod, target, chosen: dict | None = None):
+        from .rules import apply_default_schedules
+
+        return apply_default_schedules(mod, target, chosen)
+
+    def fallback_schedules(self, mod, target, chosen: dict | None = None):
+        """A GPU cannot run plain loops: the fallback is dlight's stock rules, without TensorCore."""
+        from .rules import apply_default_schedules
+
+        return apply_default_schedules(mod, target, chosen, tensor_cores=False)
+
+    def default_schedule(self, func, target):
+        from .rules import default_schedule
+
+        return default_schedule(func, target)
 
     def prepare_driver(self) -> None:
         from .toolkit import prepare_driver
@@ -83,6 +108,22 @@ class CudaBackend(Backend):
             raise DeployError(f"artifact {artifact_path} needs an NVIDIA GPU and none is visible here",
                               hint="run it on a machine with a GPU and the NVIDIA driver")
         return dev
+
+
+def _nhwc() -> list:
+    import tvm
+    from tvm import relax
+
+    from ...relax_helpers import has_conv2d
+
+    t = relax.transform
+    convert = t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]})
+
+    @tvm.transform.module_pass(opt_level=0, name="ConvertLayoutWhereConv2d")
+    def where_conv(mod, _ctx):
+        return convert(mod) if has_conv2d(mod) else mod
+
+    return [where_conv, t.FoldConstant(), t.DeadCodeElimination()]
 
 
 BACKEND = CudaBackend()

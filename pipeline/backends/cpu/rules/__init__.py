@@ -42,11 +42,7 @@ apply returns None and the next one tries; ``Parallel`` is the last resort.
 from __future__ import annotations
 
 from tvm.s_tir import dlight as dl
-from tvm.s_tir.dlight.base import ScheduleRule
-
-from .... import log
-from ....errors import last_line
-
+from ...guarded import Guarded, report
 from .rule_base import serial_if_small
 from .columns import Columns
 from .conv_matmul import ConvMatmul
@@ -58,38 +54,10 @@ from .parallel import Parallel
 from .winograd_schedule import Winograd
 
 
-class Guarded(ScheduleRule):
-    """A rule that raises on a kernel (an IndexError or ScheduleError on a shape it did not foresee)
-    counts as not applying there: the next rule tries, and finally the kernel keeps TVM's plain loops."""
-
-    def __init__(self, rule, failures: list, chosen: dict | None = None):
-        self.rule, self.failures, self.chosen = rule, failures, chosen
-
-    def apply(self, func, target, tunable):
-        name = func.attrs.get("global_symbol") if func.attrs else None
-        try:
-            with serial_if_small(func):
-                sch = self.rule.apply(func, target, tunable)
-        except Exception as e:  # noqa: BLE001 - a default schedule must never break a compile
-            self.failures.append((type(self.rule).__name__, str(name or "?"), f"{type(e).__name__}: {last_line(e)[:200]}"))
-            return None
-        if sch is not None and self.chosen is not None:
-            self.chosen.setdefault(func, type(self.rule).__name__)
-        return sch
-
-
 def rules(failures: list | None = None, chosen: dict | None = None) -> list:
     plain = [Winograd(), Int8Dot(), Gemv(), ConvMatmul(), Columns(), Rows(), dl.cpu.GEMV(), dl.cpu.Reduction(), Injective(),
              Parallel()]
-    return [Guarded(r, failures if failures is not None else [], chosen) for r in plain]
-
-
-def _report(failures: list) -> None:
-    for rule, kernel, why in failures:
-        log.debug(f"default schedule {rule} failed on {kernel}: {why}; the next rule applies")
-    if failures:
-        log.warn(f"{len(failures)} default schedule rule(s) did not apply to a kernel they matched and fell back "
-                 f"to the next rule (first: {failures[0][0]} on {failures[0][1]}: {failures[0][2]}); -v lists them")
+    return [Guarded(r, failures if failures is not None else [], chosen, serial_if_small) for r in plain]
 
 
 def default_schedule(func, target):
@@ -111,5 +79,5 @@ def apply_default_schedules(mod, target, chosen: dict | None = None):
     failures: list = []
     with target:
         mod = dl.ApplyDefaultSchedule(*rules(failures, chosen))(mod)
-    _report(failures)
+    report(failures)
     return mod
