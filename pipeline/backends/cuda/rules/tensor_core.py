@@ -44,7 +44,7 @@ class TensorCore(ScheduleRule):
     vector = 8  # float16 per 16-byte load
 
     def apply(self, func, target, _tunable):
-        from . import intrinsics
+        from . import mma_intrinsics as intrinsics
 
         ns = intrinsics.namespace()
         shared_16x16_to_ldmatrix_32x8_layout = ns["shared_16x16_to_ldmatrix_32x8_layout"]
