@@ -1,5 +1,6 @@
-"""The CUDA backend: NVIDIA GPUs, deploy's GPU schedule rules (rules/: tensor cores for float16,
-dlight's GPU rules for the rest), kernels compiled by nvcc into a fatbin.
+"""The CUDA backend: NVIDIA GPUs, deploy's GPU schedule rules, kernels compiled by nvcc into a fatbin.
+
+The rules (rules/): tensor cores for float16, dlight's GPU rules for the rest.
 
 Builds need no GPU (``toolkit`` stands in for the driver so TVM's CUDA code generator loads);
 tuning and running do.

@@ -1,5 +1,7 @@
-"""``TensorCore``: one float16 (or bfloat16-free) GEMM-shaped reduction on tensor cores with
-``ldmatrix`` + ``mma.sync.m16n8k16`` and float32 accumulation (sm_80 and newer).
+"""TensorCore: a float16 GEMM-shaped kernel on tensor cores (ldmatrix + mma.sync, fp32 accumulation).
+
+One float16 GEMM-shaped reduction with ``ldmatrix`` + ``mma.sync.m16n8k16`` and float32
+accumulation (sm_80 and newer).
 
 Any kernel whose main block is a contraction ``C[s, i, j] += A[s, i, k] * B[s, j, k]`` up to a
 renaming of its axes takes it: dense and matmul layers, batched matmuls (attention's QK^T and
