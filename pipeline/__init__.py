@@ -30,10 +30,12 @@ _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if h
 # A pool worker that finds no task spins 300,000 times (TVM's default) before it sleeps, pinned to
 # its core. Beside another busy process on the same cores (a second model served on the host) the
 # spinning and the pinning starve the thread a parallel region waits for: the example CNN went from
-# under a millisecond to tens of milliseconds a call (benchmarks/neighbours.txt). Workers here sleep
-# at once and may move between cores; kernels too small to split do not wake them at all
-# (backends/cpu/rules/rule_base.py). The environment still wins; the board runner sets the same.
-_os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+# under a millisecond to tens of milliseconds a call (benchmarks/neighbours.txt). Workers here spin
+# 2,000 times (sleeping at once cost the example CNN alone 0.1 ms of wake-ups; 20,000 and more
+# gave tails of 25 ms beside a CPU-bound process) and may move between cores; kernels too small to
+# split do not wake them at all (backends/cpu/rules/rule_base.py). The environment still wins; the
+# board runner sets the same.
+_os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "2000")
 _os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 # Must run before TVM loads: lets TVM's CUDA code generator load on machines without a GPU.

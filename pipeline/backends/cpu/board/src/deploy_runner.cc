@@ -480,7 +480,7 @@ int Run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // deploy's thread-pool defaults (pipeline/__init__.py says why); the environment still wins
-  setenv("TVM_THREAD_POOL_SPIN_COUNT", "0", 0);
+  setenv("TVM_THREAD_POOL_SPIN_COUNT", "2000", 0);
   setenv("TVM_BIND_THREADS", "0", 0);
   try {
     return Run(argc, argv);
