@@ -35,6 +35,6 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -c "import pipeline, tvm, onnxruntime, torch; print('setup: ok, tvm', tvm.__version__)"
 # TVM's runtime for ARM boards, cached once for the runners in ARM artifacts: aarch64 from PyPI's
 # wheels, armv7 built from the wheels' C++ sources with the Debian cross compiler (~2.5 min, once)
-.venv/bin/python -c "from pipeline.backends.cpu.board import runtime as device
+.venv/bin/python -c "from pipeline.backends.cpu.board import runtime_libs as device
 for arch in ('aarch64', 'armv7l'):
     print('setup:', arch, 'runtime in', device.runtime_dir(arch))"
