@@ -3,7 +3,9 @@ compiles: tests/test_cuda_tensor_cores.py's BERT-base layer and ResNet-50 bottle
 The PTX is what nvcc writes while building (TVM_KERNEL_DUMP). Run with PYTHONPATH at the tree to
 measure (benchmarks/cuda_tensor_cores_nogpu.txt compares two trees this way).
 
-    PYTHONPATH=. .venv/bin/python scripts/cuda_tensor_cores.py [cuda-sm90]
+    PYTHONPATH=. .venv/bin/python scripts/cuda_tensor_cores.py [cuda-sm90] [> OUT]
+
+It prints the header every benchmarks/ file starts with (scripts/provenance.py), then one line per graph.
 """
 
 import json
@@ -13,7 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "backends"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import test_cuda_tensor_cores as graphs  # noqa: E402
 
@@ -21,6 +25,9 @@ import pipeline  # noqa: E402
 
 
 def main(target: str = "cuda-sm90") -> None:
+    from provenance import header
+
+    print(header(f"float16 {target} builds without a GPU: kernels on tensor cores (PTX) and compile time"))
     for name, make in [("BERT-base layer (seq 128)", graphs.bert_block), ("ResNet-50 bottleneck", graphs.resnet_block)]:
         work = Path(tempfile.mkdtemp())
         dump = work / "kernels"
