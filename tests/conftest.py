@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -102,3 +103,16 @@ def assert_matches_ort(artifact, model_path, inputs=None, atol=1e-4, rtol=1e-3):
     assert set(ours) == set(ref)
     for k in ref:
         np.testing.assert_allclose(ours[k], ref[k], atol=atol, rtol=rtol)
+
+
+def onnx_model(nodes, inputs, outputs, inits=(), opset=17):
+    """A model whose output types come from onnx's shape inference."""
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                          [helper.make_empty_tensor_value_info(n) for n in outputs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    m = onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
+    inferred = {vi.name: vi for vi in m.graph.value_info}
+    for out in m.graph.output:
+        out.CopyFrom(inferred[out.name])
+    onnx.checker.check_model(m)
+    return m

@@ -42,3 +42,16 @@ def report(failures: list) -> None:
     if failures:
         log.warn(f"{len(failures)} default schedule rule(s) did not apply to a kernel they matched and fell back "
                  f"to the next rule (first: {failures[0][0]} on {failures[0][1]}: {failures[0][2]}); -v lists them")
+
+
+def first_schedule(rules: list, func, target):
+    """The schedule the first of ``rules`` that applies gives ``func`` (its trace can be stored as a
+    tuning record), or None."""
+    with target:
+        for rule in rules:
+            sch = rule.apply(func, target, False)
+            if isinstance(sch, list):
+                sch = sch[0] if sch else None
+            if sch is not None:
+                return sch
+    return None

@@ -8,20 +8,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
 from conftest import assert_matches_ort
+from conftest import onnx_model as _model
 
 RNG = np.random.default_rng(0)
 
 
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                          [helper.make_empty_tensor_value_info(n) for n in outputs],
-                          [numpy_helper.from_array(a, n) for n, a in inits])
-    m = onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
-    inferred = {vi.name: vi for vi in m.graph.value_info}
-    for out in m.graph.output:
-        out.CopyFrom(inferred[out.name])
-    onnx.checker.check_model(m)
-    return m
 
 
 def _w(*shape, scale=0.3):

@@ -42,7 +42,7 @@ apply returns None and the next one tries; ``Parallel`` is the last resort.
 from __future__ import annotations
 
 from tvm.s_tir import dlight as dl
-from ...guarded import Guarded, report
+from ...guarded import Guarded, first_schedule, report
 from .rule_base import serial_if_small
 from .columns import Columns
 from .conv_matmul import ConvMatmul
@@ -63,14 +63,7 @@ def rules(failures: list | None = None, chosen: dict | None = None) -> list:
 def default_schedule(func, target):
     """The schedule the first applicable rule gives ``func`` (its trace can be stored as a
     tuning record), or None."""
-    with target:
-        for rule in rules():
-            sch = rule.apply(func, target, False)
-            if isinstance(sch, list):
-                sch = sch[0] if sch else None
-            if sch is not None:
-                return sch
-    return None
+    return first_schedule(rules(), func, target)
 
 
 def apply_default_schedules(mod, target, chosen: dict | None = None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tvm.s_tir import dlight as dl
 
-from ...guarded import Guarded, report
+from ...guarded import Guarded, first_schedule, report
 from .tensor_core import TensorCore
 
 FALLBACK = "Fallback"
@@ -31,14 +31,9 @@ def rules(failures: list | None = None, chosen: dict | None = None, tensor_cores
 
 
 def default_schedule(func, target):
-    with target:
-        for rule in rules():
-            sch = rule.apply(func, target, False)
-            if isinstance(sch, list):
-                sch = sch[0] if sch else None
-            if sch is not None:
-                return sch
-    return None
+    """The schedule the first applicable rule gives ``func`` (its trace can be stored as a
+    tuning record), or None."""
+    return first_schedule(rules(), func, target)
 
 
 def apply_default_schedules(mod, target, chosen: dict | None = None, tensor_cores: bool = True):
