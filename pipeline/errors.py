@@ -54,3 +54,11 @@ def toml_kind(value) -> str:
     name = next((n for t, n in kinds if isinstance(value, t)), f"a {type(value).__name__}")
     text = str(value).lower() if isinstance(value, bool) else repr(value)
     return f"{name} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def unsupported_ops(missing: dict[str, list[str]], model: str, hint: str) -> "DeployError":
+    """One error listing every op type an importer cannot take, with up to five of its nodes each."""
+    lines = [f"{op} ({len(nodes)}x: {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''})"
+             for op, nodes in sorted(missing.items())]
+    return DeployError(f"{len(missing)} op type(s) in {model} cannot be imported by TVM:\n    " + "\n    ".join(lines),
+                       hint=hint)

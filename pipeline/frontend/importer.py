@@ -13,7 +13,7 @@ import sys
 
 import onnx
 
-from .. import log
+from .. import errors, log
 from . import converters, functions, half, narrow, provenance, qoperator, training, unroll
 from ..errors import DeployError
 from .specs import graph_constants, graph_inputs, opset_of
@@ -115,10 +115,8 @@ def _known_wrong(node) -> str | None:
 def check_supported(model: onnx.ModelProto, cleaned: bool = False) -> None:
     missing = unsupported_ops(model, cleaned)
     if missing:
-        lines = [f"{op} ({len(nodes)}x: {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''})"
-                 for op, nodes in sorted(missing.items())]
-        raise DeployError(
-            f"{len(missing)} op type(s) in this model cannot be imported by TVM:\n    " + "\n    ".join(lines),
+        raise errors.unsupported_ops(
+            missing, "this model",
             hint="replace or remove these ops before export (export in eval mode: model.eval(); export loops "
                  "unrolled, or keep them out of the deployed subgraph)",
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import log
+from .. import errors
 from ..errors import DeployError
 from ..files import sha256_file
 from .specs import TensorSpec
@@ -225,10 +226,8 @@ def unsupported_ops(loaded: LoadedTFLite) -> dict[str, list[str]]:
 def check_supported(loaded: LoadedTFLite) -> None:
     missing = unsupported_ops(loaded)
     if missing:
-        lines = [f"{op} ({len(ops)}x: {', '.join(ops[:5])}{', ...' if len(ops) > 5 else ''})"
-                 for op, ops in sorted(missing.items())]
-        raise DeployError(
-            f"{len(missing)} op type(s) in this TFLite model cannot be imported by TVM:\n    " + "\n    ".join(lines),
+        raise errors.unsupported_ops(
+            missing, "this TFLite model",
             hint="convert the model without these ops (TFLITE_BUILTINS only, no SELECT_TF_OPS or custom ops; "
                  "full-integer or float quantization, not dynamic-range; Keras recurrent layers with unroll=True), "
                  "or export it to ONNX instead")
