@@ -151,7 +151,7 @@ def _serve(kind: str, path: str, threads: int, inputs_file: str, conn) -> None:
         elif kind == "openvino":
             make_run = _openvino_runner(path, threads, inputs)
         elif kind == "litert":
-            from .frontend.tflite import LiteRTSession
+            from ..frontend.tflite import LiteRTSession
 
             def make_run():  # an interpreter per request in flight: one runs one invoke at a time
                 sess = LiteRTSession(path, threads)

@@ -69,5 +69,5 @@ def test_int8_is_kept_only_where_it_is_faster(tmp_path, cli, name):
         assert m["precision"]["compute"] == "fp32" and "quantization" not in m and "does not pay" in out + err
     if name == "matmul":
         assert slower == {"mm"} and sel["chosen"] == "fp32"
-        assert_matches_ort(__import__("pipeline").runtime.Artifact(tmp_path / "a"), tmp_path / "m.onnx")
+        assert_matches_ort(__import__("pipeline").run.runtime.Artifact(tmp_path / "a"), tmp_path / "m.onnx")
     assert not list(tmp_path.glob(".a.*"))  # no candidate left behind

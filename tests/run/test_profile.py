@@ -49,7 +49,7 @@ def test_layer_report_names_nodes_schedules_and_layouts(built):
         by_kernel.setdefault(k["kernel"], []).append(tuple(map(tuple, k["nodes"])))
     assert any(len(v) > 1 and len(set(v)) == len(v) for v in by_kernel.values())
     assert {k["schedule"] for k in kernels} <= {"default: ConvMatmul", "default: Winograd", "default: Injective",
-                                                "default: Reduction", "default: Parallel", "default: GEMV"}
+                                                "default: Reduction", "default: Parallel", "default: GEMV", "default: Gemv"}
     assert any("NHWC" in k["layouts"] for k in kernels)
     assert any(k.get("flops", 0) > 1e8 for k in kernels)
     mem = art.manifest["memory"]

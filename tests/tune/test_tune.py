@@ -134,6 +134,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~3 min: a tracker, a server and a tuning run; -m slow
 def test_rpc_tuning_on_loopback(models, tmp_path):
     port = _free_port()
     env = dict(os.environ, TMPDIR=str(tmp_path))
@@ -241,6 +242,7 @@ def test_tune_quantize_int8_tunes_the_kernels_compile_builds(models, tmp_path, c
     assert fp32.manifest["tuning"]["tuned_kernels"] < fp32.manifest["tuning"]["kernels"]
 
 
+@pytest.mark.slow  # ~2.5 min of tuning; -m slow
 def test_time_budget_counts_the_whole_command(models, tmp_path):
     """--time-budget includes import, task extraction and the default schedules' measurements:
     a budget those alone use up stops the search at its first measured batch."""
