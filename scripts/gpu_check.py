@@ -190,7 +190,7 @@ def prepare(a) -> int:
             info["torch"]["state_sha256"] = _state_digest(m)
         model = onnx.load(src)
         tiled: list[str] = []
-        if a.weights == "compressible" and src.stat().st_size > 1 << 20:
+        if a.weights == "compressible" and src.stat().st_size > a.tile_min_bytes:
             tiled = compressible_weights(model, seed=spec.get("seed", 0))
             src = work / f"{name}.tiled.onnx"
             onnx.save(model, src)
@@ -237,17 +237,24 @@ def prepare(a) -> int:
             "deploy": pipeline.__version__, "tvm": tvm.__version__, "target": a.target, "weights": a.weights,
             "tolerances": TOL, "models": models, "entries": entries}
     (out / "bundle.json").write_text(json.dumps(meta, indent=1))
+    print(f"compiled {len(entries)} artifacts in {time.perf_counter() - t_all:.0f} s", flush=True)
+    return finish(out, a.xz_preset, a.max_bytes)
+
+
+def finish(out: Path, preset: int = 6, limit: int = MAX_CARRY) -> int:
+    """Pack the bundle folder into out.tar.xz and print its size; above ``limit`` bytes the archive is
+    removed and the exit code is 1 (it could not be carried to the GPU machine)."""
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     t1 = time.perf_counter()
-    packed = pack(out, a.xz_preset)
+    packed = pack(out, preset)
     size = packed.stat().st_size
-    print(f"wrote {out}: {len(entries)} artifacts, {total / 1e6:.1f} MB; {packed}: {size / 2**20:.1f} MiB "
-          f"(xz -{a.xz_preset}, {time.perf_counter() - t1:.0f} s; all in {time.perf_counter() - t_all:.0f} s)", flush=True)
-    if size > MAX_CARRY:
+    print(f"bundle {out}: {total / 2**20:.1f} MiB; packed {packed}: {size / 2**20:.2f} MiB ({size} bytes, "
+          f"xz -{preset}, {time.perf_counter() - t1:.0f} s)", flush=True)
+    if size > limit:
         packed.unlink()
-        print(f"error: the bundle is {size / 2**20:.1f} MiB packed, over the {MAX_CARRY >> 20} MiB that can be "
-              f"carried to the GPU machine (removed {packed}).\nhint: leave out big models (--models), batch 8 "
-              f"(--batches 1) or fp16 (--fp16 ...), or keep --weights compressible", file=sys.stderr)
+        print(f"error: the packed bundle is {size / 2**20:.2f} MiB, over the {limit / 2**20:g} MiB that can be carried "
+              f"to the GPU machine; {packed} removed.\nhint: leave out big models (--models), batch 8 (--batches 1) "
+              f"or fp16 (--fp16 MODEL...), and keep --weights compressible", file=sys.stderr)
         return 1
     return 0
 
@@ -860,6 +867,9 @@ def main() -> int:
                         " real: the exported weights (the ONNX in the bundle stripped)")
     p.add_argument("--runtime", type=Path, default=None, help="a TVM runtime folder (tvm/, site/) to carry as rt/")
     p.add_argument("--xz-preset", type=int, default=6)
+    p.add_argument("--max-bytes", type=int, default=MAX_CARRY, help="refuse a packed bundle above this [64 MiB]")
+    p.add_argument("--tile-min-bytes", type=int, default=1 << 20,
+                   help="compressible weights for ONNX files above this size [1 MiB]")
     p.add_argument("--no-cpu-control", dest="cpu_control", action="store_false")
     p.add_argument("--work", type=Path, default=Path("/tmp/gpu-check-work"))
     p.add_argument("--force", action="store_true")
