@@ -149,6 +149,49 @@ def pack(outdir: Path, preset: int = 6) -> Path:
     return dest
 
 
+RT_DROP = ["lib/libtvm_compiler.so", "lib/libtvm_runtime_extra.so", "3rdparty", "src", "include", "web", "lib64",
+           "relax", "topi", "s_tir", "contrib", "exec"]
+
+
+def make_runtime(dest: Path, python: str = "3.12") -> None:
+    """rt/ for a GPU machine without TVM: this TVM's package less its compiler (runtime-only mode),
+    libcudart from the CUDA toolkit (libtvm_runtime_cuda.so finds it via $ORIGIN), and apache-tvm-ffi
+    for that machine's Python in rt/site (a wheel from `pip download`, unpacked)."""
+    import zipfile
+    from importlib.metadata import version
+
+    import tvm
+
+    src = Path(tvm.__file__).parent
+    shutil.copytree(src, dest / "tvm", ignore=shutil.ignore_patterns("__pycache__"))
+    for rel in RT_DROP:
+        p = dest / "tvm" / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    from pipeline.backends.cuda.toolkit import find_nvcc
+
+    roots = [os.environ.get("CUDA_HOME"), Path(find_nvcc()).resolve().parent.parent, "/usr/local/cuda",
+             *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]
+    cudart = next((c for r in roots if r for c in [sorted(Path(r).glob("lib*/libcudart.so.[0-9]*"))] if c), [])
+    if not cudart:
+        raise SystemExit("no libcudart.so.N beside nvcc: set CUDA_HOME (--runtime DIR gives a ready runtime)")
+    shutil.copy2(cudart[-1], dest / "tvm" / "lib" / cudart[-1].name)
+    whl = dest / "whl"
+    ver = version("apache-tvm-ffi")
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+                        python, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform",
+                        "manylinux2014_x86_64", f"apache-tvm-ffi=={ver}", "-d", str(whl)], capture_output=True, text=True)
+    wheels = list(whl.glob("*.whl"))
+    if r.returncode or not wheels:
+        raise SystemExit(f"pip download apache-tvm-ffi=={ver} for Python {python} failed:\n{r.stderr[-1500:]}\n"
+                         "hint: --runtime DIR with tvm/ and site/ (apache-tvm-ffi installed with pip --target) made by hand")
+    with zipfile.ZipFile(wheels[0]) as z:
+        z.extractall(dest / "site")
+    shutil.rmtree(whl)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"runtime: TVM {tvm.__version__} (no compiler), {cudart[-1].name}, apache-tvm-ffi {ver} for Python {python}: "
+          f"{size / 2**20:.1f} MiB", flush=True)
+
+
 def prepare(a) -> int:
     sys.path.insert(0, str(ROOT))
     import onnx
@@ -167,7 +210,9 @@ def prepare(a) -> int:
         (out / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(__file__), out / "gpu_check.py")
     shutil.copy2(ROOT / "zoo" / "torch_models.py", out / "torch_models.py")
-    if a.runtime:
+    if a.runtime == "auto":
+        make_runtime(out / "rt", a.python)
+    elif a.runtime:
         shutil.copytree(a.runtime, out / "rt", symlinks=False)
 
     entries, models = [], {}
@@ -865,7 +910,9 @@ def main() -> int:
     p.add_argument("--weights", choices=["compressible", "real"], default="compressible",
                    help="compressible: big initializers refilled with a repeated seeded block (the bundle packs small);"
                         " real: the exported weights (the ONNX in the bundle stripped)")
-    p.add_argument("--runtime", type=Path, default=None, help="a TVM runtime folder (tvm/, site/) to carry as rt/")
+    p.add_argument("--runtime", default=None, help="carry TVM's runtime as rt/: 'auto' (made from this TVM, the CUDA "
+                   "toolkit's libcudart and apache-tvm-ffi for --python) or a folder with tvm/ and site/")
+    p.add_argument("--python", default="3.12", help="the GPU machine's Python, for --runtime auto [3.12]")
     p.add_argument("--xz-preset", type=int, default=6)
     p.add_argument("--max-bytes", type=int, default=MAX_CARRY, help="refuse a packed bundle above this [64 MiB]")
     p.add_argument("--tile-min-bytes", type=int, default=1 << 20,
