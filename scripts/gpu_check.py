@@ -2,30 +2,31 @@
 
 Two steps, because the GPU machine need not have deploy (or TVM's compiler) installed:
 
-    # here, with deploy's environment: export, compile for cuda-sm90, ORT reference outputs
-    .venv/bin/python scripts/gpu_check.py prepare bundle/ [--target cuda-sm90]
+    # here, with deploy's environment: export, compile, ORT reference outputs, one .tar.xz
+    .venv/bin/python scripts/gpu_check.py prepare gpu-bundle --runtime auto [--target cuda-sm90]
 
-    # on the GPU machine, with TVM's runtime only (see README.md, "CUDA artifacts on a GPU")
-    python3 bundle/gpu_check.py run bundle/ [--out DIR]
+    # on the GPU machine (Python 3, numpy, a driver; PyTorch and ONNX Runtime for the baselines)
+    python3 scripts/gpu_check.py run gpu-bundle.tar.xz --out $OUT
 
-`prepare` exports the models (the bundled tiny CNN, MobileNetV2 and a BERT-mini-sized encoder
-from zoo/torch_models.py), compiles each for the CUDA preset in fp32 and fp16, plus the tiny
-CNN for an x86-64-v3 CPU as a control, runs ONNX Runtime (CPU) on fixed inputs here for the
-reference outputs, and writes everything `run` needs into the bundle, this script included.
-The ONNX files in the bundle have their large float weights stripped (the reference outputs
-were computed here with the real ones); `run` refills them with random values to time ONNX
-Runtime, as weights' values do not change its speed.
+`prepare` exports the models in MODELS (the tiny CNN, a BERT-mini-sized encoder, MobileNetV2,
+ResNet-50, a BERT-base-sized encoder, ViT-B/16; zoo/torch_models.py), compiles each for the CUDA
+preset in fp32 and fp16 at batch 1 and 8, plus the tiny CNN for an x86-64-v3 CPU as a control,
+runs ONNX Runtime (CPU) here for the reference outputs, and packs the bundle (this script
+included) into BUNDLE.tar.xz, refused above 64 MiB. With --weights compressible (the default) each
+big initializer is refilled, before compiling, by one seeded random block repeated
+(compressible_weights), so the artifacts that embed it pack small; the references are computed
+with exactly those weights. --runtime auto carries TVM's runtime (no compiler) as rt/.
 
-`run` loads each artifact with TVM's runtime alone (TVM_USE_RUNTIME_LIB=1 works: it loads
-libtvm_runtime_cuda.so itself), checks its library's sha256 and that its GPU code is for this
-GPU, runs it on cuda:0, and compares with the reference: fp32 within atol 1e-4 + rtol 1e-3
-(element-wise, as `deploy verify`), fp16 within 1e-3 + 2e-2 x max|ref| and cosine >= 0.999.
-It then times the artifact (TVM's time_evaluator on inputs already on the GPU; and a host call
-that copies numpy inputs in and outputs back), ONNX Runtime on this machine's CPU, and PyTorch
-eager on the GPU (the same architecture, rebuilt from zoo/torch_models.py with the same seed;
-its outputs are compared too). It prints a table and writes gpu_check.txt and gpu_check.json to
---out ($OUT when set). Exit code 1 if any artifact failed to load or mismatched, 2 if no GPU was
-visible (CUDA artifacts then only load: their host code and cubin loader, not the kernels).
+`run` unpacks the archive, imports TVM's runtime (from rt/ when there; TVM_USE_RUNTIME_LIB=1),
+checks each library's sha256 and that its GPU code is for this GPU, runs it on cuda:0 and compares
+with the reference: fp32 within atol 1e-4 + rtol 1e-3 (element-wise, as `deploy verify`), fp16
+within 1e-3 + 2e-2 x max|ref| and cosine >= 0.999. Per model and batch it then times, in
+alternating turns (median per call), each artifact, PyTorch eager fp16, torch.compile fp16
+(max-autotune-no-cudagraphs, reduce-overhead: each in a worker process killed when its compile
+budget is spent) and ONNX Runtime's CUDA provider; ONNX Runtime on the CPU too. It prints a table
+and writes gpu_check.txt and gpu_check.json to --out ($OUT when set). Exit code 1 if any artifact
+failed to load or mismatched, 2 if no GPU was visible (CUDA artifacts then only load: their host
+code and cubin loader, not the kernels).
 """
 
 from __future__ import annotations
@@ -916,7 +917,7 @@ def report(env: dict, meta: dict, rows: list[dict], baselines: dict, a) -> str:
             for k, _ in BASE_COLS:
                 ms, load = b.get(f"{k}_ms"), b.get(f"{k}_load_s")
                 cells.append(f"{_fmt(ms)}" + (f" [{load:.0f}s]" if load is not None else "") if ms else
-                             ("skipped" if "budget" in str(b.get(f"{k}_error", "")) else "-"))
+                             ("skipped" if "skipped" in str(b.get(f"{k}_error", "")) else "-"))
             lines.append(f"{b['model']:<14} {b['batch']:>5} " + " ".join(f"{c:>16}" for c in cells)
                          + f" {_fmt(b.get('ort_cpu_ms')):>9}")
             for k in sorted(b):
