@@ -434,11 +434,16 @@ def environment(tvm, note: str) -> dict:
         env["cpu"] = f"{model[0]} x {len(model)} logical" if model else platform.machine()
     except OSError:
         env["cpu"] = platform.machine()
-    for mod in ("torch", "onnxruntime", "numpy"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except ImportError:
-            env[mod] = None
+    from importlib.metadata import PackageNotFoundError, version
+
+    for mod, dists in (("torch", ["torch"]), ("onnxruntime", ["onnxruntime-gpu", "onnxruntime"]), ("numpy", ["numpy"])):
+        env[mod] = None
+        for dist in dists:  # (not imported: torch lives in the worker processes)
+            try:
+                env[mod] = f"{version(dist)}" + (" (onnxruntime-gpu)" if dist == "onnxruntime-gpu" else "")
+                break
+            except PackageNotFoundError:
+                continue
     return env
 
 
@@ -539,7 +544,7 @@ class Worker:
         self.log = open(log, "w")
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "torch-worker", str(bundle),
                                       "--mode", mode, "--device", device], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True, bufsize=1)
+                                     stderr=self.log, text=True, bufsize=1, start_new_session=True)
 
     def send(self, req: dict) -> bool:
         if self.dead:
@@ -573,8 +578,11 @@ class Worker:
 
     def close(self, why: str = "closed") -> None:
         self.dead = self.dead or why
-        if self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc.poll() is None:  # its own process group: inductor's compile workers go with it
+            try:
+                os.killpg(self.proc.pid, 9)
+            except OSError:
+                self.proc.kill()
             self.proc.wait()
         self.log.close()
 
