@@ -686,8 +686,14 @@ def run(a) -> int:
     # tvm_ffi would otherwise JIT-compile a torch extension (minutes, with nvcc) at import
     os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
     bundle, extract_s = open_bundle(a.bundle, a.extract_to)
-    if (bundle / "rt").is_dir():  # TVM's runtime (and tvm_ffi) carried in the bundle
-        sys.path[:0] = [str(bundle / "rt" / "site"), str(bundle / "rt")]
+    rt_note = None
+    if (bundle / "rt").is_dir():  # TVM's runtime (and tvm_ffi) carried in the bundle, for one Python
+        tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}-"
+        if any((bundle / "rt" / "site" / "tvm_ffi").glob(f"core.{tag}*")):
+            sys.path[:0] = [str(bundle / "rt" / "site"), str(bundle / "rt")]
+            rt_note = "TVM runtime from the bundle's rt/"
+        else:
+            rt_note = f"the bundle's rt/ is not for Python {platform.python_version()}: the installed TVM is used"
     meta = json.loads((bundle / "bundle.json").read_text())
     out = Path(a.out or os.environ.get("OUT") or ".")
     out.mkdir(parents=True, exist_ok=True)
@@ -704,6 +710,8 @@ def run(a) -> int:
     env["bundle"] = f"{meta['created']}, deploy {meta['deploy']}, TVM {meta['tvm']}, {meta.get('weights', 'real')} weights"
     if extract_s:
         env["extract"] = f"{a.bundle.name} unpacked in {extract_s:.1f} s"
+    if rt_note:
+        env["runtime"] = rt_note
     for k, v in env.items():
         print(f"# {k}: {v}", flush=True)
 
