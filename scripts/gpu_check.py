@@ -263,16 +263,23 @@ def prepare(a) -> int:
             info["stripped"] = len(strip_weights(bundled) if src.stat().st_size > 1 << 20 else [])
             onnx.save(bundled, out / "models" / f"{name}.onnx")
         models[name] = info
-        builds = [(a.target, p, b) for b in batches for p in (["fp32", "fp16"] if name in a.fp16 else ["fp32"])]
+        precs = ["fp32", "fp16"] if name in a.fp16 else ["fp32"]
+        builds = [(a.target, p, b) for b in batches for p in precs]
+        if a.dynamic_batch and in_dim0.dim_param and len(batches) > 1:
+            builds += [(a.target, p, "dyn") for p in precs]  # one artifact for batch min..max (--dim)
         if a.cpu_control and name == CPU_CONTROL[0]:
             builds.append((CPU_CONTROL[1], "fp32", spec["shape"][0]))
         for target, prec, batch in builds:
-            label = f"{name}-b{batch}-{target}" + ("-fp16" if prec == "fp16" else "")
+            dyn = {in_dim0.dim_param: f"{min(batches)}..{max(batches)}"} if batch == "dyn" else {}
+            label = (f"{name}-b{min(batches)}..{max(batches)}" if dyn else f"{name}-b{batch}") + f"-{target}" + (
+                "-fp16" if prec == "fp16" else "")
             t1 = time.perf_counter()
-            shapes = {} if batch == spec["shape"][0] and not in_dim0.dim_param else {in_name: [batch] + spec["shape"][1:]}
+            shapes = {} if dyn or (batch == spec["shape"][0] and not in_dim0.dim_param) else {
+                in_name: [batch] + spec["shape"][1:]}
             art = pipeline.compile(src, target, output=out / "artifacts" / label, precision=prec, force=True,
-                                   input_shapes=shapes)
-            entries.append({"label": label, "model": name, "batch": batch, "target": target, "precision": prec,
+                                   input_shapes=shapes, dims=dyn)
+            entries.append({"label": label, "model": name, "batch": batch if not dyn else None, "dynamic": bool(dyn),
+                            "batches": batches if dyn else [batch], "target": target, "precision": prec,
                             "artifact": f"artifacts/{label}", "compile_s": round(time.perf_counter() - t1, 1),
                             "bytes": art.library.stat().st_size})
             print(f"  {label}: {art.library.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t1:.1f} s", flush=True)
@@ -736,7 +743,7 @@ def run(a) -> int:
     rows, groups, failed = [], [], 0
     for model in meta["models"]:
         for batch in meta["models"][model].get("batches", [1]):
-            es = [e for e in meta["entries"] if e["model"] == model and e.get("batch", 1) == batch
+            es = [e for e in meta["entries"] if e["model"] == model and batch in e.get("batches", [e.get("batch", 1)])
                   and not (a.only and not any(s in e["label"] for s in a.only))]
             if es:
                 groups.append((model, batch, es))
@@ -751,6 +758,8 @@ def run(a) -> int:
         contenders, t_group = {}, time.perf_counter()
         for e in es:
             row = {k: e.get(k) for k in ("label", "model", "precision", "target")} | {"batch": batch}
+            if e.get("dynamic"):  # a dynamic-batch artifact: a row for each batch it runs at
+                row["label"] = f"{e['label']}@{batch}"
             rows.append(row)
             try:
                 lib, man = _artifact_ok(e, bundle)
@@ -763,14 +772,15 @@ def run(a) -> int:
                         else:
                             tvm.runtime.load_module(str(lib))  # the host part and the cubin loader, at least
                             row["status"] = "loaded; not run (no GPU here)"
-                        print(f"{e['label']}: {row['status']}", flush=True)
+                        print(f"{row['label']}: {row['status']}", flush=True)
                         continue
                     if sm not in code:
                         raise RuntimeError(f"artifact has GPU code for {sorted(code)}, this GPU is {sm}")
                 dev = gpu if cuda else tvm.cpu(0)
                 vm = VirtualMachine(tvm.runtime.load_module(str(lib)), dev)
                 spec = man["model"]["inputs"][0]
-                if list(x.shape) != spec["shape"] or np.dtype(spec["dtype"]) != x.dtype:
+                if (len(x.shape) != len(spec["shape"]) or np.dtype(spec["dtype"]) != x.dtype
+                        or any(isinstance(d, int) and d != n for d, n in zip(spec["shape"], x.shape))):
                     raise RuntimeError(f"input {x.dtype}{list(x.shape)} != artifact's {spec['dtype']}{spec['shape']}")
                 t0 = time.perf_counter()
                 outs = _flatten(vm["main"](tvm.runtime.tensor(x, dev)))
@@ -784,7 +794,7 @@ def run(a) -> int:
                 row["tvm_host_ms"] = time_calls(lambda: _flatten(f(tvm.runtime.tensor(x, dev))), dev.sync,
                                                 5, 500, a.budget, warmup=2)["median_ms"]
                 if cuda:
-                    contenders[e["label"]] = _timed(lambda f=f, xd=xd: f(xd), dev.sync)
+                    contenders[row["label"]] = _timed(lambda f=f, xd=xd: f(xd), dev.sync)
                 else:  # the CPU control: not in the GPU turns
                     row["tvm_ms"] = row["tvm_host_ms"]
                 if not row["ok"]:
@@ -802,8 +812,7 @@ def run(a) -> int:
         left = a.deadline - (time.perf_counter() - t_start)
         if left < 15:
             base["skipped"] = f"the {a.deadline:.0f} s deadline was reached before timing"
-            for e in es:
-                contenders.pop(e["label"], None)
+            contenders.clear()
         else:
             if ort is not None:
                 try:
@@ -833,9 +842,10 @@ def run(a) -> int:
                 else:
                     base[f"{mode}_error"] = res.get("error")
             timed = _turns(contenders, a.turns, a.turn_ms / 1e3)
+            group_rows = {r["label"]: r for r in rows if r["model"] == model and r["batch"] == batch}
             for k, v in timed.items():
-                if k in [e["label"] for e in es]:
-                    r = next(r for r in rows if r["label"] == k)
+                if k in group_rows:
+                    r = group_rows[k]
                     r["tvm_ms"] = v.get("ms")
                     if "error" in v:
                         r["timing_error"] = v["error"]
@@ -964,6 +974,8 @@ def main() -> int:
     p.add_argument("--runtime", default=None, help="carry TVM's runtime as rt/: 'auto' (made from this TVM, the CUDA "
                    "toolkit's libcudart and apache-tvm-ffi for --python) or a folder with tvm/ and site/")
     p.add_argument("--python", default="3.12", help="the GPU machine's Python, for --runtime auto [3.12]")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="also one artifact per model and precision with a dynamic batch dim (--dim batch=MIN..MAX)")
     p.add_argument("--xz-preset", type=int, default=6)
     p.add_argument("--max-bytes", type=int, default=MAX_CARRY, help="refuse a packed bundle above this [64 MiB]")
     p.add_argument("--tile-min-bytes", type=int, default=1 << 20,
