@@ -138,3 +138,24 @@ def test_prepare_refuses_a_bundle_over_the_limit(tmp_path, capsys):
     assert not (tmp_path / "b.tar.xz").exists()
     assert gc.finish(out, preset=1, limit=64 << 20) == 0
     assert (tmp_path / "b.tar.xz").is_file()
+
+
+def test_timing_turns_alternate_and_take_the_median():
+    gc = _load_script()
+    order, vals = [], {"a": iter([1e-3] + [1e-3, 5e-3, 2e-3]), "b": iter([2e-3] + [4e-3, 3e-3, 9e-3])}
+
+    def make(k):
+        def f(n):
+            order.append((k, n))
+            return next(vals[k])
+        return f
+
+    def broken(n):
+        raise RuntimeError("worker gone")
+
+    res = gc._turns({"a": make("a"), "b": make("b"), "c": broken}, turns=3, turn_s=0.01)
+    # one calibration call each, then a, b, a, b, a, b: n calls a turn sized to about turn_s
+    assert order == [("a", 1), ("b", 1)] + [("a", 10), ("b", 5)] * 3
+    assert res["a"] == {"ms": 2.0, "calls_per_turn": 10, "turns": 3}
+    assert res["b"]["ms"] == 4.0 and res["b"]["calls_per_turn"] == 5
+    assert "worker gone" in res["c"]["error"]
