@@ -242,3 +242,20 @@ class ViT(nn.Module):
 def vit_b16(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return ViT().eval()
+
+
+def calibrate_bn(model: nn.Module, shape, seed: int = 0) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of one seeded random batch of ``shape``, so
+    that each normalizes what reaches it: a random-init network then keeps its activations' scale
+    through its depth (with random statistics a deep one's outputs barely depend on its input)."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(*shape, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
