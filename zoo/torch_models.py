@@ -10,11 +10,13 @@ from torch import nn
 
 
 class EncoderBlock(nn.Module):
-    """A BERT-style encoder block: multi-head self-attention + GELU MLP, post-LayerNorm."""
+    """A BERT-style encoder block: multi-head self-attention + GELU MLP, post-LayerNorm
+    (``pre_norm``: LayerNorm before each half, as ViT)."""
 
-    def __init__(self, d: int = 64, heads: int = 4, ff: int = 128):
+    def __init__(self, d: int = 64, heads: int = 4, ff: int = 128, pre_norm: bool = False):
         super().__init__()
         self.heads = heads
+        self.pre_norm = pre_norm
         self.scale = 1.0 / math.sqrt(d // heads)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
@@ -23,15 +25,20 @@ class EncoderBlock(nn.Module):
         self.ff2 = nn.Linear(ff, d)
         self.ln2 = nn.LayerNorm(d)
 
-    def forward(self, x):
+    def attention(self, x):
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=-1)
         q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         k = k.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         v = v.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(b, t, c)
-        x = self.ln1(x + self.proj(y))
+        return self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
+
+    def forward(self, x):
+        if self.pre_norm:
+            x = x + self.attention(self.ln1(x))
+            return x + self.ff2(nn.functional.gelu(self.ff1(self.ln2(x))))
+        x = self.ln1(x + self.attention(x))
         return self.ln2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
 
 
@@ -52,18 +59,45 @@ class BasicBlock(nn.Module):
         return torch.relu(y + (x if self.down is None else self.down(x)))
 
 
-class ResNet(nn.Module):
-    """ResNet-18's architecture (torchvision's layout), width and depth configurable."""
+class Bottleneck(nn.Module):
+    """ResNet-50's block (torchvision's v1.5: the stride on the 3x3 conv): 1x1 -> 3x3 -> 1x1 (x4)."""
 
-    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), classes: int = 1000):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet(nn.Module):
+    """ResNet-18's architecture (torchvision's layout), width and depth configurable;
+    ``bottleneck=True`` with blocks (3, 4, 6, 3) is ResNet-50."""
+
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), classes: int = 1000, bottleneck: bool = False):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
                                   nn.ReLU(), nn.MaxPool2d(3, 2, 1))
         layers, cin = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
-                layers.append(BasicBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
-                cin = w
+                stride = 2 if (j == 0 and i > 0) else 1
+                layers.append(Bottleneck(cin, w, stride) if bottleneck else BasicBlock(cin, w, stride))
+                cin = w * Bottleneck.expansion if bottleneck else w
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, classes)
 
@@ -84,6 +118,11 @@ def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
 def resnet18(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return _randomize_bn(ResNet(), seed)
+
+
+def resnet50(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(ResNet(blocks=(3, 4, 6, 3), bottleneck=True), seed)
 
 
 def small_resnet(seed: int = 0) -> nn.Module:
@@ -178,3 +217,45 @@ class MiniLMEncoder(nn.Module):
 def minilm_encoder(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return MiniLMEncoder().eval()
+
+
+class ViT(nn.Module):
+    """ViT-B/16's architecture: a 16x16 patch conv, a class token and learned positions, pre-LayerNorm
+    encoder blocks (12 x d=768, 12 heads, FFN 3072 over 197 tokens at 224x224), a linear head."""
+
+    def __init__(self, image: int = 224, patch: int = 16, layers: int = 12, d: int = 768, heads: int = 12,
+                 ff: int = 3072, classes: int = 1000):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, d) * 0.02)
+        self.blocks = nn.Sequential(*[EncoderBlock(d, heads, ff, pre_norm=True) for _ in range(layers)])
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def vit_b16(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return ViT().eval()
+
+
+def calibrate_bn(model: nn.Module, shape, seed: int = 0) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of one seeded random batch of ``shape``, so
+    that each normalizes what reaches it: a random-init network then keeps its activations' scale
+    through its depth (with random statistics a deep one's outputs barely depend on its input)."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(*shape, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()

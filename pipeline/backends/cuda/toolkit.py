@@ -85,8 +85,15 @@ def prepare_driver() -> str:
             return "none"
         os.replace(tmp, stub)
     ctypes.CDLL(str(stub), mode=ctypes.RTLD_GLOBAL)
-    _state["driver"] = "stub"
+    _state.update(driver="stub", stub=str(stub))
     return "stub"
+
+
+def driver_stub() -> Path | None:
+    """The stand-in libcuda.so.1 prepare_driver loaded (for a process without a driver that must load
+    CUDA artifacts, e.g. with LD_PRELOAD), or None where a real driver (or none at all) is used."""
+    prepare_driver()
+    return Path(_state["stub"]) if "stub" in _state else None
 
 
 CUDA_ROOTS = ["/usr/local/cuda"]
