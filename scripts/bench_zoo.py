@@ -194,26 +194,11 @@ class LSTMTagger(nn.Module):
         return self.fc(self.lstm(x)[0])
 
 
-class CRNN(nn.Module):
-    """Text recognition's CRNN: a conv stack to [batch, channels, 1, width], permuted to [width,
-    batch, features], a bidirectional LSTM over the width, a per-step classifier (tests/test_rnn.py's,
-    at a text-line size: 32 x 128 pixels, 37 classes)."""
+def _crnn():
+    """zoo.torch_models.CRNN at a text line's size: 32 x 128 pixels, 37 classes."""
+    from zoo.torch_models import CRNN
 
-    def __init__(self, classes=37, hidden=64):
-        super().__init__()
-        self.cnn = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2, 2),
-                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-                                 nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-                                 nn.MaxPool2d((2, 1), (2, 1)), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
-                                 nn.MaxPool2d((2, 1), (2, 1)), nn.Conv2d(128, 128, (2, 1)), nn.ReLU())
-        self.rnn = nn.LSTM(128, hidden, bidirectional=True)
-        self.fc = nn.Linear(2 * hidden, classes)
-
-    def forward(self, x):
-        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # [W, B, C]
-        y, _ = self.rnn(f)
-        t, b, h = y.size()
-        return self.fc(y.view(t * b, h)).view(t, b, -1)
+    return CRNN(small=False)
 
 
 class _LstmHead(nn.Module):
@@ -374,7 +359,7 @@ def _hf(name: str):
 HAND = {"squeezenet": (SqueezeNet, (1, 3, 224, 224)), "shufflenet_v2": (ShuffleNetV2, (1, 3, 224, 224)),
         "yolo_style": (YoloStyle, (1, 3, 320, 320)), "unet_convtranspose": (UNetDecoder, (1, 3, 256, 256)),
         "conv1d_audio": (Conv1dAudio, (1, 80, 300)), "lstm_tagger": (LSTMTagger, (1, 100, 80)),
-        "crnn": (CRNN, (1, 1, 32, 128)), "mel_stft": (MelFrontEnd, (1, 1, 16000)),
+        "crnn": (_crnn, (1, 1, 32, 128)), "mel_stft": (MelFrontEnd, (1, 1, 16000)),
         "byte_conv": (ByteConv, (1, 256, 2048)), "kws_tiny": (KeywordMLP, (1, 490)), "vad_tiny": (TinyVAD, (1, 10, 40))}
 HF = ["resnet50", "efficientnet_b0", "mobilenet_v2", "convnext_tiny", "regnet_y_400mf", "vit_b_16", "swin_tiny",
       "bert_base", "distilbert", "gpt2_2layer", "wav2vec2_2layer"]

@@ -259,3 +259,33 @@ def calibrate_bn(model: nn.Module, shape, seed: int = 0) -> nn.Module:
     for m in bns:
         m.momentum = 0.1
     return model.eval()
+
+
+class CRNN(nn.Module):
+    """Text recognition's CRNN: convolutions to a [batch, channels, 1, width] map, permuted to
+    [width, batch, features], a bidirectional LSTM over the width, a per-step Linear classifier
+    (the classic code's ``view(T * b, h)`` -> Linear -> ``view(T, b, -1)``). ``small``: the tests'
+    size (16 x W images, 11 classes); otherwise a text line's (32 x W, 37 classes)."""
+
+    def __init__(self, small: bool = True):
+        super().__init__()
+        if small:
+            classes, hidden, feat = 11, 8, 16
+            self.cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                     nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1), (2, 1)),
+                                     nn.Conv2d(16, 16, (2, 1)), nn.ReLU())
+        else:
+            classes, hidden, feat = 37, 64, 128
+            self.cnn = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                     nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+                                     nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                                     nn.MaxPool2d((2, 1), (2, 1)), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+                                     nn.MaxPool2d((2, 1), (2, 1)), nn.Conv2d(128, 128, (2, 1)), nn.ReLU())
+        self.rnn = nn.LSTM(feat, hidden, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # [W, B, C]
+        y, _ = self.rnn(f)
+        t, b, h = y.size()
+        return self.fc(y.view(t * b, h)).view(t, b, -1)

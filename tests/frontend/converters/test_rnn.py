@@ -263,27 +263,6 @@ def test_lstm_forms_match_ort(tmp_path, case):
     assert any(k["kernel"].startswith("lstm_recurrence") for k in kernels) == fused
 
 
-class CRNN(torch.nn.Module):
-    """Text recognition's CRNN: convolutions to a [batch, channels, 1, width] map, permuted to
-    [width, batch, features], a bidirectional LSTM over the width, a per-step Linear classifier
-    (the classic code's ``view(T * b, h)`` -> Linear -> ``view(T, b, -1)``)."""
-
-    def __init__(self, classes=11, hidden=8):
-        super().__init__()
-        nn = torch.nn
-        self.cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2, 2),
-                                 nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1), (2, 1)),
-                                 nn.Conv2d(16, 16, (2, 1)), nn.ReLU())
-        self.rnn = nn.LSTM(16, hidden, bidirectional=True)
-        self.fc = nn.Linear(2 * hidden, classes)
-
-    def forward(self, x):
-        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # [W, B, C]
-        y, _ = self.rnn(f)
-        t, b, h = y.size()
-        return self.fc(y.view(t * b, h)).view(t, b, -1)
-
-
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_crnn_from_torch_matches_ort(tmp_path, dynamo):
     """A torch CRNN exported with a dynamic batch and width, compiled for one shape: [width, batch,
@@ -292,6 +271,8 @@ def test_crnn_from_torch_matches_ort(tmp_path, dynamo):
     if dynamo:
         needs_module("onnxscript")  # the dynamo exporter needs it (a test extra)
     torch.manual_seed(0)
+    from zoo.torch_models import CRNN
+
     m = CRNN().eval()
     x = torch.randn(2, 1, 8, 20)
     path = tmp_path / "crnn.onnx"
