@@ -146,13 +146,17 @@ class TensorCore(ScheduleRule):
         def to_warp(idx):
             blk = sch.cache_read(outer, idx, "warp")
             sch.compute_at(blk, k1)
+            ldmatrix_tiles(blk, ("write", 0))
+            return blk
+
+        def ldmatrix_tiles(blk, buffer):
+            """The block's last two loops in 16x16 tiles, the warp buffer in ldmatrix's 32x8 fragment layout."""
             a, b = sch.get_loops(blk)[-2:]
             a0, a1 = sch.split(a, [None, 16])
             b0, b1 = sch.split(b, [None, 16])
             sch.reorder(a0, b0, a1, b1)
-            sch.transform_layout(blk, ("write", 0), lambda s, x, y: (
+            sch.transform_layout(blk, buffer, lambda s, x, y: (
                 s, x // 16, y // 16, *shared_16x16_to_ldmatrix_32x8_layout(x % 16, y % 16)))
-            return blk
 
         a_s, b_s = to_shared(0), to_shared(1)
         a_w, b_w = to_warp(0), to_warp(1)
@@ -161,12 +165,7 @@ class TensorCore(ScheduleRule):
         sch.reverse_compute_at(c_s, bx)
         c_w = sch.cache_write(outer, 0, "warp")
         sch.reverse_compute_at(c_w, j1)
-        a, b = sch.get_loops(c_w)[-2:]
-        a0, a1 = sch.split(a, [None, 16])
-        b0, b1 = sch.split(b, [None, 16])
-        sch.reorder(a0, b0, a1, b1)
-        sch.transform_layout(c_w, ("read", 0), lambda s, x, y: (
-            s, x // 16, y // 16, *shared_16x16_to_ldmatrix_32x8_layout(x % 16, y % 16)))
+        ldmatrix_tiles(c_w, ("read", 0))
 
         init = sch.decompose_reduction(outer, k0)
         init_inner = sch.get_child_blocks(init)[0]
