@@ -16,6 +16,7 @@ SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
 # several ms beside a second deploy process; benchmarks/neighbours.txt).
 SERIAL_BELOW = 16384
 _serial = contextvars.ContextVar("serial", default=False)
+_last_work: list = [None, None]  # (func, work(func)) of the kernel the rules last tried
 
 
 def work(func) -> int | None:
@@ -39,10 +40,14 @@ def work(func) -> int | None:
 @contextlib.contextmanager
 def serial_if_small(func):
     """Within it, ``parallel`` leaves the loops of a kernel below SERIAL_BELOW iterations serial."""
-    try:
-        n = work(func)
-    except Exception:  # noqa: BLE001 - no estimate: schedule as before
-        n = None
+    if _last_work[0] is func:  # the rules try one kernel after another: estimate each kernel once
+        n = _last_work[1]
+    else:
+        try:
+            n = work(func)
+        except Exception:  # noqa: BLE001 - no estimate: schedule as before
+            n = None
+        _last_work[:] = [func, n]
     token = _serial.set(n is not None and n < SERIAL_BELOW)
     try:
         yield
