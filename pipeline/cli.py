@@ -153,7 +153,7 @@ def compile(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     runner: Annotated[Optional[bool], typer.Option("--runner/--no-runner", help="Add the C++ runner and TVM's runtime libraries (default: on for ARM CPU targets).")] = None,
-    tune_budget: Annotated[Optional[str], typer.Option("--tune", help="Tune for this long first (e.g. 10m), then build with the records.")] = None,
+    tune_budget: Annotated[Optional[str], typer.Option("--tune", help="Tune for this long first (e.g. 10m), then build with the records; auto (auto:20m): 10 min on the kernels furthest below this machine's matmul rate, ended early when the model stops improving.")] = None,
     precision: PrecisionOpt = "fp32",
     quantize: QuantizeOpt = None,
     calibration: CalibrationOpt = None,
@@ -171,14 +171,15 @@ def compile(
     """Compile MODEL for a target into an artifact directory (library + manifest.json + layers.json; ARM: + runner, lib/)."""
     from .compile import CompileArgs, compile_model
     from .frontend.cleanup import parse_shape
-    from .tune import parse_duration
+    from .tune import parse_budget
 
     shapes = dict(parse_shape(s) for s in input_shape or [])
+    budget, auto = parse_budget(tune_budget)
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, max_accuracy_drop,
                              random_calibration, speed_check, dynamic)
     compile_model(CompileArgs(model=model, target=target, output=output, input_shapes=shapes, dims=dim or {},
                               opt_level=opt_level, dump_ir=dump_ir, force=force, db=db, runner=runner,
-                              tune_budget=parse_duration(tune_budget), precision=prec, quant=quant,
+                              tune_budget=budget, tune_auto=auto, precision=prec, quant=quant,
                               check=check, check_inputs=check_inputs, report=report))
 
 
@@ -233,7 +234,7 @@ def tune(
     target: Annotated[str, typer.Option("--target", "-t", help="Target preset or .toml file.")],
     trials: Annotated[int, typer.Option(help="Measured candidates in all.")] = 1280,
     trials_per_task: Annotated[int, typer.Option(help="At most this many per kernel; kernels with this many records are skipped.")] = 64,
-    time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="Stop after this long, counted from the start of the command: 90s, 20m, 1h.")] = None,
+    time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="Stop after this long, counted from the start of the command: 90s, 20m, 1h; auto (auto:20m): 10 min on the kernels furthest below this machine's matmul rate, ended early when the model stops improving.")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Tuning database root [~/.cache/deploy/tuning].")] = None,
     input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224 (repeatable).")] = None,
     dim: DimOpt = None,
@@ -252,13 +253,14 @@ def tune(
 ):
     """Tune MODEL's kernels for a target with MetaSchedule; records go to the tuning database."""
     from .frontend.cleanup import parse_shape
-    from .tune import TuneArgs, parse_duration, summary_json, tune_model
+    from .tune import TuneArgs, parse_budget, summary_json, tune_model
 
+    budget, auto = parse_budget(time_budget)
     shapes = dict(parse_shape(s) for s in input_shape or [])
     prec, quant = _precision(precision, quantize, calibration, calibrator, per_channel, exclude, None,
                              random_calibration, dynamic=dynamic)
     summary = tune_model(TuneArgs(model=model, target=target, input_shapes=shapes, dims=dim or {}, trials=trials,
-                                  trials_per_task=trials_per_task, time_budget=parse_duration(time_budget), db=db,
+                                  trials_per_task=trials_per_task, time_budget=budget, auto=auto, db=db,
                                   opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key, precision=prec,
                                   quant=quant),
                          show=not as_json)

@@ -39,6 +39,7 @@ class CompileArgs(Request):
     force: bool = False
     runner: bool | None = None      # the C++ runner + TVM runtime in the artifact; default: ARM CPU targets
     tune_budget: float | None = None  # seconds of tuning before the build (records kept in db)
+    tune_auto: bool = False         # --tune auto: the budget where the time is lost, stopped at a plateau
     check: bool | None = None       # compare with ONNX Runtime before writing; None: where it runs natively
     check_inputs: Path | None = None  # .npz of inputs for the check (default: seeded random)
     report: bool = False            # print the layer report (kernels, their ONNX nodes, schedules)
@@ -88,7 +89,7 @@ def _compile(args: CompileArgs, preset: Preset, out: Path, backend, want_runner:
         # the module just prepared is the one tuned: its tasks are the kernels this build looks up
         tune_module(prep, preset, runner, step, db=args.db, trials=10**6, time_budget=args.tune_budget,
                     # the budget is the limit: a kernel worth more trials gets them
-                    trials_per_task=10**4, show=show, t0=t_tune)
+                    trials_per_task=10**4, show=show, t0=t_tune, auto=args.tune_auto)
     sources: dict = {}
     with step("apply tuning"):
         mod, tuned, total = apply_database(prep.mod, preset, args.db, prep.fallbacks, sources=sources)

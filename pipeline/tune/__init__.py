@@ -5,6 +5,6 @@
 and enforces the time budget. Compile applies the records in schedule.py.
 """
 
-from .tuner import TuneArgs, TuneSummary, parse_duration, summary_json, tune_model
+from .tuner import TuneArgs, TuneSummary, parse_budget, parse_duration, summary_json, tune_model
 
-__all__ = ["TuneArgs", "TuneSummary", "parse_duration", "summary_json", "tune_model"]
+__all__ = ["TuneArgs", "TuneSummary", "parse_budget", "parse_duration", "summary_json", "tune_model"]

@@ -9,23 +9,30 @@ from .. import log
 
 
 class OutOfTime(Exception):
-    """Raised from the measure callback when the time budget is spent."""
+    """Raised from the measure callback when the time budget is spent or the model stopped improving."""
 
 
 class Progress:
     """Progress on the terminal from a MetaSchedule measure callback, and the time budget."""
 
-    def __init__(self, tasks, total: int, budget: float | None, best: dict, show: bool, t0: float):
+    def __init__(self, tasks, total: int, budget: float | None, best: dict, show: bool, t0: float,
+                 plateau: float | None = None):
         """``budget`` counts from ``t0``, the start of the command: import, task extraction and the
-        default schedules' measurements are part of it."""
+        default schedules' measurements are part of it. ``plateau``: stop once the estimated latency
+        improved by less than 1% over the last this many seconds of search (``--tune auto``)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.tasks, self.total, self.budget = tasks, total, budget
         self.best = dict(best)
+        self.start = set(best)
         self.weights = {t.task_name: t.weight for t in tasks}
         self.trials = 0
         self.out_of_time = False
+        self.stopped_by: str | None = None  # "time budget" or "no gain"
         self.t0 = t0
+        self.plateau = plateau
+        self.history: list[tuple[float, float]] = []  # (seconds into the search, estimated ms)
+        self.t_search = time.perf_counter()
         self.bar = Progress(TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=log.console,
                             disable=not show, transient=False)
@@ -34,6 +41,7 @@ class Progress:
     def __enter__(self):
         self.bar.__enter__()
         self.tid = self.bar.add_task("tune", total=self.total, info="")
+        self.t_search = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
@@ -50,11 +58,19 @@ class Progress:
         done = sum(1 for r in scheduler.tasks_ if r.is_terminated)
         elapsed = time.perf_counter() - self.t0
         est = sum(self.best.values()) * 1e3
-        info = f"tasks done {done}/{len(self.tasks)}  est. {est:.2f} ms"
+        info = f"tasks done {done}/{len(self.tasks)}  est. latency {est:.2f} ms"
         if self.budget:
             info += f"  left {max(0, self.budget - elapsed) / 60:.1f} min"
         self.bar.update(self.tid, completed=min(self.trials, self.total), info=info)
+        searched = time.perf_counter() - self.t_search
+        # the plateau is judged on the kernels measured when the search began: a kernel's first
+        # record raises the sum without anything getting slower
+        self.history.append((searched, sum(self.best[n] for n in self.start) * 1e3 if self.start else est))
         if self.budget and elapsed > self.budget:
+            self.stopped_by = "time budget"
+        elif self.plateau and not improving(self.history, self.plateau):
+            self.stopped_by = "no gain"
+        if self.stopped_by:
             # MetaSchedule has no time limit and asserts if tasks are terminated behind its back:
             # stop it by raising from the callback, after this batch's records were committed
             self.out_of_time = True
@@ -72,6 +88,14 @@ class Progress:
                 progress.update(task_scheduler, task_id, runner_results)
 
         return ProgressCallback()
+
+
+def improving(history: list[tuple[float, float]], window: float) -> bool:
+    """False once the estimate (history: (seconds, ms) in order) is within 1% of where it stood
+    ``window`` seconds ago; True until the search has run that long."""
+    now, est = history[-1]
+    before = [e for s, e in history if s <= now - window]
+    return not before or est < 0.99 * before[-1]
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from ..run.remote import connect, parse_tracker
 from ..frontend.dims import static_shapes
 from ..targets import Preset, get_preset
 from . import database as tuning_db
+from .focus import NEAR_RATE, focus, lost_time, matmul_rate
 from .progress import Progress, stops_on
 
 
@@ -43,6 +44,7 @@ class TuneArgs(Request):
     trials: int = 64 * 20            # measured candidates in all
     trials_per_task: int = 64
     time_budget: float | None = None  # seconds
+    auto: bool = False                # --time-budget auto: rank by time lost against the matmul rate, stop at a plateau
     rpc_tracker: str | None = None    # HOST:PORT
     rpc_key: str | None = None
     seed: int = 0
@@ -84,7 +86,23 @@ def parse_duration(text: str | None) -> float | None:
         mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
         return float(t[:-1]) * mult if mult else float(t)
     except ValueError:
-        raise DeployError(f"bad duration '{text}'", hint="write it like 90s, 20m or 1h")
+        raise DeployError(f"bad duration '{text}'", hint="write it like 90s, 20m or 1h (or auto, auto:20m)")
+
+
+AUTO_BUDGET = 600.0  # --tune auto: ten minutes, unless it says another (auto:20m)
+
+
+def parse_budget(text: str | None) -> tuple[float | None, bool]:
+    """A tuning budget as the CLI takes it: '10m' -> (600.0, False); 'auto' -> (600.0, True), the
+    budget ranked by time lost against the matmul rate and ended at a plateau; 'auto:20m' -> (1200.0, True)."""
+    if text is None:
+        return None, False
+    t = text.strip().lower()
+    if t == "auto":
+        return AUTO_BUDGET, True
+    if t.startswith("auto:"):
+        return parse_duration(t[5:]), True
+    return parse_duration(t), False
 
 
 def tuning_runner(preset: Preset, rpc_tracker: str | None = None, rpc_key: str | None = None):
@@ -170,26 +188,15 @@ def _record_defaults(tasks, database, builder, runner, target, backend) -> int:
     return n
 
 
-def _focus(todo: list, cost: dict[str, float], budget: float | None) -> tuple[list, list, float]:
-    """With a time budget, the tasks worth it: the most expensive first (``cost``: their best
-    record's seconds x calls, the default schedules' at first) until 90% of the measured time, at
-    most one per minute of budget (at least 4); the rest keep their defaults. Returns (chosen,
-    left, the chosen share of the measured time). With 40-100 kernels (a CNN), a search round over
-    every one of them took a 10-minute budget before any kernel improved."""
-    if not budget:
-        return todo, [], 1.0
-    known = sorted((t for t in todo if t.task_name in cost), key=lambda t: -cost[t.task_name])
-    total = sum(cost[t.task_name] for t in known)
-    cap = max(4, int(budget // 60))
-    chosen, acc = [], 0.0
-    for t in known:
-        if len(chosen) >= cap or acc >= 0.9 * total:
-            break
-        chosen.append(t)
-        acc += cost[t.task_name]
-    if not chosen:  # nothing measured (no default schedules): every task
-        return todo, [], 1.0
-    return chosen, [t for t in todo if t not in chosen], acc / total
+def _task_flops(task) -> float:
+    """A task's floating-point operations per call (TVM's estimate; 0 where it has none)."""
+    import tvm
+    from tvm import s_tir
+
+    try:
+        return float(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": task.dispatched[0]["main"]})))
+    except Exception:  # noqa: BLE001 - a kernel TVM cannot count is ranked by its time alone
+        return 0.0
 
 
 def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float], float | None]:
@@ -210,14 +217,17 @@ def tune_model(args: TuneArgs, show: bool = True) -> TuneSummary:
     prep = args.prepare(preset, step)
     return tune_module(prep, preset, runner, step, db=args.db, trials=args.trials,
                        trials_per_task=args.trials_per_task, time_budget=args.time_budget, seed=args.seed,
-                       show=show, t0=t0)
+                       show=show, t0=t0, auto=args.auto, remote=bool(args.rpc_tracker))
 
 
 def tune_module(prep: Prepared, preset: Preset, runner, step, *, db: Path | None, trials: int,
                 trials_per_task: int, time_budget: float | None = None, seed: int = 0, show: bool = True,
-                t0: float | None = None) -> TuneSummary:
+                t0: float | None = None, auto: bool = False, remote: bool = False) -> TuneSummary:
     """Tune the kernels of a prepared module (as TVM's static_shape_tuning_pipeline tunes the module
-    it is given): ``compile --tune`` passes the one it builds. ``t0``: where the time budget starts."""
+    it is given): ``compile --tune`` passes the one it builds. ``t0``: where the time budget starts.
+    ``auto`` (``--tune auto``): the budget goes to the kernels that lose the most time against this
+    machine's matmul rate (focus.py), and the search stops when the estimated latency stops
+    improving (progress.py); ``remote``: measured over RPC, where this machine's rate says nothing."""
     from tvm.s_tir import meta_schedule as ms
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -235,7 +245,7 @@ def tune_module(prep: Prepared, preset: Preset, runner, step, *, db: Path | None
                  + ("(the optimized sizes' kernels are tuned)" if prep.specialized else
                     "(give optimized sizes, --dim S=1..512@128, to get kernels that tune)"))
     records = {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks}
-    best_before, est_before = _estimate(tasks, records)
+    _, est_before = _estimate(tasks, records)
     todo = [t for t in tasks if len(records[t.task_name]) < trials_per_task]
     reused = len(tasks) - len(todo)
     log.info(f"{len(tasks)} tasks: {reused} already tuned in {tdb.path}, {len(todo)} to tune")
@@ -256,37 +266,54 @@ def tune_module(prep: Prepared, preset: Preset, runner, step, *, db: Path | None
             with step("measure default schedules"), log.tvm_quiet():
                 n = _record_defaults(todo, database, builder, runner, target, backend)
             log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
-        cost = (_estimate(todo, {t.task_name: _records_for(database, t.dispatched[0]) for t in todo})[0]
-                if time_budget else {})  # only a budget chooses by cost
-        todo, left, share = _focus(todo, cost, time_budget)
+        measured_best = _estimate(tasks, {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks})[0]
+        cost = {t.task_name: measured_best[t.task_name] for t in todo if t.task_name in measured_best}
+        what = "take {share:.0%} of the measured time"
+        if time_budget and auto and backend.host_timed and not preset.is_cross and not remote:
+            rate = matmul_rate()
+            cost = lost_time(cost, {t.task_name: _task_flops(t) * t.weight for t in todo}, rate)
+            what = f"lose {{share:.0%}} of the time lost against this machine's matmul rate ({rate / 1e9:.0f} GFLOP/s)"
+        todo, left, share = focus(todo, cost if time_budget else {}, time_budget)  # only a budget chooses
         if left:
-            log.info(f"  the budget goes to the {len(todo)} kernels that take {share:.0%} of the measured time; "
+            log.info(f"  the budget goes to the {len(todo)} kernels that {what.format(share=share)}; "
                      f"{len(left)} keep their default schedules")
         trials = min(trials, trials_per_task * len(todo))
-        ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(work), seed=seed,
-            # no initial candidates replayed from the database: a default schedule's record with
-            # pre-packed weights, replayed under the search's own layout-rewrite postprocessing,
-            # stops the whole run (IndexMap "args.size() == initial_indices_orig.size()")
-            strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32,
-                                                           init_measured_ratio=0.0),
-            num_threads=os.cpu_count() or 1)
-        progress = Progress(todo, trials, time_budget, best_before, show, t0)
-        with step("tune"), progress, log.tvm_quiet(), stops_on(progress):
-            ms.tune.tune_tasks(
-                tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,
-                max_trials_per_task=trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder, runner=runner,
-                database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1),
-                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.callback()],
-                task_scheduler="gradient")
-        measured = progress.trials
-        stopped_by = "time budget" if progress.out_of_time else "trial budget"
+        if not todo:
+            log.info(f"  every kernel runs at {NEAR_RATE:.0%} of the matmul rate or better: nothing worth a search")
+            stopped_by = "nothing worth tuning"
+        else:
+            plateau = max(90.0, time_budget / 4) if auto and time_budget else None
+            progress = Progress(todo, trials, time_budget, measured_best, show, t0, plateau=plateau)
+            _search(todo, trials, trials_per_task, seed, work, builder, runner, database, progress, step)
+            measured = progress.trials
+            stopped_by = progress.stopped_by or "trial budget"
     _, est_after = _estimate(tasks, {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks})
     summary = TuneSummary(preset.name, str(tdb.path), len(tasks), reused, len(todo), measured,
                           round(time.perf_counter() - t0, 1), est_before, est_after, stopped_by)
     log.info(f"[green]tuned[/green] {measured} trials in {summary.seconds:.0f} s; "
              + (f"estimated kernel time {est_after:.2f} ms" if est_after else "some tasks have no valid record yet"))
     return summary
+
+
+def _search(todo, trials, trials_per_task, seed, work, builder, runner, database, progress: Progress, step) -> None:
+    """MetaSchedule's evolutionary search over ``todo``, every measured candidate committed as it comes."""
+    from tvm.s_tir import meta_schedule as ms
+
+    ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        todo, work_dir=str(work), seed=seed,
+        # no initial candidates replayed from the database: a default schedule's record with
+        # pre-packed weights, replayed under the search's own layout-rewrite postprocessing,
+        # stops the whole run (IndexMap "args.size() == initial_indices_orig.size()")
+        strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32,
+                                                       init_measured_ratio=0.0),
+        num_threads=os.cpu_count() or 1)
+    with step("tune"), progress, log.tvm_quiet(), stops_on(progress):
+        ms.tune.tune_tasks(
+            tasks=ctxs, task_weights=weights, work_dir=str(work), max_trials_global=trials,
+            max_trials_per_task=trials_per_task, num_trials_per_iter=_per_iter(trials, len(todo)), builder=builder,
+            runner=runner, database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1),
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.callback()],
+            task_scheduler="gradient")
 
 
 def summary_json(s: TuneSummary) -> str:

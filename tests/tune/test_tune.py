@@ -258,15 +258,73 @@ def test_time_budget_counts_the_whole_command(models, tmp_path):
 def test_focus_picks_the_costliest_kernels_until_90_percent():
     from types import SimpleNamespace
 
-    from pipeline.tune.tuner import _focus
+    from pipeline.tune.focus import focus
 
     cost = {"a": 5.0, "b": 3.0, "c": 1.5, "d": 0.3, "e": 0.2}  # "f": not measured
     tasks = [SimpleNamespace(task_name=n) for n in "abcdef"]
-    chosen, left, share = _focus(tasks, cost, 600.0)  # 10 min: up to 10 kernels, stop at 90%
+    chosen, left, share = focus(tasks, cost, 600.0)  # 10 min: up to 10 kernels, stop at 90%
     assert [t.task_name for t in chosen] == ["a", "b", "c"] and len(left) == 3 and share == pytest.approx(0.95)
-    chosen, _, _ = _focus(tasks, cost, 60.0)
+    chosen, _, _ = focus(tasks, cost, 60.0)
     assert [t.task_name for t in chosen] == ["a", "b", "c"]  # at least 4 allowed; 90% reached first
-    assert _focus(tasks, cost, None) == (tasks, [], 1.0)     # no budget: every kernel
+    assert focus(tasks, cost, None) == (tasks, [], 1.0)     # no budget: every kernel
+    # every kernel measured and none losing time: nothing is searched
+    assert focus(tasks[:2], {"a": 0.0, "b": 0.0}, 600.0) == ([], tasks[:2], 0.0)
+
+
+def test_auto_ranks_kernels_by_time_lost_against_the_matmul_rate():
+    """--tune auto: a convolution near the machine's matmul rate loses little however long it runs;
+    a slower-per-FLOP kernel with less time goes first."""
+    from types import SimpleNamespace
+
+    from pipeline.tune.focus import NEAR_RATE, focus, lost_time, matmul_rate
+
+    rate = 100e9
+    cost = {"conv_fast": 4e-3, "conv_slow": 2e-3, "eltwise": 0.5e-3}  # seconds per inference
+    flops = {"conv_fast": 0.8 * rate * 4e-3, "conv_slow": 0.1 * rate * 2e-3, "eltwise": 0.0}
+    lost = lost_time(cost, flops, rate)
+    assert lost["conv_fast"] == 0.0  # at 80% of the rate (NEAR_RATE or better): not worth a search
+    assert lost["conv_slow"] == pytest.approx(2e-3 * 0.9) and lost["eltwise"] == pytest.approx(0.5e-3)
+    assert NEAR_RATE == 0.5
+    tasks = [SimpleNamespace(task_name=n) for n in cost]
+    chosen, left, _ = focus(tasks, lost, 600.0)
+    assert [t.task_name for t in chosen] == ["conv_slow", "eltwise"] and [t.task_name for t in left] == ["conv_fast"]
+    assert 1e9 < matmul_rate(n=128, runs=2) < 1e14  # FLOP/s, measured
+
+
+def test_auto_stops_when_the_estimate_stops_improving():
+    from pipeline.tune.progress import improving
+
+    window = 90.0
+    assert improving([(0.0, 10.0), (60.0, 9.0)], window)              # not searched that long yet
+    assert improving([(0.0, 10.0), (60.0, 9.0), (100.0, 8.0)], window)  # 20% better than 100 s ago
+    assert not improving([(0.0, 10.0), (100.0, 9.95)], window)          # under 1% in 90 s: stop
+    assert improving([(0.0, 10.0), (50.0, 6.0), (100.0, 5.99), (130.0, 5.9)], window)  # against t=0
+
+
+def test_tune_budget_auto_parses():
+    from pipeline.tune import parse_budget
+
+    assert parse_budget("auto") == (600.0, True)
+    assert parse_budget("auto:20m") == (1200.0, True)
+    assert parse_budget("90s") == (90.0, False)
+    assert parse_budget(None) == (None, False)
+    with pytest.raises(DeployError, match="auto"):
+        parse_budget("auto:soon")
+
+
+@pytest.mark.slow  # ~2 min of tuning; -m slow
+def test_compile_tune_auto_tunes_where_time_is_lost_and_builds(models, tmp_path, cli):
+    """deploy compile --tune auto:60s: the kernels are ranked against this machine's matmul rate, the
+    search stops at the budget or a plateau, and the artifact built with the records is right."""
+    out = tmp_path / "a"
+    rc, _, err = cli("compile", models / "cnn.onnx", "-t", "x86-64", "-o", out, "--tune", "auto:60s",
+                     "--db", tmp_path / "db")
+    assert rc == 0, err
+    text = " ".join(err.split())
+    assert "matmul rate" in text and "est. latency" in text, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["tuning"]["tuned_kernels"] >= 1 and _lines(tmp_path / "db")
+    assert_matches_ort(pipeline.load(out), models / "cnn.onnx")
 
 
 def test_records_that_no_longer_load_are_set_aside(tuned, models, tmp_path):
