@@ -32,7 +32,7 @@ A kernel too small to split (``base.SERIAL_BELOW`` loop iterations) keeps its lo
 under every rule of this package: a parallel region costs more than it saves there, and beside a
 busy neighbour process it waits for a worker that is not running.
 
-Tile sizes come from the target's vector width (``llvm_get_vector_width``): 16 floats per
+Tile sizes come from the target's vector width (``vector.vector_bits``: TVM's own answer is 512 on every x86 CPU): 16 floats per
 AVX-512 register, 8 for AVX2, 4 for NEON.
 
 One rule per file, each behind dlight's ``apply(func, target, tunable)``: a rule that does not

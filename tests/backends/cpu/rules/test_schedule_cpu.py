@@ -413,3 +413,31 @@ def test_kernels_too_small_to_split_stay_on_one_thread():
     mod = apply_default_schedules(mod, get_preset("x86-64").tvm_target())
     par = {gv.name_hint: "T.parallel" in f.script() for gv, f in mod.functions_items()}
     assert par == {"scale_small": False, "scale_big": True, "dense_small": False, "dense_big": True}, par
+
+
+@pytest.mark.parametrize("preset,lanes,max_acc", [("x86-64-v3", 8, 12), ("x86-64-v4", 16, 16), ("rpi4", 4, 16)])
+def test_register_tiles_fit_the_targets_vector_registers(preset, lanes, max_acc):
+    """TVM 0.27's llvm_get_vector_width answers 512 for every x86 CPU: on AVX2 (Haswell, Zen) tiles
+    were sized for 16-float vectors, twice the registers there, and every step of a conv's
+    reduction spilled accumulators to the stack. The tile is sized from the CPU's features:
+    8 floats a vector and at most 12 accumulators in AVX2's 16 registers."""
+    import re
+
+    import tvm
+    from tvm import te
+
+    from pipeline.backends.cpu.rules import apply_default_schedules
+    from pipeline.backends.cpu.vector import vector_lanes
+    from pipeline.targets import get_preset
+
+    target = get_preset(preset).tvm_target()
+    assert vector_lanes(target, "float32") == lanes
+    x, w = te.placeholder((196, 96), "float32", "x"), te.placeholder((96, 576), "float32", "w")
+    r = te.reduce_axis((0, 96), "r")
+    f = te.create_prim_func([x, w, te.compute((196, 576), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), "y")])
+    mod = apply_default_schedules(tvm.IRModule({"dense": f.with_attr("global_symbol", "dense")}), target)
+    text = mod["dense"].script()
+    rows = [int(n) for n in re.findall(r"in T\.unroll\((\d+)\)", text)]
+    vec = [int(n) for n in re.findall(r"in T\.vectorized\((\d+)\)", text)]
+    assert rows and vec, text
+    assert max(vec) % lanes == 0 and max(rows) * (max(vec) // lanes) <= max_acc, (rows, vec)
