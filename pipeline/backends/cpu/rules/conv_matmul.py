@@ -82,6 +82,11 @@ class ConvMatmul(CPUScheduleRule):
         rows = pick(s_ext[row_axis], list(range(max_rows, 0, -1))) if row_axis is not None else 1
         if row_axis is not None and (rows < 3 and s_ext[row_axis] > max_rows or ext[row_axis] is None):
             rows = max_rows  # a ragged last block beats a 1-row block
+            if ext[row_axis] is not None:
+                # blocks of even size: 7 rows as 4 + 3, not 6 + 1, 14 as 5 + 5 + 4, not 6 + 6 + 2 (a
+                # 1- or 2-row block runs at a fraction of the FMA rate: the late 7x7 and 14x14 1x1
+                # convs of MobileNets took 1.6-1.7x ORT's time, 1.1-1.2x with even blocks)
+                rows = -(-s_ext[row_axis] // -(-s_ext[row_axis] // max_rows))
         s_loops = list(loops[:n_s])
         r_loops = list(loops[n_s:])
         whole = divisible(sch, s_loops[-1], vec)  # no ragged vector block: safe to vectorize

@@ -432,12 +432,19 @@ def test_register_tiles_fit_the_targets_vector_registers(preset, lanes, max_acc)
 
     target = get_preset(preset).tvm_target()
     assert vector_lanes(target, "float32") == lanes
-    x, w = te.placeholder((196, 96), "float32", "x"), te.placeholder((96, 576), "float32", "w")
-    r = te.reduce_axis((0, 96), "r")
-    f = te.create_prim_func([x, w, te.compute((196, 576), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), "y")])
-    mod = apply_default_schedules(tvm.IRModule({"dense": f.with_attr("global_symbol", "dense")}), target)
-    text = mod["dense"].script()
-    rows = [int(n) for n in re.findall(r"in T\.unroll\((\d+)\)", text)]
-    vec = [int(n) for n in re.findall(r"in T\.vectorized\((\d+)\)", text)]
-    assert rows and vec, text
-    assert max(vec) % lanes == 0 and max(rows) * (max(vec) // lanes) <= max_acc, (rows, vec)
+    def tile(m):
+        x, w = te.placeholder((m, 96), "float32", "x"), te.placeholder((96, 576), "float32", "w")
+        r = te.reduce_axis((0, 96), "r")
+        f = te.create_prim_func([x, w, te.compute((m, 576), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), "y")])
+        mod = apply_default_schedules(tvm.IRModule({"dense": f.with_attr("global_symbol", "dense")}), target)
+        text = mod["dense"].script()
+        rows = [int(n) for n in re.findall(r"in T\.unroll\((\d+)\)", text)]
+        vec = [int(n) for n in re.findall(r"in T\.vectorized\((\d+)\)", text)]
+        assert rows and vec, text
+        return max(rows), max(vec)
+
+    rows, vec = tile(196)
+    assert vec % lanes == 0 and rows * (vec // lanes) <= max_acc, (rows, vec)
+    # 7 rows with no divisor that fits: even blocks (4 + 3 on AVX2), not a full block and a 1-row one
+    rows7, _ = tile(7)
+    assert rows7 == {8: 4, 16: 7, 4: 7}[lanes], rows7
