@@ -193,27 +193,31 @@ def kernel_sites(mod, collector: Collector) -> list[dict]:
     return sites
 
 
+def func_flops(func) -> float | None:
+    """FLOPs of one TIR function (TVM's estimate), None where TVM cannot count them."""
+    import tvm
+    from tvm import s_tir
+
+    try:
+        return float(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": func})))
+    except Exception:  # noqa: BLE001 - FLOPs are for reports and rankings
+        return None
+
+
 def kernel_flops(mod, unscheduled=None) -> dict[str, float]:
     """FLOPs of every TIR kernel where TVM can count them. A GPU schedule hides them from TVM's
     count (thread-bound loops, tensor-core intrinsics count as 0): where ``unscheduled`` (the
     module before scheduling) has the kernel, it is counted there."""
-    import tvm
-    from tvm import s_tir, tirx
-
-    def count(func):
-        try:
-            return float(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": func})))
-        except Exception:  # noqa: BLE001 - FLOPs are for the report
-            return None
+    from tvm import tirx
 
     before = {gv.name_hint: f for gv, f in unscheduled.functions_items()} if unscheduled is not None else {}
     out = {}
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc):
             base = before.get(gv.name_hint) or before.get(prepacked_base(gv.name_hint) or "")
-            n = count(base) if isinstance(base, tirx.PrimFunc) else None
+            n = func_flops(base) if isinstance(base, tirx.PrimFunc) else None
             if n is None:
-                n = count(func)
+                n = func_flops(func)
             if n is not None:
                 out[gv.name_hint] = n
     return out

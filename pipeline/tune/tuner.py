@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import log
+from ..layers import func_flops
 from ..backends import for_preset
 from ..errors import DeployError, last_line
 from ..prepare import Prepared, Request, Steps
@@ -188,17 +189,6 @@ def _record_defaults(tasks, database, builder, runner, target, backend) -> int:
     return n
 
 
-def _task_flops(task) -> float:
-    """A task's floating-point operations per call (TVM's estimate; 0 where it has none)."""
-    import tvm
-    from tvm import s_tir
-
-    try:
-        return float(s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": task.dispatched[0]["main"]})))
-    except Exception:  # noqa: BLE001 - a kernel TVM cannot count is ranked by its time alone
-        return 0.0
-
-
 def _estimate(tasks, records: dict[str, list[float]]) -> tuple[dict[str, float], float | None]:
     """Best weighted seconds per task with records, and their sum in ms once every task has one."""
     best = {t.task_name: records[t.task_name][0] * t.weight for t in tasks if records[t.task_name]}
@@ -271,7 +261,8 @@ def tune_module(prep: Prepared, preset: Preset, runner, step, *, db: Path | None
         what = "take {share:.0%} of the measured time"
         if time_budget and auto and backend.host_timed and not preset.is_cross and not remote:
             rate = matmul_rate()
-            cost = lost_time(cost, {t.task_name: _task_flops(t) * t.weight for t in todo}, rate)
+            cost = lost_time(cost, {t.task_name: (func_flops(t.dispatched[0]["main"]) or 0.0) * t.weight
+                                    for t in todo}, rate)
             what = f"lose {{share:.0%}} of the time lost against this machine's matmul rate ({rate / 1e9:.0f} GFLOP/s)"
         todo, left, share = focus(todo, cost if time_budget else {}, time_budget)  # only a budget chooses
         if left:

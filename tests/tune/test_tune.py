@@ -288,7 +288,7 @@ def test_auto_ranks_kernels_by_time_lost_against_the_matmul_rate():
     tasks = [SimpleNamespace(task_name=n) for n in cost]
     chosen, left, _ = focus(tasks, lost, 600.0)
     assert [t.task_name for t in chosen] == ["conv_slow", "eltwise"] and [t.task_name for t in left] == ["conv_fast"]
-    assert 1e9 < matmul_rate(n=128, runs=2) < 1e14  # FLOP/s, measured
+    assert 1e8 < matmul_rate(n=256, runs=3) < 1e14  # FLOP/s, measured (a loaded machine included)
 
 
 def test_auto_stops_when_the_estimate_stops_improving():
