@@ -88,6 +88,7 @@ def _per_workload(lines: list[str]) -> dict[int, int]:
     return counts
 
 
+@pytest.mark.slow  # ~1.5 min of tuning; -m slow
 def test_kill_9_loses_no_record_and_rerun_resumes(tmp_path):
     """kill -9 once the first kernel has all its trials: no measured record is lost, and the
     re-run tunes only the kernel left. tiny_mlp: two kernels, 4 trials each, one search batch each
@@ -176,6 +177,7 @@ def test_rpc_tuning_on_loopback(models, tmp_path):
                 p.wait()
 
 
+@pytest.mark.slow  # ~1.5 min of tuning; -m slow
 def test_compile_tune_flag_tunes_then_builds_with_the_records(models, tmp_path, cli, monkeypatch):
     """`compile --tune` tunes the module it builds: load, clean-up, import and optimize run once."""
     from pipeline import prepare
