@@ -450,7 +450,7 @@ def geomean(xs):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(ZOO))
-    ap.add_argument("--tune", help="tune each model this long first (e.g. 10m), records kept in --db")
+    ap.add_argument("--tune", help="tune each model this long first (e.g. 10m, auto, auto:20m), records kept in --db")
     ap.add_argument("--db", type=Path, help="tuning database root [the per-user one]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per engine and model")
@@ -464,10 +464,11 @@ def main() -> None:
 
     def measure(name: str, t0: float) -> dict:
         model = export(name, a.work)
-        from pipeline.tune import parse_duration
+        from pipeline.tune import parse_budget
 
+        budget, auto = parse_budget(a.tune)
         art = pipeline.compile(model, "x86-64", output=a.work / f"{name}-x86-64", force=True,
-                               tune_budget=parse_duration(a.tune) if a.tune else None, db=a.db)
+                               tune_budget=budget, tune_auto=auto, db=a.db)
         compile_s = time.perf_counter() - t0
         gflop = _gflop(art, model)
         tflite = name in TFLITE  # a .tflite's peer is LiteRT alone
