@@ -155,3 +155,21 @@ def test_int8_output_off_onnx_runtime_passes_where_it_is_what_onnx_defines():
     assert res["ok"] and "ONNX's reference implementation" in res["note"] and res["vs_onnxruntime"]["max_abs"] == pytest.approx(5.0)
     assert not _as_onnx_defines(failed, exact + 1.0, exact, tol)["ok"]  # off both: still a failure
     assert _as_onnx_defines(failed, exact, None, tol) is failed  # no reference: the first verdict stands
+
+
+def test_an_empty_input_runs_and_matches_onnx_runtime(tmp_path):
+    """A zero-size input (ReduceMax over an empty axis) is passed to the kernels as a compact
+    tensor: the staged CPU call path once handed TVM a view with zero strides, which it refused."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph(
+        [helper.make_node("ReduceMax", ["x", "axes"], ["y"], keepdims=1)], "empty",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 0, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1, 4])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    art = pipeline.compile(path, "x86-64", output=tmp_path / "art")
+    assert art.manifest["check"]["status"] == "passed"
+    y = Artifact(tmp_path / "art").run({"x": np.zeros((2, 0, 4), np.float32)})["y"]
+    assert y.shape == (2, 1, 4) and np.all(y == -np.inf)
