@@ -32,6 +32,7 @@ from ..run.remote import connect, parse_tracker
 from ..frontend.dims import static_shapes
 from ..targets import Preset, get_preset
 from . import database as tuning_db
+from .build_pool import pool_builder
 from .focus import NEAR_RATE, focus, lost_time, matmul_rate
 from .progress import Progress, stops_on
 
@@ -255,37 +256,40 @@ def tune_module(prep: Prepared, preset: Preset, runner, step, *, db: Path | None
         log.set_verbose(log.verbose())
         os.environ.setdefault("TMPDIR", str(work))
         backend.register_tuning_rules()
-        builder = ms.builder.LocalBuilder(f_build=fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
-        if backend.has_default_schedules:
-            with step("measure default schedules"), log.tvm_quiet():
-                n, unmeasured = _record_defaults(todo, database, builder, runner, target, backend)
-            log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
-            if unmeasured:
-                todo = [t for t in todo if t.task_name not in unmeasured]
-                log.info(f"  {len(unmeasured)} kernel(s) keep their default schedules untuned: MetaSchedule cannot "
-                         "time them (weights padded at build time), so a tuned record could lose to them unseen")
-        measured_best = _estimate(tasks, {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks})[0]
-        cost = {t.task_name: measured_best[t.task_name] for t in todo if t.task_name in measured_best}
-        what = "take {share:.0%} of the measured time"
-        if time_budget and auto and backend.host_timed and not preset.is_cross and not remote:
-            rate = matmul_rate()
-            cost = lost_time(cost, {t.task_name: (func_flops(t.dispatched[0]["main"]) or 0.0) * t.weight
-                                    for t in todo}, rate)
-            what = f"lose {{share:.0%}} of the time lost against this machine's matmul rate ({rate / 1e9:.0f} GFLOP/s)"
-        todo, left, share = focus(todo, cost if time_budget else {}, time_budget)  # only a budget chooses
-        if left:
-            log.info(f"  the budget goes to the {len(todo)} kernels that {what.format(share=share)}; "
-                     f"{len(left)} keep their default schedules")
-        trials = min(trials, trials_per_task * len(todo))
-        if not todo:
-            log.info(f"  every kernel runs at {NEAR_RATE:.0%} of the matmul rate or better: nothing worth a search")
-            stopped_by = "nothing worth tuning"
-        else:
-            plateau = max(90.0, time_budget / 4) if auto and time_budget else None
-            progress = Progress(todo, trials, time_budget, measured_best, show, t0, plateau=plateau)
-            _search(todo, trials, trials_per_task, seed, work, builder, runner, database, progress, step)
-            measured = progress.trials
-            stopped_by = progress.stopped_by or "trial budget"
+        builder = pool_builder(fast_build, max_workers=os.cpu_count() or 1, timeout_sec=60)
+        try:
+            if backend.has_default_schedules:
+                with step("measure default schedules"), log.tvm_quiet():
+                    n, unmeasured = _record_defaults(todo, database, builder, runner, target, backend)
+                log.info(f"  {n} default schedules measured and recorded: tuned kernels never lose to them")
+                if unmeasured:
+                    todo = [t for t in todo if t.task_name not in unmeasured]
+                    log.info(f"  {len(unmeasured)} kernel(s) keep their default schedules untuned: MetaSchedule cannot "
+                             "time them (weights padded at build time), so a tuned record could lose to them unseen")
+            measured_best = _estimate(tasks, {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks})[0]
+            cost = {t.task_name: measured_best[t.task_name] for t in todo if t.task_name in measured_best}
+            what = "take {share:.0%} of the measured time"
+            if time_budget and auto and backend.host_timed and not preset.is_cross and not remote:
+                rate = matmul_rate()
+                cost = lost_time(cost, {t.task_name: (func_flops(t.dispatched[0]["main"]) or 0.0) * t.weight
+                                        for t in todo}, rate)
+                what = f"lose {{share:.0%}} of the time lost against this machine's matmul rate ({rate / 1e9:.0f} GFLOP/s)"
+            todo, left, share = focus(todo, cost if time_budget else {}, time_budget)  # only a budget chooses
+            if left:
+                log.info(f"  the budget goes to the {len(todo)} kernels that {what.format(share=share)}; "
+                         f"{len(left)} keep their default schedules")
+            trials = min(trials, trials_per_task * len(todo))
+            if not todo:
+                log.info(f"  every kernel runs at {NEAR_RATE:.0%} of the matmul rate or better: nothing worth a search")
+                stopped_by = "nothing worth tuning"
+            else:
+                plateau = max(90.0, time_budget / 4) if auto and time_budget else None
+                progress = Progress(todo, trials, time_budget, measured_best, show, t0, plateau=plateau)
+                _search(todo, trials, trials_per_task, seed, work, builder, runner, database, progress, step)
+                measured = progress.trials
+                stopped_by = progress.stopped_by or "trial budget"
+        finally:
+            builder.close()
     _, est_after = _estimate(tasks, {t.task_name: _records_for(database, t.dispatched[0]) for t in tasks})
     summary = TuneSummary(preset.name, str(tdb.path), len(tasks), reused, len(todo), measured,
                           round(time.perf_counter() - t0, 1), est_before, est_after, stopped_by)
