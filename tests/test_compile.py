@@ -82,7 +82,8 @@ def test_verify_and_bench_cli(cnn_artifact, cli, models):
     r = json.loads(out)
     for engine in ("deploy", "onnxruntime"):
         lat = r[engine]
-        assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["samples"] >= 6
+        # at least one inference a turn: how many more fit in --seconds depends on the machine's load
+        assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["samples"] >= 3
         assert r["memory"][engine]["peak_rss_mb"] > 10  # measured in the engine's own process
     # one ratio, the one the medians give, with its definition
     assert r["ratio"] == pytest.approx(r["deploy"]["median_ms"] / r["onnxruntime"]["median_ms"])

@@ -101,7 +101,11 @@ class ConvMatmul(CPUScheduleRule):
         # weights larger than the activations (late conv layers, transformer matmuls): walk the
         # output channels outermost so each weight slice is read from memory once, not once per row
         # (a single row: every weight is read once, each task its own panel of output channels)
-        first = [v_o, *outer] if gemv or weights_dominate(sch, main, row_axis) else [*outer, v_o]
+        row_tiles = 1
+        for i, e in enumerate(s_ext[:-1]):
+            row_tiles *= -(-e // rows) if i == row_axis else e
+        panels = -(-v_ext // vec)
+        first = [v_o, *outer] if gemv or weights_dominate(sch, main, row_axis, row_tiles, panels) else [*outer, v_o]
         sch.reorder(*first, *r_loops, *inner)
         if first[0] is v_o:  # weights outermost: each task streams its own panel
             pack_weights(sch, main, vec, target, padded=gemv)

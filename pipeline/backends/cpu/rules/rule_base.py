@@ -182,8 +182,18 @@ def has_root(sch) -> bool:
         return False
 
 
-def weights_dominate(sch, block, row_axis) -> bool:
-    """Whether the inputs not indexed by the row axis (weights) outweigh those that are."""
+L2_SHARE = 256 << 10  # bytes of a core's L2 a tile loop can count on keeping (Zen: 512 KB, Intel: 256 KB-2 MB)
+
+
+def weights_dominate(sch, block, row_axis, row_tiles: int = 1, panels: int = 1) -> bool:
+    """Whether the output-channel panels should be the outer loop (each weight panel read once,
+    the activations once per panel) rather than the row tiles (the activations read once, every
+    weight once per row tile): the order that moves fewer bytes past the L2. An operand that fits
+    in ``L2_SHARE`` is re-read from the L2 for free; one that does not is re-read from the L3 or
+    memory on every pass. A long Conv1D (wav2vec2's 512 -> 512 over 1,599 steps: 3 MB of weights,
+    6.5 MB of activations) streamed its weights 320 times with the rows outer, about 1 GB, against
+    210 MB with the panels outer. Where neither order moves half the bytes of the other, the
+    larger operand goes outer."""
     from tvm.tirx.analysis import undefined_vars
 
     if row_axis is None:
@@ -197,7 +207,11 @@ def weights_dominate(sch, block, row_axis) -> bool:
             data += bytes(region.source)
         else:
             weights += bytes(region.source)
-    return weights > data
+    rows_outer = data + (weights if weights <= L2_SHARE else weights * max(1, row_tiles))
+    panels_outer = weights + (data if data <= L2_SHARE else data * max(1, panels))
+    if max(rows_outer, panels_outer) >= 2 * min(rows_outer, panels_outer):
+        return panels_outer < rows_outer
+    return weights > data  # close: the caches blur the difference
 
 
 def reduces_inner_axis(sch, block) -> bool | None:

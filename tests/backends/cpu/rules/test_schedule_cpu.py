@@ -448,3 +448,23 @@ def test_register_tiles_fit_the_targets_vector_registers(preset, lanes, max_acc)
     # 7 rows with no divisor that fits: even blocks (4 + 3 on AVX2), not a full block and a 1-row one
     rows7, _ = tile(7)
     assert rows7 == {8: 4, 16: 7, 4: 7}[lanes], rows7
+
+
+@pytest.mark.parametrize("channels,panels_outer", [(256, True), (64, False)])
+def test_long_conv1d_keeps_the_operand_that_misses_the_cache_outer(tmp_path, channels, panels_outer):
+    """A Conv1D over a long signal (wav2vec2's feature extractor): with 768 KB of weights, walking
+    the row tiles outermost read every weight once per tile from beyond the L2 (270 MB for this
+    one, 1.8x ONNX Runtime's time for wav2vec2's 512-channel layer), so the output-channel panels
+    go outermost, their weights packed at build time (*_prepacked). With 48 KB of weights, which
+    stay in the L2, the rows stay outermost and the activations are read once."""
+    from pipeline import layers
+
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3], strides=[2]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m = _model(nodes, [("x", [1, channels, 2047])], ["y"], [("W", _w(channels, channels, 3))])
+    onnx.save(m, tmp_path / "m.onnx")
+    art = pipeline.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "a")
+    assert_matches_ort(art, tmp_path / "m.onnx", atol=1e-4, rtol=1e-4)
+    [conv] = [k for k in layers.read(art.path)["kernels"] if "conv2d" in k["kernel"]]
+    assert conv["schedule"] == "default: ConvMatmul", conv
+    assert conv["kernel"].endswith("_prepacked") == panels_outer, conv
