@@ -69,7 +69,10 @@ def test_profile_kernels_sum_to_latency_and_name_nodes(built, name, tmp_path, ca
     result = profile(art, model, threads=2, runs=20)
     d = result["deploy"]
     assert d["kernels"] and all(r["nodes"] for r in d["kernels"]), [r["kernel"] for r in d["kernels"] if not r["nodes"]]
-    assert abs(d["kernels_ms"] - d["e2e_ms"]) <= 0.10 * d["e2e_ms"], (d["kernels_ms"], d["e2e_ms"])
+    # an inference's calls (kernels and VM built-ins, summed per run) account for its latency; the
+    # per-kernel medians never add up to more (a kernel counted twice would)
+    assert abs(d["run_calls_ms"] - d["e2e_ms"]) <= 0.10 * d["e2e_ms"], (d["run_calls_ms"], d["e2e_ms"])
+    assert d["kernels_ms"] <= 1.05 * d["run_calls_ms"], (d["kernels_ms"], d["run_calls_ms"])
     assert abs(sum(r["share"] for r in d["kernels"]) - 1) < 1e-6
     o = result["onnxruntime"]
     assert o["e2e_ms"] > 0 and o["matched_ms"] >= 0.5 * o["nodes_ms"], o  # most of ORT's time is joined by node
