@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 RECYCLE = 40  # batches a pool serves before fresh workers replace it (TVM's note: its workers leak)
 
 
 def _build_one(f_build, mod, target, params):
-    """In a worker: build ``mod`` and export it to a temporary .tar, whose path comes back."""
-    import tempfile
-
+    """In a worker: build ``mod`` and export it as LocalBuilder does (MetaSchedule's
+    ``default_export``: a temporary .tar), whose path comes back."""
     from tvm.runtime import load_param_dict
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_export
 
-    lib = f_build(mod, target, load_param_dict(params) if params is not None else None)
-    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.tar")
-    lib.export_library(path)
-    return path
+    return default_export(f_build(mod, target, load_param_dict(params) if params is not None else None))
 
 
 def pool_builder(f_build, max_workers: int, timeout_sec: float):

@@ -98,9 +98,9 @@ class ConvMatmul(CPUScheduleRule):
             inner = [r_i, v_i]
         else:
             inner = [v_i]
-        # weights larger than the activations (late conv layers, transformer matmuls): walk the
-        # output channels outermost so each weight slice is read from memory once, not once per row
-        # (a single row: every weight is read once, each task its own panel of output channels)
+        # the output channels outermost where that moves fewer bytes past the L2 (late conv layers,
+        # transformer matmuls, long Conv1Ds: weights_dominate), so each weight panel is read once,
+        # not once per row tile (a single row: every weight is read once, each task its own panel)
         row_tiles = 1
         for i, e in enumerate(s_ext[:-1]):
             row_tiles *= -(-e // rows) if i == row_axis else e
